@@ -1,0 +1,59 @@
+"""Roles are Django groups; each role's capabilities are declared once, here."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Role(models.TextChoices):
+    TECHNICIAN = "technician", "Lab technician"
+    PATHOLOGIST = "pathologist", "Pathologist"
+    SUPERVISOR = "supervisor", "Supervisor"
+    RESEARCHER = "researcher", "Researcher"
+    ADMIN = "admin", "Administrator"
+
+
+# Capability codenames are permissions on accounts.User (see its Meta).
+ROLE_CAPABILITIES: dict[str, set[str]] = {
+    Role.TECHNICIAN: {"create_case", "view_cases", "retry_classification"},
+    Role.PATHOLOGIST: {"view_cases", "review_cells", "sign_case"},
+    Role.SUPERVISOR: {"view_cases", "view_dashboard", "view_audit", "manage_users"},
+    Role.RESEARCHER: {"export_data"},
+    Role.ADMIN: {
+        "view_cases",
+        "retry_classification",
+        "view_dashboard",
+        "view_audit",
+        "manage_users",
+        "manage_models",
+        "view_errors",
+        "export_data",
+    },
+}
+
+# Roles whose holders must protect their account with a second factor.
+MFA_REQUIRED_ROLES = {Role.SUPERVISOR, Role.ADMIN}
+
+
+def perm(capability: str) -> str:
+    return f"accounts.{capability}"
+
+
+def role_of(user) -> str | None:
+    if not user.is_authenticated or not user.is_active:
+        return None
+    names = {group.name for group in user.groups.all()}
+    for role in Role:
+        if role.value in names:
+            return role.value
+    return None
+
+
+def sync_role_groups(**kwargs) -> None:
+    """Create one group per role with exactly its capabilities (runs after every migrate)."""
+    from django.contrib.auth.models import Group, Permission
+
+    for role, capabilities in ROLE_CAPABILITIES.items():
+        group, _ = Group.objects.get_or_create(name=role.value)
+        permissions = Permission.objects.filter(content_type__app_label="accounts", codename__in=capabilities)
+        group.permissions.set(permissions)

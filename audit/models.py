@@ -1,0 +1,50 @@
+from django.conf import settings
+from django.db import models
+
+
+class AuditEvent(models.Model):
+    """One thing that happened, append-only: who did what to which object, and when."""
+
+    class Action(models.TextChoices):
+        SIGN_IN = "sign_in", "Sign-in"
+        SIGN_IN_FAILED = "sign_in_failed", "Failed sign-in"
+        SIGN_OUT = "sign_out", "Sign-out"
+        USER_APPROVED = "user_approved", "User approved"
+        ROLE_CHANGED = "role_changed", "Role changed"
+        CASE_CREATED = "case_created", "Case created"
+        UPLOAD = "upload", "Image uploaded"
+        UPLOAD_REJECTED = "upload_rejected", "Upload rejected"
+        IMAGE_VIEWED = "image_viewed", "Image viewed"
+        CLASSIFICATION_RETRIED = "classification_retried", "Classification retried"
+        REVIEW = "review", "Review"
+        SIGN_OFF = "sign_off", "Case signed"
+        AMENDMENT = "amendment", "Amendment"
+        EXPORT = "export", "Export"
+        MODEL_IMPORTED = "model_imported", "Model imported"
+        MODEL_ACTIVATED = "model_activated", "Model activated"
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_email = models.CharField(max_length=254, blank=True)
+    action = models.CharField(max_length=40, choices=Action.choices, db_index=True)
+    object_type = models.CharField(max_length=60, blank=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["object_type", "object_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_email or 'system'} {self.action}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise PermissionError("Audit events are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("Audit events are append-only.")

@@ -1,0 +1,110 @@
+from django.conf import settings
+from django.db import models
+
+
+class Case(models.Model):
+    """One blood smear / sample."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        CLASSIFYING = "classifying", "Classifying"
+        AWAITING_REVIEW = "awaiting_review", "Awaiting review"
+        SIGNED = "signed", "Signed"
+
+    accession_id = models.CharField(max_length=64, unique=True)
+    # Identifies the patient in the lab's own system: stored, never listed or exported.
+    patient_reference = models.CharField(max_length=128, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="cases_created")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    signed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="cases_signed"
+    )
+    signed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.accession_id
+
+
+class CellImage(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        CLASSIFYING = "classifying", "Classifying"
+        CLASSIFIED = "classified", "Classified"
+        FAILED = "failed", "Failed"
+
+    case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="images")
+    # Path inside the private, encrypted image store; never a URL.
+    storage_key = models.CharField(max_length=255, unique=True)
+    sha256 = models.CharField(max_length=64, db_index=True)
+    size_bytes = models.PositiveBigIntegerField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    content_type = models.CharField(max_length=40)
+    original_name = models.CharField(max_length=255, blank=True, help_text="Metadata only; never used as a path.")
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    uploaded_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    status_message = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    status_changed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"cell {self.pk} of {self.case_id}"
+
+
+class Prediction(models.Model):
+    image = models.ForeignKey(CellImage, on_delete=models.PROTECT, related_name="predictions")
+    model_version = models.ForeignKey("inference.ModelVersion", on_delete=models.PROTECT, related_name="+")
+    label = models.CharField(max_length=60)
+    confidence = models.FloatField()
+    probabilities = models.JSONField(help_text="Every class's probability, by class name.")
+    flagged = models.BooleanField(default=False, help_text="Shown as 'unidentified — needs review'.")
+    ood_score = models.FloatField(null=True, blank=True)
+    latency_ms = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # A redelivered task must not store the same prediction twice.
+            models.UniqueConstraint(fields=["image", "model_version"], name="one_prediction_per_model")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.confidence:.2f})"
+
+
+class Review(models.Model):
+    """A pathologist's decision on one cell. Append-only; the final label is the latest review."""
+
+    class Kind(models.TextChoices):
+        CONFIRM = "confirm", "Confirmed"
+        OVERRIDE = "override", "Reclassified"
+        AMENDMENT = "amendment", "Amendment after sign-off"
+
+    image = models.ForeignKey(CellImage, on_delete=models.PROTECT, related_name="reviews")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    from_label = models.CharField(max_length=60, blank=True)
+    to_label = models.CharField(max_length=60)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise PermissionError("Reviews are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("Reviews are append-only.")

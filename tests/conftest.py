@@ -1,0 +1,67 @@
+import os
+from pathlib import Path
+
+import pytest
+from allauth.account.models import EmailAddress
+from django.conf import settings
+
+from accounts.roles import Role
+from tests.factories import UserFactory
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_shared_data() -> Path:
+    """The PBC dataset beside the project. Skipped where absent, a failure in CI (which always has it)."""
+    root = Path(settings.SHARED_DATA_DIR) / "datasets" / "pbc"
+    if not (root / "test").is_dir():
+        message = f"shared dataset not found at {root} (it lives in ../shared beside the project)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return root
+
+
+@pytest.fixture
+def pbc_dir() -> Path:
+    return require_shared_data()
+
+
+@pytest.fixture
+def make_user(db):
+    def make(role: str | None = None, *, mfa: bool = False, **kwargs):
+        user = UserFactory(role=role, **kwargs)
+        EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def technician(make_user):
+    return make_user(Role.TECHNICIAN)
+
+
+@pytest.fixture
+def pathologist(make_user):
+    return make_user(Role.PATHOLOGIST)
+
+
+@pytest.fixture
+def supervisor(make_user):
+    return make_user(Role.SUPERVISOR)
+
+
+@pytest.fixture
+def researcher(make_user):
+    return make_user(Role.RESEARCHER)
+
+
+@pytest.fixture
+def admin_user(make_user):
+    return make_user(Role.ADMIN)
+
+
+@pytest.fixture
+def pending_user(make_user):
+    return make_user(None)
