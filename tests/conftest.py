@@ -65,3 +65,15 @@ def admin_user(make_user):
 @pytest.fixture
 def pending_user(make_user):
     return make_user(None)
+
+
+@pytest.fixture
+def tiny_model(db):
+    """A tiny real model (LiteRT), registered and active; see inference.testing."""
+    from inference.predictor import reset_predictor
+    from inference.testing import build_tiny_model_version
+
+    reset_predictor()
+    version = build_tiny_model_version()
+    yield version
+    reset_predictor()

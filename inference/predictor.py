@@ -1,0 +1,252 @@
+"""Serving: the active model version, loaded once per process, classifying batches of images.
+
+The serving artifact is a LiteRT (.tflite) or ONNX file with two outputs, ``logits`` and ``features``
+(the pooled backbone features the out-of-distribution score is computed on). Neither runtime imports
+TensorFlow, so workers start fast and stay small.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from PIL import Image
+
+from .calibration import softmax
+from .models import ModelVersion
+from .ood import OOD_STATISTICS_FILE, MahalanobisScorer
+from .preprocessing import preprocess_batch, validate_preprocessing
+from .registry import artifact_path, get_active_version
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH = 32
+
+
+class ModelUnavailable(RuntimeError):
+    """The active model cannot serve; the message says what to do about it."""
+
+
+@dataclass(frozen=True)
+class CellPrediction:
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    flagged: bool
+    ood_score: float | None
+    latency_ms: float
+    # Why the prediction is shown as "unidentified — needs review": "low_confidence", "out_of_distribution".
+    flag_reasons: tuple[str, ...] = field(default_factory=tuple)
+
+
+def serving_threads() -> int:
+    value = os.environ.get("INFERENCE_NUM_THREADS") or getattr(settings, "INFERENCE_NUM_THREADS", 2)
+    try:
+        return max(1, int(value))
+    except (TypeError, ValueError):
+        return 2
+
+
+def sha256_of_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class LiteRTRuntime:
+    """A LiteRT interpreter (XNNPACK on CPU). One interpreter is not re-entrant: callers hold a lock."""
+
+    name = "litert"
+
+    def __init__(self, path: Path, *, num_threads: int):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+        signatures = self._interpreter.get_signature_list()
+        if not signatures:
+            raise ValueError("the model has no serving signature")
+        key, signature = next(iter(signatures.items()))
+        if sorted(signature["outputs"]) != ["features", "logits"] or len(signature["inputs"]) != 1:
+            raise ValueError(f"expected one input and outputs 'features' and 'logits', found {signature}")
+        self._input_name = signature["inputs"][0]
+        self._runner = self._interpreter.get_signature_runner(key)
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        outputs = self._runner(**{self._input_name: batch})
+        return np.asarray(outputs["logits"], dtype=np.float64), np.asarray(outputs["features"], dtype=np.float64)
+
+
+class OnnxRuntime:
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, *, num_threads: int):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = num_threads
+        options.inter_op_num_threads = 1
+        self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        names = [output.name for output in self._session.get_outputs()]
+        if sorted(names) != ["features", "logits"]:
+            raise ValueError(f"expected outputs 'features' and 'logits', found {names}")
+        self._input_name = self._session.get_inputs()[0].name
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, features = self._session.run(["logits", "features"], {self._input_name: batch})
+        return np.asarray(logits, dtype=np.float64), np.asarray(features, dtype=np.float64)
+
+
+def open_runtime(path: Path, *, num_threads: int):
+    if path.suffix == ".tflite":
+        return LiteRTRuntime(path, num_threads=num_threads)
+    if path.suffix == ".onnx":
+        return OnnxRuntime(path, num_threads=num_threads)
+    raise ValueError(f"no serving runtime for {path.name} (expected a .tflite or .onnx file)")
+
+
+class Predictor:
+    """Classifies images with one model version. Thread-safe; batches many images per runtime call."""
+
+    def __init__(self, version: ModelVersion, *, num_threads: int | None = None, max_batch: int = DEFAULT_MAX_BATCH):
+        self.version = version
+        self.classes: list[str] = list(version.classes)
+        self.preprocessing = dict(version.preprocessing)
+        self.temperature = float(version.temperature or 1.0)
+        self.confidence_threshold = float(version.confidence_threshold or 0.0)
+        self.ood_threshold = version.ood_threshold
+        self.max_batch = max_batch
+        self._lock = threading.Lock()
+        try:
+            validate_preprocessing(self.preprocessing)
+        except ValueError as exc:
+            raise ModelUnavailable(f"model version {version.name} has invalid preprocessing: {exc}") from exc
+        path = self._verified_path(version.serving_artifact)
+        try:
+            self.runtime = open_runtime(path, num_threads=num_threads or serving_threads())
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelUnavailable(
+                f"the serving runtime cannot load {path} (model version {version.name}): {exc}. "
+                "The file is corrupt or not a model this platform can serve; re-import or re-train it."
+            ) from exc
+        self.ood_scorer = self._load_ood_scorer()
+
+    def _verified_path(self, filename: str) -> Path:
+        path = artifact_path(self.version, filename)
+        if not path.is_file():
+            raise ModelUnavailable(
+                f"model file missing: {path} (model version {self.version.name}). Restore the file or "
+                "activate another version."
+            )
+        expected = (self.version.checksums or {}).get(filename)
+        if expected:
+            actual = sha256_of_file(path)
+            if actual != expected:
+                raise ModelUnavailable(
+                    f"checksum mismatch for {path} (model version {self.version.name}): expected sha256 "
+                    f"{expected}, found {actual}. The file was modified or damaged; restore it or re-import it."
+                )
+        return path
+
+    def _load_ood_scorer(self) -> MahalanobisScorer | None:
+        if self.ood_threshold is None:
+            return None
+        path = self._verified_path(OOD_STATISTICS_FILE)
+        try:
+            return MahalanobisScorer.load(path)
+        except (ValueError, OSError, KeyError) as exc:
+            raise ModelUnavailable(f"out-of-distribution statistics unreadable at {path}: {exc}") from exc
+
+    def predict(self, images: Sequence[Image.Image]) -> list[CellPrediction]:
+        results: list[CellPrediction] = []
+        for start in range(0, len(images), self.max_batch):
+            results.extend(self._predict_batch(images[start : start + self.max_batch]))
+        return results
+
+    def predict_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw (logits, features) for already preprocessed inputs; used by evaluation and benchmarks."""
+        with self._lock:
+            return self.runtime.run(np.ascontiguousarray(batch, dtype=np.float32))
+
+    def _predict_batch(self, images: Sequence[Image.Image]) -> list[CellPrediction]:
+        if not images:
+            return []
+        started = time.perf_counter()
+        batch = preprocess_batch(images, self.preprocessing)
+        logits, features = self.predict_arrays(batch)
+        probabilities = softmax(logits / self.temperature)
+        ood_scores = self.ood_scorer.score(features) if self.ood_scorer is not None else None
+        latency_ms = (time.perf_counter() - started) * 1000.0 / len(images)
+        return [
+            self._cell_prediction(
+                probabilities[row], None if ood_scores is None else float(ood_scores[row]), latency_ms
+            )
+            for row in range(len(images))
+        ]
+
+    def _cell_prediction(self, probabilities: np.ndarray, ood_score: float | None, latency_ms: float):
+        best = int(np.argmax(probabilities))
+        confidence = float(probabilities[best])
+        reasons = []
+        if confidence < self.confidence_threshold:
+            reasons.append("low_confidence")
+        if ood_score is not None and self.ood_threshold is not None and ood_score > self.ood_threshold:
+            reasons.append("out_of_distribution")
+        return CellPrediction(
+            label=self.classes[best],
+            confidence=confidence,
+            probabilities={name: float(p) for name, p in zip(self.classes, probabilities, strict=True)},
+            flagged=bool(reasons),
+            ood_score=ood_score,
+            latency_ms=latency_ms,
+            flag_reasons=tuple(reasons),
+        )
+
+
+_predictor: Predictor | None = None
+_predictor_key: tuple | None = None
+_predictor_lock = threading.Lock()
+
+
+def _version_key(version: ModelVersion) -> tuple:
+    return (version.pk, version.activated_at, tuple(sorted((version.checksums or {}).items())))
+
+
+def get_predictor() -> Predictor:
+    """The predictor of the active model version; loaded once per process, reloaded when the active
+    version changes. Registers the bundled model first when no version is active."""
+    version = get_active_version()
+    if version is None and getattr(settings, "INFERENCE_AUTO_BUNDLED_MODEL", True):
+        from .services import BundledModelMissing, ensure_bundled_model
+
+        try:
+            version = ensure_bundled_model()
+        except BundledModelMissing as exc:
+            raise ModelUnavailable(f"no active model version, and {exc}") from exc
+    if version is None:
+        raise ModelUnavailable("no active model version: an administrator must activate one (or train/import a model).")
+    global _predictor, _predictor_key
+    key = _version_key(version)
+    with _predictor_lock:
+        if _predictor is None or _predictor_key != key:
+            logger.info("loading model version %s (%s)", version.name, version.serving_artifact)
+            _predictor = Predictor(version)
+            _predictor_key = key
+        return _predictor
+
+
+def reset_predictor() -> None:
+    """Forget the loaded model (tests, and after files of the active version were replaced)."""
+    global _predictor, _predictor_key
+    with _predictor_lock:
+        _predictor = None
+        _predictor_key = None

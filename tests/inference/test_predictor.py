@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from audit.models import AuditEvent
+from inference.models import ModelVersion
+from inference.predictor import ModelUnavailable, Predictor, get_predictor, reset_predictor
+from inference.registry import artifact_path
+from inference.services import activate_version
+from inference.testing import build_tiny_model_version, synthetic_cell_image
+
+pytestmark = pytest.mark.slow
+
+
+def test_predictor_classifies_a_batch_of_mixed_images(tiny_model):
+    n = len(tiny_model.classes)
+    images = [synthetic_cell_image(i % n, n, seed=100 + i, size=40 + i) for i in range(6)]
+    results = get_predictor().predict(images)
+    assert [r.label for r in results] == [tiny_model.classes[i % n] for i in range(6)]
+    first = results[0]
+    assert set(first.probabilities) == set(tiny_model.classes)
+    assert abs(sum(first.probabilities.values()) - 1.0) < 1e-6
+    assert first.confidence == max(first.probabilities.values())
+    assert first.ood_score is not None and first.latency_ms > 0
+
+
+def test_predictor_is_loaded_once_per_process(tiny_model):
+    assert get_predictor() is get_predictor()
+
+
+def test_predictor_reloads_when_active_version_changes(tiny_model):
+    first = get_predictor()
+    other = build_tiny_model_version(activate=False)
+    activate_version(other)
+    assert get_predictor().version.pk == other.pk
+    assert get_predictor() is not first
+
+
+def test_confidence_threshold_flags_unsure_predictions(db):
+    reset_predictor()
+    version = build_tiny_model_version(confidence_threshold=1.01)
+    result = Predictor(version).predict([synthetic_cell_image(0, 3)])[0]
+    assert result.flagged and "low_confidence" in result.flag_reasons
+
+
+def test_no_active_version_is_a_clear_error(db, settings, tmp_path):
+    reset_predictor()
+    settings.BUNDLED_MODEL_DIR = tmp_path
+    with pytest.raises(ModelUnavailable, match="no active model version"):
+        get_predictor()
+
+
+def test_missing_file_is_reported(tiny_model):
+    artifact_path(tiny_model, tiny_model.serving_artifact).rename(artifact_path(tiny_model, "moved.tflite"))
+    try:
+        with pytest.raises(ModelUnavailable, match="model file missing"):
+            Predictor(tiny_model)
+    finally:
+        artifact_path(tiny_model, "moved.tflite").rename(artifact_path(tiny_model, tiny_model.serving_artifact))
+
+
+def test_checksum_mismatch_is_reported(tiny_model):
+    tiny_model.checksums = {**tiny_model.checksums, tiny_model.serving_artifact: "0" * 64}
+    with pytest.raises(ModelUnavailable, match="checksum mismatch"):
+        Predictor(tiny_model)
+
+
+def test_corrupt_file_is_reported(tiny_model, settings, tmp_path):
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "model.tflite").write_bytes(b"not a flatbuffer" * 10)
+    settings.MODEL_STORE_DIR = tmp_path
+    tiny_model.artifact_dir = "broken"
+    tiny_model.checksums = {}
+    with pytest.raises(ModelUnavailable, match="cannot load"):
+        Predictor(tiny_model)
+
+
+def test_activation_keeps_one_active_version_and_is_audited(tiny_model, admin_user):
+    other = build_tiny_model_version(activate=False)
+    activate_version(other, admin_user)
+    assert list(ModelVersion.objects.filter(is_active=True)) == [other]
+    event = AuditEvent.objects.filter(action=AuditEvent.Action.MODEL_ACTIVATED).first()
+    assert event.actor == admin_user and event.object_id == str(other.pk)
+
+
+def test_predictor_accepts_grey_and_transparent_images(tiny_model):
+    images = [Image.new("L", (20, 30), 128), Image.new("RGBA", (33, 33), (10, 200, 10, 128))]
+    results = get_predictor().predict(images)
+    assert len(results) == 2
+    assert all(np.isfinite(r.confidence) for r in results)
