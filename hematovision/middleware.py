@@ -6,10 +6,30 @@ from django.template.loader import render_to_string
 
 logger = logging.getLogger(__name__)
 
+RETRY_AFTER_SECONDS = 30
+
+
+def is_database_unavailable(exception: BaseException | None) -> bool:
+    """A lost or refused connection, as opposed to a bug in a query (which stays a 500)."""
+    if isinstance(exception, (OperationalError, InterfaceError)):
+        return True
+    return isinstance(exception, DatabaseError) and "connection" in str(exception).lower()
+
+
+def database_unavailable_response() -> HttpResponse:
+    # Rendered without a request context: context processors would query the database again.
+    response = HttpResponse(render_to_string("503.html"), status=503)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
 
 class DatabaseUnavailableMiddleware:
-    """A database outage becomes a clear 503 page instead of a server error; the
-    request's transaction (if any) is rolled back by Django, so nothing is half-written."""
+    """A database outage becomes a clear 503 page instead of a server error.
+
+    Writes that span several rows run in transaction.atomic, which the server rolls back when the
+    connection drops, so nothing is half-written. Failures outside the view (session or auth
+    middleware) never reach process_exception; hematovision.views.server_error covers those.
+    """
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -18,12 +38,7 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if isinstance(exception, (OperationalError, InterfaceError)) or (
-            isinstance(exception, DatabaseError) and "connection" in str(exception).lower()
-        ):
+        if is_database_unavailable(exception):
             logger.error("database unavailable path=%s error=%s", request.path, exception)
-            # No request context: context processors would query the database again.
-            response = HttpResponse(render_to_string("503.html"), status=503)
-            response["Retry-After"] = "30"
-            return response
+            return database_unavailable_response()
         return None

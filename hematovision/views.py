@@ -1,8 +1,12 @@
+import sys
+
 from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
+from django.views import defaults
 
 from accounts.permissions import has_capability
+from hematovision.middleware import database_unavailable_response, is_database_unavailable
 
 
 @login_required
@@ -26,7 +30,16 @@ def healthz(request):
 
 
 def readyz(request):
+    """Readiness for load balancers: database, broker and model, each with a short timeout."""
     from hematovision.health import readiness
 
     report = readiness()
     return JsonResponse(report, status=200 if report["ready"] else 503)
+
+
+def server_error(request):
+    """handler500: a database outage raised outside a view (session, auth middleware) is still a 503."""
+    _, exception, _ = sys.exc_info()
+    if is_database_unavailable(exception):
+        return database_unavailable_response()
+    return defaults.server_error(request)

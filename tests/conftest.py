@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 from allauth.account.models import EmailAddress
+from allauth.mfa.totp.internal.auth import TOTP
 from django.conf import settings
 
 from accounts.roles import Role
@@ -27,11 +28,17 @@ def pbc_dir() -> Path:
     return require_shared_data()
 
 
+# Base32 TOTP secret of every make_user(mfa=True) user; tests derive current codes from it.
+TOTP_TEST_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+
+
 @pytest.fixture
 def make_user(db):
     def make(role: str | None = None, *, mfa: bool = False, **kwargs):
         user = UserFactory(role=role, **kwargs)
         EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
+        if mfa:
+            TOTP.activate(user, TOTP_TEST_SECRET)
         return user
 
     return make
@@ -49,7 +56,8 @@ def pathologist(make_user):
 
 @pytest.fixture
 def supervisor(make_user):
-    return make_user(Role.SUPERVISOR)
+    # Supervisors and admins must have TOTP (accounts.middleware.MFARequiredMiddleware).
+    return make_user(Role.SUPERVISOR, mfa=True)
 
 
 @pytest.fixture
@@ -59,7 +67,7 @@ def researcher(make_user):
 
 @pytest.fixture
 def admin_user(make_user):
-    return make_user(Role.ADMIN)
+    return make_user(Role.ADMIN, mfa=True)
 
 
 @pytest.fixture

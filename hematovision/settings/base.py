@@ -63,6 +63,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "accounts.middleware.MFARequiredMiddleware",
     "hematovision.middleware.DatabaseUnavailableMiddleware",
 ]
 
@@ -98,6 +99,11 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Several threads (dev server, eager tasks) write at once; wait instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+elif DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # Fail fast (a 503 page, a not-ready probe) instead of holding a worker while the database is unreachable.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", int(os.environ.get("DB_CONNECT_TIMEOUT", "3"))
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
@@ -176,15 +182,19 @@ ACCOUNT_EMAIL_VERIFICATION_BY_CODE_ENABLED = True
 ACCOUNT_LOGIN_BY_CODE_ENABLED = True
 ACCOUNT_UNIQUE_EMAIL = True
 ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
+ACCOUNT_EMAIL_NOTIFICATIONS = True
+# Merged over allauth's defaults. Verification codes keep allauth's own short resend limit: a
+# three-minute one left a person who mistyped their address unable to get a new code.
 ACCOUNT_RATE_LIMITS = {
     "login_failed": "10/m/ip,5/5m/key",
     "signup": "20/m/ip",
-    "confirm_email": "1/3m/key",
     "request_login_code": "20/m/ip,3/m/key",
 }
 ACCOUNT_ADAPTER = "accounts.adapters.AccountAdapter"
 SOCIALACCOUNT_ADAPTER = "accounts.adapters.SocialAccountAdapter"
-SOCIALACCOUNT_EMAIL_AUTHENTICATION = True
+# Signing in to an existing account because a provider vouches for its email address is
+# trusted for Google only (set per provider below), not for any OpenID Connect server.
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
 SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
 SOCIALACCOUNT_ONLY = False
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
@@ -204,6 +214,7 @@ def _social_providers() -> dict:
             ],
             "SCOPE": ["profile", "email"],
             "AUTH_PARAMS": {"access_type": "online"},
+            "EMAIL_AUTHENTICATION": True,
         }
     if os.environ.get("LINKEDIN_CLIENT_ID"):
         providers["openid_connect"] = {
@@ -213,7 +224,11 @@ def _social_providers() -> dict:
                     "name": "LinkedIn",
                     "client_id": os.environ["LINKEDIN_CLIENT_ID"],
                     "secret": os.environ.get("LINKEDIN_CLIENT_SECRET", ""),
-                    "settings": {"server_url": "https://www.linkedin.com/oauth"},
+                    # LinkedIn accepts the client secret only in the POST body.
+                    "settings": {
+                        "server_url": "https://www.linkedin.com/oauth",
+                        "token_auth_method": "client_secret_post",
+                    },
                 }
             ]
         }
@@ -253,5 +268,6 @@ LOGGING = {
     },
 }
 
-# Demo users exist only in the embedded default (local settings).
+# Demo users exist only in the embedded default (local settings); there the demo supervisor and
+# admin may skip the otherwise mandatory TOTP (accounts.middleware.MFARequiredMiddleware).
 DEMO_MODE = False

@@ -1,0 +1,40 @@
+"""gunicorn for HematoVision's web process. Every value can be overridden from the environment.
+
+    gunicorn -c gunicorn.conf.py hematovision.wsgi
+
+Threads (gthread) rather than many processes: requests mostly wait on PostgreSQL, Redis and disk,
+and each process costs memory. The web process never imports TensorFlow.
+"""
+
+import multiprocessing
+import os
+
+wsgi_app = "hematovision.wsgi:application"
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000").split(",")
+workers = int(os.environ.get("WEB_CONCURRENCY", min(2 * multiprocessing.cpu_count() + 1, 8)))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# An upload of a few hundred cells over a slow link must not be killed; anything longer is stuck.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+# Recycle workers now and then so that slow leaks cannot grow without bound.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "2000"))
+max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "200"))
+# The reverse proxy terminates TLS and sets X-Forwarded-Proto; trust only its address.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+# The workers' heartbeat files on a RAM disk: a slow or full disk must not make workers look dead.
+RAM_DISK = "/dev/shm"  # noqa: S108 - holds only gunicorn's heartbeat files, no data
+if os.path.isdir(RAM_DISK):
+    worker_tmp_dir = RAM_DISK
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hematovision.settings.production")
+
+
+def post_worker_init(worker):
+    from hematovision.health import log_model_status_at_startup
+
+    log_model_status_at_startup(f"web worker pid={worker.pid}")
