@@ -34,6 +34,11 @@ ROLE_CAPABILITIES: dict[str, set[str]] = {
 # Roles whose holders must protect their account with a second factor.
 MFA_REQUIRED_ROLES = {Role.SUPERVISOR, Role.ADMIN}
 
+# Roles that only an admin may grant, take away, or touch the holders of.
+ADMIN_ONLY_ROLES = {Role.ADMIN}
+
+ALL_CAPABILITIES: frozenset[str] = frozenset().union(*ROLE_CAPABILITIES.values())
+
 
 def perm(capability: str) -> str:
     return f"accounts.{capability}"
@@ -47,6 +52,19 @@ def role_of(user) -> str | None:
         if role.value in names:
             return role.value
     return None
+
+
+def set_role(user, role: str | None) -> None:
+    """Replace the user's role group (None removes it); other groups are left alone."""
+    from django.contrib.auth.models import Group
+
+    user.groups.remove(*Group.objects.filter(name__in=Role.values))
+    if role is not None:
+        user.groups.add(Group.objects.get(name=Role(role).value))
+    # Django caches permissions on the instance; the next check must see the new role.
+    for cache_name in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
+        user.__dict__.pop(cache_name, None)
+    user.__dict__.pop("_prefetched_objects_cache", None)
 
 
 def sync_role_groups(**kwargs) -> None:

@@ -1,0 +1,26 @@
+"""Which accounts must have a second factor before they may do anything."""
+
+from allauth.mfa.models import Authenticator
+
+from .demo import is_demo_user
+from .roles import MFA_REQUIRED_ROLES
+
+TOTP_REQUIRED_MESSAGE = (
+    "Your role requires two-factor authentication: activate an authenticator app under Security "
+    "(/accounts/2fa/totp/activate/) first."
+)
+
+
+def totp_authenticator(user) -> Authenticator | None:
+    return Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).first()
+
+
+def needs_totp_setup(user) -> bool:
+    if not user.is_authenticated:
+        return False
+    if user.role not in MFA_REQUIRED_ROLES and not user.is_superuser:
+        return False
+    # In the embedded demo (DEMO_MODE) the demo supervisor and admin are exempt so a newcomer can click around.
+    if is_demo_user(user):
+        return False
+    return totp_authenticator(user) is None

@@ -1,0 +1,83 @@
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from .forms import RoleForm
+from .models import User
+from .permissions import capability_required
+from .selectors import list_people
+from .services import UserManagementError, approve_user, can_manage_admin_roles, change_role, deactivate_user
+
+
+@login_required
+def pending(request):
+    """The one page a signed-in person without a role sees; it needs no capability by design."""
+    if request.user.role is not None or request.user.is_superuser:
+        return redirect("home")
+    return render(request, "accounts/pending.html")
+
+
+@capability_required("manage_users")
+def people(request):
+    return render(
+        request,
+        "accounts/people.html",
+        {
+            "people": list_people(),
+            "role_form": RoleForm(actor=request.user),
+            "may_grant_admin": can_manage_admin_roles(request.user),
+        },
+    )
+
+
+def _apply(request, pk, action, success_message):
+    """Run a people-page action and come back to the page with its outcome."""
+    user = get_object_or_404(User, pk=pk)
+    try:
+        action(user)
+    except UserManagementError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, success_message.format(email=user.email))
+    return redirect("accounts:people")
+
+
+def _chosen_role(request):
+    form = RoleForm(request.POST, actor=request.user)
+    if not form.is_valid():
+        raise UserManagementError("Choose one of the roles offered to you.")
+    return form.cleaned_data["role"]
+
+
+@capability_required("manage_users")
+@require_POST
+def approve(request, pk):
+    return _apply(
+        request,
+        pk,
+        lambda user: approve_user(actor=request.user, user=user, role=_chosen_role(request), request=request),
+        "{email} is approved.",
+    )
+
+
+@capability_required("manage_users")
+@require_POST
+def set_role(request, pk):
+    return _apply(
+        request,
+        pk,
+        lambda user: change_role(actor=request.user, user=user, role=_chosen_role(request), request=request),
+        "{email} has a new role.",
+    )
+
+
+@capability_required("manage_users")
+@require_POST
+def deactivate(request, pk):
+    return _apply(
+        request,
+        pk,
+        lambda user: deactivate_user(actor=request.user, user=user, request=request),
+        "{email} is deactivated and signed out everywhere.",
+    )
