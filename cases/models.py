@@ -101,6 +101,9 @@ class Review(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
 
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} of cell {self.image_id}: {self.to_label}"
+
     def save(self, *args, **kwargs):
         if self.pk is not None:
             raise PermissionError("Reviews are append-only.")

@@ -1,0 +1,347 @@
+"""Writes for cases and cell images: creating cases, uploads, the classification workflow's state changes,
+and writing confirmed cells out as training data."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from PIL import Image
+
+from audit.models import AuditEvent
+from audit.services import record
+from inference.preprocessing import to_rgb
+
+from . import selectors, storage
+from .models import Case, CellImage, Prediction
+from .validation import ImageRejected, ValidatedImage, validate_image
+
+logger = logging.getLogger(__name__)
+
+# Images per classification task: several tasks let several workers share a large upload.
+IMAGES_PER_TASK = 16
+PENDING_STATUSES = selectors.PENDING_STATUSES
+
+
+class CaseError(Exception):
+    """A request about a case that cannot be carried out; str(exc) is shown to the user."""
+
+
+class UploadRefused(CaseError):
+    pass
+
+
+class RetryRefused(CaseError):
+    pass
+
+
+@dataclass(frozen=True)
+class RejectedFile:
+    name: str
+    message: str
+
+
+def clean_file_name(name: str | None) -> str:
+    """The original name as metadata: its last path component, printable, at most 255 characters."""
+    base = os.path.basename((name or "").replace("\\", "/"))
+    printable = "".join(char for char in base if char.isprintable()).strip()
+    return (printable or "unnamed file")[:255]
+
+
+def create_case(*, accession_id: str, created_by, patient_reference: str = "", request=None) -> Case:
+    accession_id = accession_id.strip()
+    if not accession_id:
+        raise CaseError("An accession id is required.")
+    try:
+        with transaction.atomic():
+            case = Case.objects.create(
+                accession_id=accession_id, patient_reference=patient_reference.strip(), created_by=created_by
+            )
+            record(
+                action=AuditEvent.Action.CASE_CREATED,
+                actor=created_by,
+                obj=case,
+                details={"accession_id": accession_id},
+                request=request,
+            )
+    except IntegrityError as exc:
+        raise CaseError(f"A case with accession id {accession_id} already exists.") from exc
+    return case
+
+
+def add_images(*, case: Case, files: Iterable, uploaded_by, request=None) -> tuple[list[CellImage], list[RejectedFile]]:
+    """Validate, store encrypted and register each file; schedule classification of the accepted ones.
+
+    Every file is judged on its own: rejected files get a message each and the good ones are kept.
+    """
+    if case.status == Case.Status.SIGNED:
+        raise UploadRefused(f"Case {case.accession_id} is signed; no images can be added to it.")
+    known_hashes = dict(case.images.values_list("sha256", "original_name"))
+    stored: list[tuple[str, str, ValidatedImage]] = []
+    rejected: list[RejectedFile] = []
+    for uploaded in files:
+        name = clean_file_name(getattr(uploaded, "name", ""))
+        try:
+            image = validate_image(uploaded)
+        except ImageRejected as exc:
+            rejected.append(RejectedFile(name=name, message=f"{name} {exc}"))
+            continue
+        if image.sha256 in known_hashes:
+            rejected.append(
+                RejectedFile(
+                    name=name,
+                    message=f"{name} is identical to {known_hashes[image.sha256]}, already in this case.",
+                )
+            )
+            continue
+        known_hashes[image.sha256] = name
+        stored.append((name, storage.save(image.data), image))
+
+    accepted: list[CellImage] = []
+    if stored:
+        try:
+            accepted = _register_images(case=case, stored=stored, uploaded_by=uploaded_by, request=request)
+        except BaseException:
+            for _, storage_key, _ in stored:
+                storage.delete(storage_key)
+            raise
+    for item in rejected:
+        record(
+            action=AuditEvent.Action.UPLOAD_REJECTED,
+            actor=uploaded_by,
+            obj=case,
+            details={"file": item.name, "reason": item.message},
+            request=request,
+        )
+    if accepted:
+        logger.info("case %s: %d image(s) accepted, %d rejected", case.pk, len(accepted), len(rejected))
+    return accepted, rejected
+
+
+def _register_images(*, case: Case, stored: Sequence, uploaded_by, request) -> list[CellImage]:
+    with transaction.atomic():
+        locked = Case.objects.select_for_update().get(pk=case.pk)
+        if locked.status == Case.Status.SIGNED:
+            raise UploadRefused(f"Case {locked.accession_id} is signed; no images can be added to it.")
+        accepted = []
+        for name, storage_key, image in stored:
+            cell = CellImage.objects.create(
+                case=locked,
+                storage_key=storage_key,
+                sha256=image.sha256,
+                size_bytes=image.size_bytes,
+                width=image.width,
+                height=image.height,
+                content_type=image.content_type,
+                original_name=name,
+                uploaded_by=uploaded_by,
+                status=CellImage.Status.QUEUED,
+            )
+            record(
+                action=AuditEvent.Action.UPLOAD,
+                actor=uploaded_by,
+                obj=cell,
+                details={"case": locked.pk, "file": name, "sha256": image.sha256, "bytes": image.size_bytes},
+                request=request,
+            )
+            accepted.append(cell)
+        _set_case_status(locked, Case.Status.CLASSIFYING)
+        schedule_classification(image_ids=[cell.pk for cell in accepted])
+    case.status = locked.status
+    return accepted
+
+
+def _set_case_status(case: Case, status: str) -> None:
+    if case.status != status:
+        case.status = status
+        case.save(update_fields=["status", "updated_at"])
+
+
+def schedule_classification(*, image_ids: Sequence[int]) -> None:
+    """Enqueue classification once the current transaction commits (the rows exist for the worker)."""
+    transaction.on_commit(partial(enqueue_classification, image_ids=list(image_ids)), robust=True)
+
+
+def enqueue_classification(*, image_ids: Sequence[int]) -> int:
+    """Send classification tasks now; returns how many were sent.
+
+    A broker that is down must not lose or fail the upload: the images stay queued and
+    `requeue_stale_images` sends them again later. In the embedded default the task runs right here,
+    and its failure is recorded on the images, never raised into the request.
+    """
+    from .tasks import classify_images
+
+    sent = 0
+    ids = list(image_ids)
+    for start in range(0, len(ids), IMAGES_PER_TASK):
+        chunk = ids[start : start + IMAGES_PER_TASK]
+        try:
+            classify_images.apply_async(args=[chunk], retry=False)
+        except Exception:
+            logger.exception(
+                "could not enqueue classification of images %s; they stay queued until requeue_stale_images", chunk
+            )
+            continue
+        sent += 1
+    return sent
+
+
+def retry_classification(*, image: CellImage, actor, request=None) -> CellImage:
+    """Queue a failed (or stuck) image for classification again."""
+    with transaction.atomic():
+        locked = CellImage.objects.select_for_update().select_related("case").get(pk=image.pk)
+        if locked.case.status == Case.Status.SIGNED:
+            raise RetryRefused(f"Case {locked.case.accession_id} is signed; its images are not classified again.")
+        if not selectors.retry_allowed(image=locked):
+            raise RetryRefused(_retry_refusal(locked))
+        previous = locked.status
+        locked.status = CellImage.Status.QUEUED
+        locked.status_message = ""
+        locked.save(update_fields=["status", "status_message", "status_changed_at"])
+        case = Case.objects.select_for_update().get(pk=locked.case_id)
+        _set_case_status(case, Case.Status.CLASSIFYING)
+        record(
+            action=AuditEvent.Action.CLASSIFICATION_RETRIED,
+            actor=actor,
+            obj=locked,
+            details={"case": case.pk, "previous_status": previous},
+            request=request,
+        )
+        schedule_classification(image_ids=[locked.pk])
+    return locked
+
+
+def _retry_refusal(image: CellImage) -> str:
+    if image.status == CellImage.Status.CLASSIFIED:
+        return f"Image {image.original_name} is already classified."
+    minutes = max(1, round(selectors.stale_after().total_seconds() / 60))
+    return (
+        f"Image {image.original_name} is {image.get_status_display().lower()}; it can be retried if it is still "
+        f"waiting after {minutes} minute(s)."
+    )
+
+
+# The classification task's state changes.
+
+
+def claim_for_classification(*, image_ids: Sequence[int]) -> list[CellImage]:
+    """Mark the still-pending images of `image_ids` as classifying and return them.
+
+    Classified and failed images are left alone, so a redelivered task does no work twice.
+    """
+    with transaction.atomic():
+        images = list(
+            CellImage.objects.select_for_update()
+            .filter(pk__in=list(image_ids), status__in=PENDING_STATUSES)
+            .order_by("pk")
+        )
+        for image in images:
+            image.status = CellImage.Status.CLASSIFYING
+            image.attempts += 1
+            image.save(update_fields=["status", "attempts", "status_changed_at"])
+    return images
+
+
+def record_prediction(*, image: CellImage, model_version, result) -> Prediction:
+    """Store one predictor result; a second call for the same image and model version stores nothing new."""
+    with transaction.atomic():
+        prediction, created = Prediction.objects.get_or_create(
+            image=image,
+            model_version=model_version,
+            defaults={
+                "label": result.label,
+                "confidence": float(result.confidence),
+                "probabilities": {name: float(value) for name, value in result.probabilities.items()},
+                "flagged": bool(result.flagged),
+                "ood_score": None if result.ood_score is None else float(result.ood_score),
+                "latency_ms": float(result.latency_ms),
+            },
+        )
+        CellImage.objects.filter(pk=image.pk).update(
+            status=CellImage.Status.CLASSIFIED, status_message="", status_changed_at=timezone.now()
+        )
+    if not created:
+        logger.info("image %s already had a prediction by model version %s", image.pk, model_version.pk)
+    return prediction
+
+
+def mark_failed(*, image_ids: Sequence[int], message: str) -> None:
+    CellImage.objects.filter(pk__in=list(image_ids)).exclude(status=CellImage.Status.CLASSIFIED).update(
+        status=CellImage.Status.FAILED, status_message=message[:2000], status_changed_at=timezone.now()
+    )
+
+
+def mark_waiting(*, image_ids: Sequence[int], message: str) -> None:
+    """Back to queued with the reason (e.g. no usable model): kept, and picked up again later."""
+    CellImage.objects.filter(pk__in=list(image_ids), status__in=PENDING_STATUSES).update(
+        status=CellImage.Status.QUEUED, status_message=message[:2000], status_changed_at=timezone.now()
+    )
+
+
+def refresh_case_statuses(*, case_ids: Iterable[int]) -> None:
+    """draft (no images) -> classifying (any queued/classifying) -> awaiting review; signed stays signed."""
+    for case_id in sorted(set(case_ids)):
+        with transaction.atomic():
+            case = Case.objects.select_for_update().get(pk=case_id)
+            if case.status == Case.Status.SIGNED:
+                continue
+            images = CellImage.objects.filter(case_id=case_id)
+            if not images.exists():
+                status = Case.Status.DRAFT
+            elif images.filter(status__in=PENDING_STATUSES).exists():
+                status = Case.Status.CLASSIFYING
+            else:
+                status = Case.Status.AWAITING_REVIEW
+            _set_case_status(case, status)
+
+
+def requeue_stale(*, image_ids: Sequence[int]) -> int:
+    """Put stale images back to queued (what the user sees) and send them again."""
+    CellImage.objects.filter(pk__in=list(image_ids), status__in=PENDING_STATUSES).update(
+        status=CellImage.Status.QUEUED, status_changed_at=timezone.now()
+    )
+    return enqueue_classification(image_ids=image_ids)
+
+
+# Confirmed cells as training data.
+
+
+def export_confirmed_cells(*, destination: Path, signed_only: bool = False) -> dict[str, int]:
+    """Write every reviewed cell, decrypted, into destination/<final label>/cell-<id>.<jpg|png>.
+
+    The final label is the cell's latest review. JPEG and PNG files are written as uploaded; TIFF and
+    BMP as PNG (upright RGB). Names carry no case or patient information. Returns the count per label.
+    """
+    destination = Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    images = selectors.confirmed_cells(signed_only=signed_only)
+    counts: Counter[str] = Counter()
+    for image, label in images:
+        folder = destination / _safe_folder_name(label)
+        folder.mkdir(exist_ok=True)
+        data = storage.load(image.storage_key)
+        if image.content_type == "image/jpeg":
+            (folder / f"cell-{image.pk}.jpg").write_bytes(data)
+        elif image.content_type == "image/png":
+            (folder / f"cell-{image.pk}.png").write_bytes(data)
+        else:
+            with Image.open(io.BytesIO(data)) as opened:
+                to_rgb(opened).save(folder / f"cell-{image.pk}.png", format="PNG")
+        counts[label] += 1
+    logger.info("exported %d confirmed cells to %s", sum(counts.values()), destination)
+    return dict(counts)
+
+
+def _safe_folder_name(label: str) -> str:
+    name = "".join(char if char.isalnum() or char in "-_ " else "_" for char in label).strip()
+    if not name or name in {".", ".."}:
+        raise CaseError(f"label {label!r} cannot be used as a folder name")
+    return name

@@ -1,0 +1,132 @@
+"""Upload validation: a file is judged by decoding it with Pillow, never by its name or declared type.
+
+The declared pixel count is checked from the header before any pixel is decoded, so a small file that
+claims billions of pixels (a decompression bomb) is refused without exhausting memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from io import BytesIO
+
+from django.conf import settings
+from PIL import Image, UnidentifiedImageError
+
+from inference.preprocessing import to_rgb
+
+ACCEPTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "TIFF": "image/tiff", "BMP": "image/bmp"}
+ACCEPTED_DESCRIPTION = "JPEG, PNG, TIFF or BMP"
+# Formats Pillow may recognise but this platform refuses, named so the message says what the file is.
+KNOWN_REFUSED_FORMATS = {"GIF", "WEBP", "ICO", "PSD", "PDF", "EPS", "MPO", "APNG"}
+
+
+class ImageRejected(ValueError):
+    """The file is not an acceptable cell image; str(exc) is the message shown to the user."""
+
+
+@dataclass(frozen=True)
+class ValidatedImage:
+    data: bytes
+    sha256: str
+    size_bytes: int
+    width: int
+    height: int
+    image_format: str
+    content_type: str
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB"
+
+
+def _looks_like_svg(head: bytes) -> bool:
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return text.startswith((b"<svg", b"<?xml", b"<!doctype svg")) and b"<svg" in head.lower()
+
+
+def read_upload(uploaded_file, *, limit: int) -> bytes:
+    """At most limit + 1 bytes of the upload, enough to tell whether it is over the limit."""
+    if hasattr(uploaded_file, "seek"):
+        uploaded_file.seek(0)
+    if hasattr(uploaded_file, "chunks"):
+        data = bytearray()
+        for chunk in uploaded_file.chunks():
+            data.extend(chunk)
+            if len(data) > limit:
+                break
+        return bytes(data[: limit + 1])
+    return uploaded_file.read(limit + 1)
+
+
+def validate_image(uploaded_file) -> ValidatedImage:
+    """Raise ImageRejected with a clear message, or return the bytes and what was learnt from decoding them."""
+    max_bytes = settings.MAX_UPLOAD_BYTES
+    max_pixels = settings.MAX_UPLOAD_PIXELS
+    declared_size = getattr(uploaded_file, "size", None)
+    if declared_size is not None and declared_size > max_bytes:
+        raise ImageRejected(f"is {_megabytes(declared_size)}; the limit is {_megabytes(max_bytes)} per image.")
+    data = read_upload(uploaded_file, limit=max_bytes)
+    if not data:
+        raise ImageRejected("is empty (0 bytes).")
+    if len(data) > max_bytes:
+        raise ImageRejected(f"is larger than {_megabytes(max_bytes)}, the limit per image.")
+    if _looks_like_svg(data[:1024]):
+        raise ImageRejected(f"is an SVG drawing, not a microscope photograph; upload {ACCEPTED_DESCRIPTION} images.")
+
+    with warnings.catch_warnings():
+        # Pillow's own bomb limit is a warning below 2x; the platform's limit is checked explicitly below.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(BytesIO(data))
+        except Image.DecompressionBombError as exc:
+            raise ImageRejected(
+                f"declares far more pixels than the limit of {max_pixels:,} per image (a possible decompression "
+                "bomb); it was not decoded."
+            ) from exc
+        except UnidentifiedImageError as exc:
+            raise ImageRejected(
+                f"is not an image that can be decoded (wrong or unknown file type); upload {ACCEPTED_DESCRIPTION} "
+                "images."
+            ) from exc
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageRejected(f"could not be read as an image: {exc}.") from exc
+        with image:
+            return _check_decoded(image, data, max_pixels=max_pixels)
+
+
+def _check_decoded(image: Image.Image, data: bytes, *, max_pixels: int) -> ValidatedImage:
+    image_format = image.format or "unknown"
+    if image_format not in ACCEPTED_FORMATS:
+        kind = f"a {image_format} image" if image_format in KNOWN_REFUSED_FORMATS else f"in {image_format} format"
+        raise ImageRejected(f"is {kind}, which is not accepted; upload {ACCEPTED_DESCRIPTION} images.")
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageRejected(f"declares an empty picture ({width} × {height} pixels).")
+    if width * height > max_pixels:
+        raise ImageRejected(
+            f"declares {width:,} × {height:,} pixels ({width * height:,}); the limit is {max_pixels:,} pixels "
+            "(40 megapixels) per image."
+        )
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        raise ImageRejected(
+            f"contains {frames} frames (animated or multi-page); upload each cell as a single-frame image."
+        )
+    try:
+        image.load()
+        upright = to_rgb(image)
+    except Image.DecompressionBombError as exc:
+        raise ImageRejected(f"declares more pixels than the limit of {max_pixels:,} per image.") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageRejected(f"is damaged or truncated and cannot be decoded ({exc}).") from exc
+    return ValidatedImage(
+        data=data,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data),
+        width=upright.width,
+        height=upright.height,
+        image_format=image_format,
+        content_type=ACCEPTED_FORMATS[image_format],
+    )

@@ -1,0 +1,166 @@
+"""Pages for cases and cell images: list, creation, the case page with its upload area, the cells fragment
+the page polls, the private image view and the retry action."""
+
+from __future__ import annotations
+
+import logging
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accounts.permissions import capability_required, has_capability
+from audit.models import AuditEvent
+from audit.services import record
+
+from . import selectors, services
+from .forms import CaseFilterForm, CaseForm
+from .models import Case, CellImage
+from .storage import StoredImageError
+
+logger = logging.getLogger(__name__)
+
+
+def _case_or_404(pk: int) -> Case:
+    try:
+        return selectors.get_case(pk=pk)
+    except Case.DoesNotExist as exc:
+        raise Http404("No such case.") from exc
+
+
+def _image_or_404(pk: int) -> CellImage:
+    try:
+        return selectors.get_image(pk=pk)
+    except CellImage.DoesNotExist as exc:
+        raise Http404("No such image.") from exc
+
+
+def _wants_json(request) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+@require_GET
+@capability_required("view_cases")
+def case_list(request):
+    filters = CaseFilterForm(request.GET or None)
+    cleaned = filters.cleaned_data if filters.is_valid() else {}
+    cases = selectors.list_cases(status=cleaned.get("status"), accession=cleaned.get("accession"))
+    page = Paginator(cases, 50).get_page(request.GET.get("page"))
+    return render(request, "cases/list.html", {"page": page, "filters": filters})
+
+
+@require_http_methods(["GET", "POST"])
+@capability_required("create_case")
+def case_create(request):
+    form = CaseForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            case = services.create_case(
+                accession_id=form.cleaned_data["accession_id"],
+                patient_reference=form.cleaned_data["patient_reference"],
+                created_by=request.user,
+                request=request,
+            )
+        except services.CaseError as exc:
+            form.add_error("accession_id", str(exc))
+        else:
+            messages.success(request, f"Case {case.accession_id} created. Add its cell images below.")
+            return redirect("cases:detail", pk=case.pk)
+    return render(request, "cases/create.html", {"form": form})
+
+
+def _cells_context(request, case: Case) -> dict:
+    cards = selectors.cell_cards(case=case)
+    return {
+        "case": case,
+        "cards": cards,
+        "pending": any(card.pending for card in cards),
+        "can_retry": has_capability(request.user, "retry_classification"),
+    }
+
+
+@require_GET
+@capability_required("view_cases")
+def case_detail(request, pk: int):
+    case = _case_or_404(pk)
+    context = _cells_context(request, case)
+    context["can_upload"] = has_capability(request.user, "create_case") and case.status != Case.Status.SIGNED
+    return render(request, "cases/detail.html", context)
+
+
+@require_GET
+@capability_required("view_cases")
+def case_cells(request, pk: int):
+    """The cell grid alone; the case page polls it while anything is queued or classifying."""
+    case = _case_or_404(pk)
+    return render(request, "cases/_cells.html", _cells_context(request, case))
+
+
+@require_POST
+@capability_required("create_case")
+def upload_images(request, pk: int):
+    """Several files in field `files`. Answers JSON to the page's script, else redirects with messages."""
+    case = _case_or_404(pk)
+    files = request.FILES.getlist("files")
+    if not files:
+        message = "Choose at least one image file to upload."
+        if _wants_json(request):
+            return JsonResponse({"detail": message, "accepted": [], "rejected": []}, status=400)
+        messages.error(request, message)
+        return redirect("cases:detail", pk=case.pk)
+    try:
+        accepted, rejected = services.add_images(case=case, files=files, uploaded_by=request.user, request=request)
+    except services.UploadRefused as exc:
+        if _wants_json(request):
+            return JsonResponse({"detail": str(exc), "accepted": [], "rejected": []}, status=409)
+        messages.error(request, str(exc))
+        return redirect("cases:detail", pk=case.pk)
+    if _wants_json(request):
+        body = {
+            "accepted": [{"id": image.pk, "name": image.original_name, "status": image.status} for image in accepted],
+            "rejected": [{"name": item.name, "message": item.message} for item in rejected],
+        }
+        return JsonResponse(body, status=201 if accepted else 400)
+    if accepted:
+        messages.success(request, f"{len(accepted)} image(s) uploaded and queued for classification.")
+    for item in rejected:
+        messages.error(request, item.message)
+    return redirect("cases:detail", pk=case.pk)
+
+
+@require_GET
+@capability_required("view_cases")
+def image_file(request, pk: int):
+    """The decrypted image, only to users who may see cases, never cached by shared caches."""
+    image = _image_or_404(pk)
+    variant = "thumb" if request.GET.get("variant") == "thumb" else "full"
+    try:
+        data, content_type = selectors.image_rendition(image=image, variant=variant)
+    except StoredImageError as exc:
+        logger.error("image %s cannot be served: %s", image.pk, exc)
+        response = HttpResponse(f"This image cannot be shown: {exc}.", content_type="text/plain", status=500)
+        response["Cache-Control"] = "private, no-store"
+        return response
+    if variant == "full":
+        record(action=AuditEvent.Action.IMAGE_VIEWED, obj=image, details={"case": image.case_id}, request=request)
+    response = HttpResponse(data, content_type=content_type)
+    extension = {"image/jpeg": "jpg", "image/png": "png"}.get(content_type, "bin")
+    response["Content-Disposition"] = f'inline; filename="cell-{image.pk}.{extension}"'
+    response["Cache-Control"] = "private, no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@require_POST
+@capability_required("retry_classification")
+def retry_image(request, pk: int):
+    image = _image_or_404(pk)
+    try:
+        services.retry_classification(image=image, actor=request.user, request=request)
+    except services.RetryRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{image.original_name} is queued for classification again.")
+    return redirect("cases:detail", pk=image.case_id)
