@@ -1,0 +1,203 @@
+"""Grad-CAM: where in a cell image the classifier looked for a class (Selvaraju et al., 2017).
+
+The gradient of the class score with respect to the last convolutional feature map, averaged over
+space, weights that map's channels; their ReLU'd sum, scaled to [0, 1], is the heat map. It needs
+the Keras model (gradients), not the serving export, so it works for model versions that have a
+``keras_artifact``; TensorFlow is imported only when a heat map is computed, and each version's
+model is loaded once per process.
+
+The feature map is taken from the classifier's last top-level layer with a 4-D output: the last
+convolution of a flat model, or the whole backbone when a classifier calls it as a nested layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+
+import numpy as np
+from PIL import Image
+
+from .models import ModelVersion
+from .preprocessing import preprocess, to_rgb
+from .registry import artifact_path, get_active_version
+
+OVERLAY_MAX_OPACITY = 0.6
+MODEL_CACHE_SIZE = 2
+
+_model_cache: OrderedDict[tuple, object] = OrderedDict()
+_model_cache_lock = threading.Lock()
+_compute_lock = threading.Lock()
+
+
+class GradCamUnavailable(RuntimeError):
+    """No heat map can be computed for this model version; the message says why."""
+
+
+def _last_feature_map_layer(keras_model):
+    for layer in reversed(keras_model.layers):
+        if layer.__class__.__name__ == "InputLayer":
+            continue
+        output = layer.output
+        if not isinstance(output, (list, tuple, dict)) and len(output.shape) == 4:
+            return layer
+    raise ValueError(f"{keras_model.name} has no layer with a 4-D (convolutional) output")
+
+
+def _softmax_dense(layer) -> bool:
+    activation = getattr(layer, "activation", None)
+    return layer.__class__.__name__ == "Dense" and getattr(activation, "__name__", "") == "softmax"
+
+
+def _class_scores_tensor(keras_model):
+    """The tensor whose entries are the class scores: ``logits`` of a model with named outputs, or the
+    pre-softmax input of a final softmax Dense layer (softmax saturates, so its gradient says little)."""
+    output = keras_model.output
+    if isinstance(output, Mapping):
+        if "logits" not in output:
+            raise ValueError(f"{keras_model.name} has named outputs {sorted(output)} but no 'logits'")
+        return output["logits"], None
+    if isinstance(output, (list, tuple)):
+        output = output[0]
+    last = keras_model.layers[-1]
+    if _softmax_dense(last):
+        return last.input, last
+    return output, None
+
+
+def gradcam_heatmap(keras_model, array: np.ndarray, class_index: int, layer_name: str | None = None) -> np.ndarray:
+    """Heat map [h, w] in [0, 1] at the feature map's resolution, for one preprocessed image.
+
+    ``array``: the model's input, shape [H, W, C] or [1, H, W, C]. ``layer_name``: a top-level layer
+    with a 4-D output (default: the last one). All zeros when nothing in the image supports the class.
+    """
+    import keras
+    import tensorflow as tf
+
+    batch = np.asarray(array, dtype=np.float32)
+    if batch.ndim == 3:
+        batch = batch[None]
+    if batch.ndim != 4 or batch.shape[0] != 1:
+        raise ValueError(f"expected one image of shape [H, W, C] or [1, H, W, C], got {batch.shape}")
+    feature_layer = keras_model.get_layer(layer_name) if layer_name else _last_feature_map_layer(keras_model)
+    scores_tensor, softmax_dense = _class_scores_tensor(keras_model)
+    grad_model = keras.Model(keras_model.inputs, [feature_layer.output, scores_tensor])
+    inputs = tf.convert_to_tensor(batch)
+    with tf.GradientTape() as tape:
+        feature_maps, scores = grad_model(inputs, training=False)
+        if softmax_dense is not None:
+            scores = tf.matmul(scores, softmax_dense.kernel) + softmax_dense.bias
+        n_classes = scores.shape[-1]
+        if not 0 <= class_index < n_classes:
+            raise ValueError(f"class_index {class_index} is out of range for {n_classes} classes")
+        class_score = scores[:, class_index]
+    gradients = tape.gradient(class_score, feature_maps)
+    channel_weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(channel_weights * feature_maps, axis=-1))[0].numpy().astype(np.float64)
+    peak = cam.max()
+    return cam / peak if peak > 0 else np.zeros_like(cam)
+
+
+def heat_colors(heatmap: np.ndarray) -> np.ndarray:
+    """A jet-like colour ramp (blue -> green -> red) as uint8 RGB, without matplotlib."""
+    h = np.clip(heatmap, 0.0, 1.0)[..., None]
+    centres = np.array([0.75, 0.5, 0.25])  # where red, green and blue peak
+    rgb = np.clip(1.5 - np.abs(4.0 * (h - centres)), 0.0, 1.0)
+    return (rgb * 255).astype(np.uint8)
+
+
+def overlay_heatmap(image: Image.Image, heatmap: np.ndarray, *, box: tuple[int, int, int, int] | None = None):
+    """``image`` with ``heatmap`` blended over ``box`` (left, top, right, bottom; default the whole image).
+    Opacity follows the heat, so regions the model ignored stay as they were."""
+    rgb = to_rgb(image)
+    width, height = rgb.size
+    left, top, right, bottom = box or (0, 0, width, height)
+    heat_image = Image.fromarray((np.clip(heatmap, 0, 1) * 255).astype(np.uint8), mode="L")
+    heat_image = heat_image.resize((right - left, bottom - top), Image.Resampling.BILINEAR)
+    full_heat = np.zeros((height, width), dtype=np.float64)
+    full_heat[top:bottom, left:right] = np.asarray(heat_image, dtype=np.float64) / 255.0
+    alpha = (OVERLAY_MAX_OPACITY * full_heat)[..., None]
+    base = np.asarray(rgb, dtype=np.float64)
+    blended = base * (1.0 - alpha) + heat_colors(full_heat).astype(np.float64) * alpha
+    return Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8), mode="RGB")
+
+
+def _input_box(image: Image.Image, preprocessing: Mapping) -> tuple[int, int, int, int]:
+    """The region of the image the model sees (preprocessing may crop to a centred square)."""
+    width, height = image.size
+    if preprocessing.get("crop") == "center_square" and width != height:
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        return left, top, left + side, top + side
+    return 0, 0, width, height
+
+
+def _sha256_of_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_keras_model(version: ModelVersion):
+    """The version's Keras model, checksum-verified and loaded once per process."""
+    if not version.keras_artifact:
+        raise GradCamUnavailable(
+            f"model version {version.name} has no Keras model file, which Grad-CAM needs (only "
+            f"{version.serving_artifact} is stored)."
+        )
+    path = artifact_path(version, version.keras_artifact)
+    expected = (version.checksums or {}).get(version.keras_artifact, "")
+    key = (version.pk, str(path), expected)
+    with _model_cache_lock:
+        if key in _model_cache:
+            _model_cache.move_to_end(key)
+            return _model_cache[key]
+        if not path.is_file():
+            raise GradCamUnavailable(f"Keras model file missing: {path} (model version {version.name})")
+        if expected and _sha256_of_file(path) != expected:
+            raise GradCamUnavailable(f"checksum mismatch for {path} (model version {version.name}); not loading it")
+        import keras
+
+        try:
+            model = keras.models.load_model(path, compile=False)
+        except (ValueError, OSError, TypeError) as exc:
+            raise GradCamUnavailable(f"cannot load {path} (model version {version.name}): {exc}") from exc
+        _model_cache[key] = model
+        while len(_model_cache) > MODEL_CACHE_SIZE:
+            _model_cache.popitem(last=False)
+        return model
+
+
+def gradcam_overlay(image: Image.Image, class_name: str | None = None, version: ModelVersion | None = None):
+    """The image (its own size) with a Grad-CAM heat map for ``class_name`` (default: the predicted
+    class) under ``version`` (default: the active one). Raises GradCamUnavailable or ValueError."""
+    version = version or get_active_version()
+    if version is None:
+        raise GradCamUnavailable("no active model version")
+    classes = list(version.classes)
+    if class_name is not None and class_name not in classes:
+        raise ValueError(f"{class_name!r} is not a class of model version {version.name} ({', '.join(classes)})")
+    model = load_keras_model(version)
+    rgb = to_rgb(image)
+    preprocessing = version.preprocessing
+    array = preprocess(rgb, preprocessing)
+    with _compute_lock:
+        if class_name is None:
+            class_index = _predicted_class(model, array)
+        else:
+            class_index = classes.index(class_name)
+        heatmap = gradcam_heatmap(model, array, class_index)
+    return overlay_heatmap(rgb, heatmap, box=_input_box(rgb, preprocessing))
+
+
+def _predicted_class(model, array: np.ndarray) -> int:
+    output = model(array[None], training=False)
+    if isinstance(output, Mapping):
+        output = output["logits"]
+    elif isinstance(output, (list, tuple)):
+        output = output[0]
+    return int(np.argmax(np.asarray(output)[0]))
