@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import views, views_review
 
 app_name = "cases"
 
@@ -13,4 +13,14 @@ urlpatterns = [
     path("<int:pk>/images/", views.upload_images, name="upload"),
     path("images/<int:pk>/", views.image_file, name="image"),
     path("images/<int:pk>/retry/", views.retry_image, name="retry"),
+]
+
+# Review, sign-off, amendments, differential and Grad-CAM (cases/views_review.py).
+urlpatterns += [
+    path("<int:pk>/review/", views_review.review_page, name="review"),
+    path("<int:pk>/review/submit/", views_review.review_submit, name="review_submit"),
+    path("<int:pk>/review/sign/", views_review.sign, name="review_sign"),
+    path("<int:pk>/review/amend/", views_review.amend, name="review_amend"),
+    path("<int:pk>/differential/", views_review.differential, name="differential"),
+    path("images/<int:pk>/gradcam/", views_review.gradcam, name="review_gradcam"),
 ]

@@ -70,6 +70,8 @@ def chart_data(metrics: selectors.DashboardMetrics) -> dict:
 def confusion_rows(metrics: selectors.DashboardMetrics) -> list[dict]:
     """Each confusion-matrix cell with its share of the row (the true class), which sets its heat-map colour."""
     rows = []
+    if not metrics.confusion:
+        return rows
     for row_index, (label, counts) in enumerate(zip(metrics.labels, metrics.confusion, strict=True)):
         total = sum(counts)
         cells = []
