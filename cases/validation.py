@@ -37,7 +37,11 @@ class ValidatedImage:
     content_type: str
 
 
-def _megabytes(size: int) -> str:
+def human_size(size: int) -> str:
+    if size < 1024:
+        return f"{size} bytes"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KB"
     return f"{size / (1024 * 1024):.1f} MB"
 
 
@@ -66,12 +70,12 @@ def validate_image(uploaded_file) -> ValidatedImage:
     max_pixels = settings.MAX_UPLOAD_PIXELS
     declared_size = getattr(uploaded_file, "size", None)
     if declared_size is not None and declared_size > max_bytes:
-        raise ImageRejected(f"is {_megabytes(declared_size)}; the limit is {_megabytes(max_bytes)} per image.")
+        raise ImageRejected(f"is {human_size(declared_size)}; the limit is {human_size(max_bytes)} per image.")
     data = read_upload(uploaded_file, limit=max_bytes)
     if not data:
         raise ImageRejected("is empty (0 bytes).")
     if len(data) > max_bytes:
-        raise ImageRejected(f"is larger than {_megabytes(max_bytes)}, the limit per image.")
+        raise ImageRejected(f"is larger than {human_size(max_bytes)}, the limit per image.")
     if _looks_like_svg(data[:1024]):
         raise ImageRejected(f"is an SVG drawing, not a microscope photograph; upload {ACCEPTED_DESCRIPTION} images.")
 
