@@ -1,10 +1,23 @@
 import hashlib
+import io
+import os
+from pathlib import Path
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
+from rest_framework.test import APIClient
 
 from tests.factories import ModelVersionFactory
-from tests.ops.faults import TcpProxy, ThrowAwayRedis, port_answers, require_postgresql, skip_or_fail
+from tests.ops.faults import (
+    CeleryWorker,
+    TcpProxy,
+    ThrowAwayRedis,
+    database_url_of,
+    port_answers,
+    require_postgresql,
+    skip_or_fail,
+)
 
 SHARED_REDIS_PORT = 6379
 
@@ -51,3 +64,92 @@ def active_model_file(db, settings, tmp_path):
     version.checksums = {version.serving_artifact: hashlib.sha256(b"serving model bytes").hexdigest()}
     version.save(update_fields=["checksums"])
     return path
+
+
+@pytest.fixture
+def shared_redis_broker(shared_redis_url):
+    """A Redis database number of our own, emptied before and after so no stale task leaks in or out."""
+    import redis
+
+    client = redis.Redis.from_url(shared_redis_url)
+    client.flushdb()
+    yield shared_redis_url
+    client.flushdb()
+    client.close()
+
+
+def _drop_broker_connections(app) -> None:
+    if app._pool is not None:
+        app._pool.force_close_all()
+    app._pool = None
+    if "amqp" in app.__dict__:
+        app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def project_celery_sends_to():
+    """Makes the project's Celery app publish to a real broker (tests otherwise run tasks in-process)."""
+    from hematovision.celery import app
+
+    saved = {name: app.conf[name] for name in ("broker_url", "task_always_eager")}
+
+    def point_at(broker_url: str) -> None:
+        app.conf.update(broker_url=broker_url, task_always_eager=False)
+        _drop_broker_connections(app)
+
+    yield point_at
+    app.conf.update(saved)
+    _drop_broker_connections(app)
+
+
+@pytest.fixture
+def start_worker(transactional_db, settings, tmp_path):
+    """Starts real `celery worker` subprocesses on this test's database, image store and model store."""
+    require_postgresql()
+    workers: list[CeleryWorker] = []
+
+    def start(*, broker_url: str, beat: bool = False, **environment: str) -> CeleryWorker:
+        worker = CeleryWorker(
+            project_dir=Path(settings.BASE_DIR),
+            environment={
+                **os.environ,
+                "DJANGO_SETTINGS_MODULE": "tests.ops.worker_settings",
+                "DATABASE_URL": database_url_of(connection.settings_dict),
+                "HEMATOVISION_TEST_PRIVATE_MEDIA_ROOT": str(settings.PRIVATE_MEDIA_ROOT),
+                "HEMATOVISION_TEST_MODEL_STORE_DIR": str(settings.MODEL_STORE_DIR),
+                "TEST_CELERY_BROKER_URL": broker_url,
+                **environment,
+            },
+            log_path=tmp_path / f"worker-{len(workers) + 1}.log",
+            beat=beat,
+        )
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
+def technician_api(technician):
+    # As in production: an exception raised in middleware becomes a response instead of reaching the test.
+    client = APIClient(raise_request_exception=False)
+    client.force_authenticate(technician)
+    return client
+
+
+@pytest.fixture
+def cell_upload():
+    """Returns a new small PNG of a synthetic cell the tiny model can classify, as an uploaded file."""
+    from inference.testing import synthetic_cell_image
+
+    counter = iter(range(1_000_000))
+
+    def make() -> SimpleUploadedFile:
+        index = next(counter)
+        buffer = io.BytesIO()
+        synthetic_cell_image(index % 3, 3, size=64, seed=index).save(buffer, format="PNG")
+        return SimpleUploadedFile(f"cell-{index}.png", buffer.getvalue(), content_type="image/png")
+
+    return make

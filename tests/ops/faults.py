@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -167,3 +168,61 @@ def wait_until(condition, *, timeout: float, what: str, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def database_url_of(settings_dict: dict) -> str:
+    """A DATABASE_URL for another process to reach the database this test process uses."""
+    from urllib.parse import quote
+
+    credentials = quote(settings_dict["USER"] or "", safe="")
+    if settings_dict.get("PASSWORD"):
+        credentials += ":" + quote(settings_dict["PASSWORD"], safe="")
+    host = settings_dict["HOST"] or LOOPBACK
+    port = settings_dict["PORT"] or 5432
+    return f"postgres://{credentials}@{host}:{port}/{settings_dict['NAME']}"
+
+
+class CeleryWorker:
+    """A real `celery worker` subprocess (solo pool: killing it kills the task it runs)."""
+
+    def __init__(self, *, project_dir: Path, environment: dict[str, str], log_path: Path, beat: bool = False):
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tests.ops.worker_app",
+            "worker",
+            "--pool=solo",
+            "--loglevel=INFO",
+            "--without-mingle",
+            "--without-gossip",
+            f"--hostname=faulttest-{os.getpid()}-{time.monotonic_ns()}@%h",
+        ]
+        if beat:
+            command += ["--beat", f"--schedule={log_path.with_suffix('.beat-schedule')}"]
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            command, cwd=project_dir, env=environment, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def log_tail(self, characters: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-characters:]
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handlers, no acknowledgement, exactly like a crashed machine."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._log.close()
