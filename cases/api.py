@@ -15,9 +15,9 @@ from accounts.permissions import HasCapability
 from . import selectors, services
 from .models import Case, CellImage
 from .serializers import (
+    CaseProblemSerializer,
     CaseSerializer,
     CellImageSerializer,
-    ErrorSerializer,
     UploadResultSerializer,
     UploadSerializer,
 )
@@ -91,7 +91,7 @@ class CaseRetrieveAPI(generics.RetrieveAPIView):
         responses={
             201: UploadResultSerializer,
             400: UploadResultSerializer,
-            409: OpenApiResponse(ErrorSerializer, description="The case is signed."),
+            409: OpenApiResponse(CaseProblemSerializer, description="The case is signed."),
         },
     ),
 )
@@ -140,7 +140,7 @@ class ImageRetryAPI(generics.GenericAPIView):
     @extend_schema(
         summary="Classify a failed (or stuck) image again",
         request=None,
-        responses={202: CellImageSerializer, 409: OpenApiResponse(ErrorSerializer, description="Not retryable.")},
+        responses={202: CellImageSerializer, 409: OpenApiResponse(CaseProblemSerializer, description="Not retryable.")},
     )
     def post(self, request, pk: int):
         image = self.get_object()

@@ -82,5 +82,5 @@ class UploadResultSerializer(serializers.Serializer):
     rejected = RejectedFileSerializer(many=True)
 
 
-class ErrorSerializer(serializers.Serializer):
+class CaseProblemSerializer(serializers.Serializer):
     detail = serializers.CharField()
