@@ -1,4 +1,10 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from . import views
 
 app_name = "inference"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.model_list, name="list"),
+    path("import/", views.model_import, name="import"),
+    path("<int:pk>/activate/", views.model_activate, name="activate"),
+]

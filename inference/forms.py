@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from django import forms
+
+from .importing import DEFAULT_SCALE, KERAS_SUFFIXES, SCALE_MODES, ImportFailed, parse_classes
+
+MAX_MODEL_FILE_BYTES = 1024 * 1024 * 1024
+
+
+class ModelImportForm(forms.Form):
+    file = forms.FileField(
+        help_text=f"A Keras model file ({', '.join(KERAS_SUFFIXES)}).",
+        widget=forms.ClearableFileInput(attrs={"class": "form-control", "accept": ",".join(KERAS_SUFFIXES)}),
+    )
+    name = forms.CharField(
+        required=False,
+        max_length=120,
+        help_text="Letters, digits, '.', '_' or '-'. Default: the file name and a checksum prefix.",
+        widget=forms.TextInput(attrs={"class": "form-control"}),
+    )
+    classes = forms.CharField(
+        required=False,
+        help_text="Class names in output order, comma-separated (a 4-output model defaults to the Blood_Cell classes).",
+        widget=forms.TextInput(attrs={"class": "form-control"}),
+    )
+    input_size = forms.IntegerField(
+        required=False,
+        min_value=16,
+        max_value=1024,
+        help_text="Only for models that accept any input size.",
+        widget=forms.NumberInput(attrs={"class": "form-control"}),
+    )
+    scale = forms.ChoiceField(
+        choices=[(mode, mode) for mode in SCALE_MODES],
+        initial=DEFAULT_SCALE,
+        help_text="The pixel scaling the model was trained with.",
+        widget=forms.Select(attrs={"class": "form-select"}),
+    )
+    activate = forms.BooleanField(
+        required=False,
+        label="Activate after import",
+        widget=forms.CheckboxInput(attrs={"class": "form-check-input"}),
+    )
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if not upload.name.lower().endswith(KERAS_SUFFIXES):
+            raise forms.ValidationError(f"{upload.name} is not a Keras model file ({', '.join(KERAS_SUFFIXES)}).")
+        if upload.size > MAX_MODEL_FILE_BYTES:
+            raise forms.ValidationError(f"The file is larger than {MAX_MODEL_FILE_BYTES // (1024 * 1024)} MB.")
+        return upload
+
+    def clean_classes(self):
+        try:
+            return parse_classes(self.cleaned_data.get("classes") or None)
+        except ImportFailed as exc:
+            raise forms.ValidationError(str(exc)) from exc

@@ -1,0 +1,98 @@
+"""Model management pages for admins: the versions with their metrics, importing a model file, activation."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import tempfile
+from pathlib import Path
+
+from django.contrib import messages
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accounts.permissions import capability_required
+
+from . import services
+from .forms import ModelImportForm
+from .importing import ImportFailed, import_keras_model
+from .models import ModelVersion
+
+HEADLINE_METRICS = ("n", "accuracy", "macro_f1", "macro_roc_auc", "ece", "flagged_fraction")
+
+
+def headline_metrics(metrics: dict) -> list[tuple[str, dict]]:
+    """The headline numbers of each evaluation stored on a version: either one flat evaluation or one per
+    data split (e.g. {"validation": {...}, "test": {...}})."""
+    if not isinstance(metrics, dict):
+        return []
+    if "accuracy" in metrics:
+        evaluations = [("evaluation", metrics)]
+    else:
+        evaluations = [(split, values) for split, values in metrics.items() if isinstance(values, dict)]
+    return [
+        (split, {key: values[key] for key in HEADLINE_METRICS if values.get(key) is not None})
+        for split, values in evaluations
+        if any(values.get(key) is not None for key in HEADLINE_METRICS)
+    ]
+
+
+def _default_name(filename: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(filename).stem).strip("-._")[:100] or "model"
+    return f"{stem}-{secrets.token_hex(4)}"
+
+
+@require_GET
+@capability_required("manage_models")
+def model_list(request):
+    versions = ModelVersion.objects.select_related("created_by").order_by("-is_active", "-created_at")
+    rows = [{"version": version, "evaluations": headline_metrics(version.metrics)} for version in versions]
+    return render(request, "inference/list.html", {"rows": rows})
+
+
+@require_http_methods(["GET", "POST"])
+@capability_required("manage_models")
+def model_import(request):
+    form = ModelImportForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["file"]
+        with tempfile.TemporaryDirectory(prefix="hematovision-import-") as directory:
+            # The importer recognises the format by suffix; the name itself is never used as a path.
+            path = Path(directory) / f"upload{Path(upload.name).suffix.lower()}"
+            with open(path, "wb") as stream:
+                for chunk in upload.chunks():
+                    stream.write(chunk)
+            try:
+                version = import_keras_model(
+                    path=path,
+                    name=form.cleaned_data["name"] or _default_name(upload.name),
+                    classes=form.cleaned_data["classes"],
+                    input_size=form.cleaned_data["input_size"],
+                    scale=form.cleaned_data["scale"],
+                    activate=form.cleaned_data["activate"],
+                    actor=request.user,
+                )
+            except ImportFailed as exc:
+                form.add_error(None, f"{upload.name} was not imported: {exc}")
+            else:
+                state = "and activated" if version.is_active else "(not active)"
+                messages.success(request, f"Imported {upload.name} as model version {version.name} {state}.")
+                return redirect("inference:list")
+    status = 400 if form.errors else 200
+    return render(request, "inference/import.html", {"form": form}, status=status)
+
+
+@require_POST
+@capability_required("manage_models")
+def model_activate(request, pk: int):
+    try:
+        version = ModelVersion.objects.get(pk=pk)
+    except ModelVersion.DoesNotExist as exc:
+        raise Http404("No such model version.") from exc
+    if version.is_active:
+        messages.info(request, f"{version.name} is already the active model version.")
+    else:
+        services.activate_version(version, request.user, request=request)
+        messages.success(request, f"{version.name} is now the active model version; new cells are classified with it.")
+    return redirect("inference:list")
