@@ -2,7 +2,10 @@ import pytest
 from django.db import OperationalError, close_old_connections
 from django.test import Client
 
+from cases import storage
+from cases.models import Case, CellImage
 from hematovision.views import server_error
+from tests.factories import CaseFactory
 
 
 @pytest.fixture
@@ -45,3 +48,28 @@ def test_other_server_errors_stay_500(rf):
     except ValueError:
         response = server_error(rf.get("/"))
     assert response.status_code == 500
+
+
+def test_upload_cut_off_by_a_database_outage_leaves_nothing_half_written(
+    database_proxy, technician, technician_api, cell_upload, monkeypatch, settings, tmp_path
+):
+    settings.PRIVATE_MEDIA_ROOT = tmp_path / "private"
+    case = CaseFactory(created_by=technician)
+    store_file = storage.save
+
+    def store_file_then_lose_the_database(data: bytes) -> str:
+        storage_key = store_file(data)
+        database_proxy.cut()
+        return storage_key
+
+    monkeypatch.setattr(storage, "save", store_file_then_lose_the_database)
+    response = technician_api.post(
+        f"/api/v1/cases/{case.pk}/images/", {"files": [cell_upload(), cell_upload()]}, format="multipart"
+    )
+    assert response.status_code == 503
+
+    database_proxy.restore()
+    close_old_connections()
+    assert not CellImage.objects.filter(case=case).exists()
+    assert Case.objects.get(pk=case.pk).status == Case.Status.DRAFT
+    assert [path for path in settings.PRIVATE_MEDIA_ROOT.rglob("*") if path.is_file()] == []
