@@ -14,6 +14,7 @@ from pathlib import Path
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from kombu.exceptions import KombuError
 from PIL import Image
 
 from audit.models import AuditEvent
@@ -185,10 +186,11 @@ def enqueue_classification(*, image_ids: Sequence[int]) -> int:
         chunk = ids[start : start + IMAGES_PER_TASK]
         try:
             classify_images.apply_async(args=[chunk], retry=False)
+        except KombuError as exc:
+            logger.error("broker unavailable, images %s stay queued until requeue_stale_images: %s", chunk, exc)
+            continue
         except Exception:
-            logger.exception(
-                "could not enqueue classification of images %s; they stay queued until requeue_stale_images", chunk
-            )
+            logger.exception("could not enqueue images %s; they stay queued until requeue_stale_images", chunk)
             continue
         sent += 1
     return sent
