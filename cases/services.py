@@ -342,6 +342,13 @@ def export_confirmed_cells(*, destination: Path, signed_only: bool = False) -> d
     return dict(counts)
 
 
+def write_confirmed_training_folder(*, output_dir: Path) -> Path:
+    """settings.CONFIRMED_LABELS_EXPORTER for `manage.py train --include-confirmed`: the folder it trains on."""
+    folder = Path(output_dir) / "confirmed"
+    export_confirmed_cells(destination=folder)
+    return folder
+
+
 def _safe_folder_name(label: str) -> str:
     name = "".join(char if char.isalnum() or char in "-_ " else "_" for char in label).strip()
     if not name or name in {".", ".."}:

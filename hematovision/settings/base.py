@@ -166,6 +166,10 @@ CELERY_BROKER_CONNECTION_TIMEOUT = float(os.environ.get("CELERY_BROKER_CONNECTIO
 CELERY_BEAT_SCHEDULE = {
     "requeue-stale-images": {"task": "cases.tasks.requeue_stale_images", "schedule": 60.0},
 }
+# Images queued or classifying longer than this are sent again by cases.tasks.requeue_stale_images.
+CLASSIFICATION_STALE_SECONDS = int(os.environ.get("CLASSIFICATION_STALE_SECONDS", "300"))
+# `manage.py train --include-confirmed` also trains on the cells pathologists labelled (one folder per class).
+CONFIRMED_LABELS_EXPORTER = "cases.services.write_confirmed_training_folder"
 
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "HematoVision <no-reply@hematovision.local>")
