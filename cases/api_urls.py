@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api
+from . import api, api_review
 
 # Review and sign-off endpoints: append `urlpatterns += [...]` below (owned by cases/api_review.py).
 urlpatterns = [
@@ -9,4 +9,12 @@ urlpatterns = [
     path("cases/<int:pk>/images/", api.CaseImagesAPI.as_view(), name="api-case-images"),
     path("images/<int:pk>/", api.ImageRetrieveAPI.as_view(), name="api-image-detail"),
     path("images/<int:pk>/retry/", api.ImageRetryAPI.as_view(), name="api-image-retry"),
+]
+
+# Review, sign-off, amendments and differential (cases/api_review.py).
+urlpatterns += [
+    path("cases/<int:pk>/reviews/", api_review.CaseReviewsAPI.as_view(), name="api-case-reviews"),
+    path("cases/<int:pk>/sign/", api_review.CaseSignAPI.as_view(), name="api-case-sign"),
+    path("cases/<int:pk>/amendments/", api_review.CaseAmendmentsAPI.as_view(), name="api-case-amendments"),
+    path("cases/<int:pk>/differential/", api_review.CaseDifferentialAPI.as_view(), name="api-case-differential"),
 ]

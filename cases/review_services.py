@@ -24,6 +24,10 @@ class ReviewRefused(Exception):
     """A review, sign-off or amendment the rules do not allow; the message tells the person why."""
 
 
+class ReviewConflict(ReviewRefused):
+    """Refused because of the case's state (signed, not signed, cells without a final label), not the input."""
+
+
 def _require(user, capability: str, message: str) -> None:
     if not has_capability(user, capability):
         raise PermissionDenied(message)
@@ -72,7 +76,7 @@ def review_cells(
     with transaction.atomic():
         case = _locked_case(case)
         if case.status == Case.Status.SIGNED:
-            raise ReviewRefused(
+            raise ReviewConflict(
                 f"Case {case.accession_id} is signed; change a cell with an amendment and a reason instead."
             )
         if to_label:
@@ -121,14 +125,14 @@ def sign_case(*, case: Case, signer, request=None) -> Case:
     with transaction.atomic():
         case = _locked_case(case)
         if case.status == Case.Status.SIGNED:
-            raise ReviewRefused(f"Case {case.accession_id} is already signed.")
+            raise ReviewConflict(f"Case {case.accession_id} is already signed.")
         progress = review_progress(case=case)
         if progress.total == 0:
-            raise ReviewRefused(f"Case {case.accession_id} has no cells to sign.")
+            raise ReviewConflict(f"Case {case.accession_id} has no cells to sign.")
         if progress.unlabelled_ids:
             count = len(progress.unlabelled_ids)
             listed = ", ".join(map(str, progress.unlabelled_ids[:20])) + (" …" if count > 20 else "")
-            raise ReviewRefused(
+            raise ReviewConflict(
                 f"Case {case.accession_id} cannot be signed: {count} cell(s) have no final label yet ({listed})."
             )
         case.status = Case.Status.SIGNED
@@ -154,7 +158,7 @@ def amend_cells(*, case: Case, image_ids, amender, to_label: str, reason: str, r
     with transaction.atomic():
         case = _locked_case(case)
         if case.status != Case.Status.SIGNED:
-            raise ReviewRefused(f"Case {case.accession_id} is not signed yet; review its cells instead.")
+            raise ReviewConflict(f"Case {case.accession_id} is not signed yet; review its cells instead.")
         if not to_label:
             raise ReviewRefused("Choose the class the cells should have.")
         if not reason:

@@ -1,3 +1,9 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from . import api
+
+urlpatterns = [
+    path("model-versions/", api.ModelVersionListAPI.as_view(), name="api-model-versions"),
+    path("model-versions/<int:pk>/", api.ModelVersionDetailAPI.as_view(), name="api-model-version-detail"),
+    path("model-versions/<int:pk>/activate/", api.ModelVersionActivateAPI.as_view(), name="api-model-version-activate"),
+]

@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+import re
+import secrets
+import tempfile
+from pathlib import Path
+
 from django import forms
 
-from .importing import DEFAULT_SCALE, KERAS_SUFFIXES, SCALE_MODES, ImportFailed, parse_classes
+from .importing import DEFAULT_SCALE, KERAS_SUFFIXES, SCALE_MODES, ImportFailed, import_keras_model, parse_classes
+from .models import ModelVersion
 
 MAX_MODEL_FILE_BYTES = 1024 * 1024 * 1024
 
@@ -55,3 +61,27 @@ class ModelImportForm(forms.Form):
             return parse_classes(self.cleaned_data.get("classes") or None)
         except ImportFailed as exc:
             raise forms.ValidationError(str(exc)) from exc
+
+    def save(self, *, actor) -> ModelVersion:
+        """Import the uploaded file as a model version (audited by the importer). Raises ImportFailed."""
+        upload = self.cleaned_data["file"]
+        with tempfile.TemporaryDirectory(prefix="hematovision-import-") as directory:
+            # The importer recognises the format by suffix; the uploaded name itself is never used as a path.
+            path = Path(directory) / f"upload{Path(upload.name).suffix.lower()}"
+            with open(path, "wb") as stream:
+                for chunk in upload.chunks():
+                    stream.write(chunk)
+            return import_keras_model(
+                path=path,
+                name=self.cleaned_data["name"] or default_name(upload.name),
+                classes=self.cleaned_data["classes"],
+                input_size=self.cleaned_data["input_size"],
+                scale=self.cleaned_data["scale"],
+                activate=self.cleaned_data["activate"],
+                actor=actor,
+            )
+
+
+def default_name(filename: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(filename).stem).strip("-._")[:100] or "model"
+    return f"{stem}-{secrets.token_hex(4)}"

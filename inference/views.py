@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import secrets
-import tempfile
-from pathlib import Path
-
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -16,7 +11,7 @@ from accounts.permissions import capability_required
 
 from . import services
 from .forms import ModelImportForm
-from .importing import ImportFailed, import_keras_model
+from .importing import ImportFailed
 from .models import ModelVersion
 
 HEADLINE_METRICS = ("n", "accuracy", "macro_f1", "macro_roc_auc", "ece", "flagged_fraction")
@@ -38,11 +33,6 @@ def headline_metrics(metrics: dict) -> list[tuple[str, dict]]:
     ]
 
 
-def _default_name(filename: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(filename).stem).strip("-._")[:100] or "model"
-    return f"{stem}-{secrets.token_hex(4)}"
-
-
 @require_GET
 @capability_required("manage_models")
 def model_list(request):
@@ -56,29 +46,15 @@ def model_list(request):
 def model_import(request):
     form = ModelImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
-        upload = form.cleaned_data["file"]
-        with tempfile.TemporaryDirectory(prefix="hematovision-import-") as directory:
-            # The importer recognises the format by suffix; the name itself is never used as a path.
-            path = Path(directory) / f"upload{Path(upload.name).suffix.lower()}"
-            with open(path, "wb") as stream:
-                for chunk in upload.chunks():
-                    stream.write(chunk)
-            try:
-                version = import_keras_model(
-                    path=path,
-                    name=form.cleaned_data["name"] or _default_name(upload.name),
-                    classes=form.cleaned_data["classes"],
-                    input_size=form.cleaned_data["input_size"],
-                    scale=form.cleaned_data["scale"],
-                    activate=form.cleaned_data["activate"],
-                    actor=request.user,
-                )
-            except ImportFailed as exc:
-                form.add_error(None, f"{upload.name} was not imported: {exc}")
-            else:
-                state = "and activated" if version.is_active else "(not active)"
-                messages.success(request, f"Imported {upload.name} as model version {version.name} {state}.")
-                return redirect("inference:list")
+        filename = form.cleaned_data["file"].name
+        try:
+            version = form.save(actor=request.user)
+        except ImportFailed as exc:
+            form.add_error(None, f"{filename} was not imported: {exc}")
+        else:
+            state = "and activated" if version.is_active else "(not active)"
+            messages.success(request, f"Imported {filename} as model version {version.name} {state}.")
+            return redirect("inference:list")
     status = 400 if form.errors else 200
     return render(request, "inference/import.html", {"form": form}, status=status)
 

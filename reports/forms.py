@@ -1,16 +1,12 @@
 from __future__ import annotations
 
-import datetime as dt
-
 from django import forms
-from django.utils import timezone
 
 from audit.models import AuditEvent
 from inference.models import ModelVersion
 
-from .selectors import DEFAULT_PERIOD_DAYS, AuditFilter, ExportFilter, Period, audit_object_types, default_period
+from .selectors import AuditFilter, ExportFilter, Period, audit_object_types, period_problem, resolve_period
 
-MAX_PERIOD_DAYS = 3660
 DATE_INPUT = forms.DateInput(attrs={"type": "date", "class": "form-control form-control-sm"})
 
 
@@ -19,22 +15,13 @@ class PeriodFormMixin:
 
     def clean(self):
         cleaned = super().clean()
-        start, end = cleaned.get("start"), cleaned.get("end")
-        if start and end and end < start:
-            self.add_error("end", "The end date is before the start date.")
-        elif start and end and (end - start).days > MAX_PERIOD_DAYS:
-            self.add_error("end", f"Choose a period of at most {MAX_PERIOD_DAYS} days.")
+        problem = period_problem(start=cleaned.get("start"), end=cleaned.get("end"))
+        if problem:
+            self.add_error("end", problem)
         return cleaned
 
     def period(self, *, required: bool) -> Period | None:
-        start, end = self.cleaned_data.get("start"), self.cleaned_data.get("end")
-        if not start and not end:
-            return default_period() if required else None
-        if not end:
-            end = max(start, timezone.localdate())
-        if not start:
-            start = end - dt.timedelta(days=DEFAULT_PERIOD_DAYS - 1)
-        return Period(start=start, end=end)
+        return resolve_period(start=self.cleaned_data.get("start"), end=self.cleaned_data.get("end"), required=required)
 
 
 class DashboardForm(PeriodFormMixin, forms.Form):

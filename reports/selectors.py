@@ -49,6 +49,30 @@ def default_period(*, today: dt.date | None = None) -> Period:
     return Period(start=today - dt.timedelta(days=DEFAULT_PERIOD_DAYS - 1), end=today)
 
 
+MAX_PERIOD_DAYS = 3660
+
+
+def period_problem(*, start: dt.date | None, end: dt.date | None) -> str:
+    """Why a requested period is unusable, or an empty string."""
+    if start and end and end < start:
+        return "The end date is before the start date."
+    if start and end and (end - start).days >= MAX_PERIOD_DAYS:
+        return f"Choose a period of at most {MAX_PERIOD_DAYS} days."
+    return ""
+
+
+def resolve_period(*, start: dt.date | None, end: dt.date | None, required: bool) -> Period | None:
+    """Fill in a missing end (today, or the start if later) or start (DEFAULT_PERIOD_DAYS before the end);
+    with neither, the default period when one is required."""
+    if not start and not end:
+        return default_period() if required else None
+    if not end:
+        end = max(start, timezone.localdate())
+    if not start:
+        start = end - dt.timedelta(days=DEFAULT_PERIOD_DAYS - 1)
+    return Period(start=start, end=end)
+
+
 def dashboard_versions() -> QuerySet[ModelVersion]:
     return ModelVersion.objects.order_by("-is_active", "-created_at")
 
