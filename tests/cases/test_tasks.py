@@ -161,3 +161,22 @@ def test_requeue_leaves_recently_queued_images_alone(case, technician, monkeypat
 
     assert tasks.requeue_stale_images.apply().get() == 0
     assert sent == []
+
+
+def test_an_image_stuck_in_the_queue_can_be_retried(case, technician, monkeypatch):
+    (image,) = upload_cells(case, technician, 0)
+    make_stale(image)
+    monkeypatch.setattr(services, "enqueue_classification", lambda *, image_ids: None)
+
+    services.retry_classification(image=image, actor=technician)
+
+    image.refresh_from_db()
+    assert image.status == CellImage.Status.QUEUED
+    assert image.status_changed_at > timezone.now() - timedelta(minutes=1)
+
+
+def test_a_recently_queued_image_cannot_be_retried_yet(case, technician):
+    (image,) = upload_cells(case, technician, 0)
+
+    with pytest.raises(services.RetryRefused, match="still waiting after 5 minute"):
+        services.retry_classification(image=image, actor=technician)
