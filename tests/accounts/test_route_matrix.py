@@ -10,6 +10,7 @@ from io import BytesIO
 
 import pytest
 from django.contrib.auth.models import AnonymousUser
+from django.core.files import File
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
@@ -17,7 +18,7 @@ from PIL import Image
 
 from accounts.roles import Role
 from cases import storage
-from cases.models import Case, CellImage
+from cases.models import Case, CellImage, Review
 from tests.accounts.route_expectations import (
     ANONYMOUS,
     IGNORED_NAMES,
@@ -118,6 +119,19 @@ class World:
         fields.setdefault("status", Case.Status.AWAITING_REVIEW)
         return CaseFactory(created_by=self.technician, **fields)
 
+    def fresh_reviewed_case(self):
+        """Every cell has a final label, so the case can be signed."""
+        case = self.fresh_case()
+        image = self._stored_image(case=case)
+        Review.objects.create(
+            image=image,
+            reviewer=self.pathologist,
+            kind=Review.Kind.CONFIRM,
+            from_label="neutrophil",
+            to_label="neutrophil",
+        )
+        return case
+
     def fresh_model_version(self):
         return ModelVersionFactory()
 
@@ -191,9 +205,14 @@ def request_as(client, route: Route, method: str, data, world):
         data = data(world)
     if method == "get":
         return client.get(url)
-    if route.name.startswith("api-") and not any(isinstance(v, list) for v in (data or {}).values()):
+    if route.name.startswith("api-") and data and not _has_files(data):
         return client.post(url, data or {}, content_type="application/json")
     return client.post(url, data or {})
+
+
+def _has_files(data) -> bool:
+    values = itertools.chain.from_iterable(v if isinstance(v, list) else [v] for v in (data or {}).values())
+    return any(isinstance(value, File) for value in values)
 
 
 @pytest.mark.django_db
