@@ -1,0 +1,101 @@
+"""Processes the end-to-end benchmark starts, watches and stops: only its own, by process id."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_checked(command: list[str], *, env: dict, cwd: Path) -> str:
+    completed = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    if completed.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{completed.stdout[-2000:]}\n{completed.stderr[-4000:]}")
+    return completed.stdout
+
+
+def wait_for_http(url: str, *, headers: dict, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            response = requests.get(url, headers=headers, timeout=5)
+            if response.status_code == 200:
+                return
+            last = f"HTTP {response.status_code}: {response.text[:500]}"
+        except requests.RequestException as error:
+            last = str(error)
+        time.sleep(0.5)
+    raise SystemExit(f"{url} not ready after {timeout:.0f} s: {last}")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return []
+    found: list[int] = []
+    for task in tasks:
+        try:
+            found += [int(child) for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        return None
+    return None
+
+
+class ProcessTree:
+    """A process started here in its own session, so that it and its children stop together."""
+
+    def __init__(self, process: subprocess.Popen, log):
+        self.process = process
+        self._log = log
+
+    @classmethod
+    def start(cls, command: list[str], *, env: dict, cwd: Path, log) -> ProcessTree:
+        process = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        return cls(process, log)
+
+    def rss_mb_by_process(self) -> dict[int, float]:
+        sizes: dict[int, float] = {}
+        pending = [self.process.pid]
+        while pending:
+            pid = pending.pop()
+            size = _rss_mb(pid)
+            if size is not None:
+                sizes[pid] = size
+                pending += _children(pid)
+        return sizes
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.process.poll() is None:
+            # Its own session: the group id is the pid of the process started here.
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log.close()

@@ -1,0 +1,516 @@
+"""End-to-end benchmark of the production path: gunicorn, Celery workers, Redis, PostgreSQL, on loopback.
+
+By default it starts the production configuration itself (a fresh PostgreSQL database, a Redis database
+number of its own, `gunicorn -c gunicorn.conf.py`, `celery worker`) with the bundled model, then simulates
+N technicians: each creates a case and, until the time is up, uploads one cell image from the PBC test
+set, waits until its prediction shows in the API, pauses, and uploads the next. At the end one
+technician uploads a 100-cell case in one request and waits for all of it. With --target it measures an
+already running deployment instead (give --token for each technician, or one token shared).
+
+    .venv/bin/python bench/e2e.py                       # 20 users, 60 s
+    .venv/bin/python bench/e2e.py --duration 300 --json # the 5-minute run of docs/operations.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import random
+import secrets
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+from _processes import ProcessTree, free_port, run_checked, wait_for_http
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_DATASET = PROJECT_DIR.parent / "shared" / "datasets" / "pbc" / "test"
+BENCH_DATABASE = "hematovision_bench"
+BENCH_REDIS_DB = 12
+TERMINAL_STATUSES = {"classified", "failed"}
+# Behind the TLS-terminating proxy every request arrives with this header (production settings trust it).
+PROXY_HEADERS = {"X-Forwarded-Proto": "https"}
+
+
+@dataclass
+class Results:
+    latencies_ms: list[float] = field(default_factory=list)
+    upload_request_ms: list[float] = field(default_factory=list)
+    server_ms: list[float] = field(default_factory=list)
+    cells: int = 0
+    errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, *, latency_ms: float, upload_ms: float, server_ms: float | None) -> None:
+        with self.lock:
+            self.latencies_ms.append(latency_ms)
+            self.upload_request_ms.append(upload_ms)
+            if server_ms is not None:
+                self.server_ms.append(server_ms)
+            self.cells += 1
+
+    def error(self, message: str) -> None:
+        with self.lock:
+            self.errors.append(message)
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(fraction * (len(ordered) - 1))))
+    return ordered[rank]
+
+
+def cell_image_files(dataset: Path) -> list[Path]:
+    files = sorted(path for path in dataset.rglob("*") if path.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    if not files:
+        raise SystemExit(f"no cell images under {dataset}; pass --dataset")
+    return files
+
+
+class Technician:
+    def __init__(self, *, base_url: str, token: str, poll_interval: float, timeout: float):
+        self.base_url = base_url.rstrip("/")
+        self.session = requests.Session()
+        self.session.headers.update({"Authorization": f"Token {token}", **PROXY_HEADERS})
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+
+    def create_case(self, accession_id: str) -> int:
+        response = self.session.post(f"{self.base_url}/api/v1/cases/", json={"accession_id": accession_id}, timeout=30)
+        if response.status_code != 201:
+            raise RuntimeError(f"creating case {accession_id}: HTTP {response.status_code} {response.text[:200]}")
+        return response.json()["id"]
+
+    def upload(self, case_id: int, paths: list[Path]) -> list[dict]:
+        files = [("files", (path.name, path.read_bytes(), "image/jpeg")) for path in paths]
+        response = self.session.post(f"{self.base_url}/api/v1/cases/{case_id}/images/", files=files, timeout=120)
+        if response.status_code != 201:
+            raise RuntimeError(f"upload: HTTP {response.status_code} {response.text[:200]}")
+        body = response.json()
+        if body.get("rejected"):
+            raise RuntimeError(f"upload rejected: {body['rejected']}")
+        return body["accepted"]
+
+    def wait_for_image(self, image_id: int) -> dict:
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            response = self.session.get(f"{self.base_url}/api/v1/images/{image_id}/", timeout=30)
+            if response.status_code != 200:
+                raise RuntimeError(f"image {image_id}: HTTP {response.status_code} {response.text[:200]}")
+            image = response.json()
+            if image["status"] in TERMINAL_STATUSES:
+                return image
+            time.sleep(self.poll_interval)
+        raise RuntimeError(f"image {image_id} not classified after {self.timeout:.0f} s")
+
+    def wait_for_case(self, case_id: int, expected: int) -> list[dict]:
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            images, url = [], f"{self.base_url}/api/v1/cases/{case_id}/images/"
+            while url:
+                response = self.session.get(url, timeout=30)
+                response.raise_for_status()
+                page = response.json()
+                images += page["results"]
+                url = page["next"]
+            if len(images) == expected and all(image["status"] in TERMINAL_STATUSES for image in images):
+                return images
+            time.sleep(self.poll_interval)
+        raise RuntimeError(f"case {case_id} not classified after {self.timeout:.0f} s")
+
+
+def server_latency_ms(image: dict) -> float | None:
+    """Upload stored -> prediction stored, by the server's clocks."""
+    from datetime import datetime
+
+    if not image.get("predictions"):
+        return None
+    uploaded = datetime.fromisoformat(image["uploaded_at"])
+    predicted = datetime.fromisoformat(image["predictions"][0]["created_at"])
+    return (predicted - uploaded).total_seconds() * 1000
+
+
+def technician_loop(
+    technician: Technician,
+    *,
+    number: int,
+    files: list[Path],
+    deadline: float,
+    think: float,
+    results: Results,
+    run_id: str,
+) -> None:
+    rng = random.Random(number)
+    try:
+        case_id = technician.create_case(f"BENCH-{run_id}-{number:03d}")
+    except Exception as error:  # noqa: BLE001 - counted and reported, the run goes on
+        results.error(str(error))
+        return
+    while time.monotonic() < deadline:
+        path = rng.choice(files)
+        started = time.monotonic()
+        try:
+            (accepted,) = technician.upload(case_id, [path])
+            uploaded = time.monotonic()
+            image = technician.wait_for_image(accepted["id"])
+            finished = time.monotonic()
+            if image["status"] != "classified":
+                results.error(f"image {image['id']} {image['status']}: {image['status_message']}")
+            else:
+                results.add(
+                    latency_ms=(finished - started) * 1000,
+                    upload_ms=(uploaded - started) * 1000,
+                    server_ms=server_latency_ms(image),
+                )
+        except Exception as error:  # noqa: BLE001
+            results.error(str(error))
+        time.sleep(rng.uniform(0.5, 1.5) * think)
+
+
+def hundred_cell_case(technician: Technician, files: list[Path], run_id: str, cells: int) -> float:
+    case_id = technician.create_case(f"BENCH-{run_id}-CASE{cells}")
+    chosen = random.Random(7).sample(files, cells)
+    started = time.monotonic()
+    technician.upload(case_id, chosen)
+    images = technician.wait_for_case(case_id, cells)
+    elapsed = time.monotonic() - started
+    failed = [image for image in images if image["status"] != "classified"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {cells} cells failed: {failed[0]['status_message']}")
+    return elapsed
+
+
+class ProductionStack:
+    """PostgreSQL database, Redis database number, gunicorn and Celery workers, all started here."""
+
+    def __init__(
+        self,
+        *,
+        out_dir: Path,
+        web_workers: int,
+        web_threads: int,
+        worker_processes: int,
+        worker_concurrency: int,
+        redis_url: str,
+        postgres_url: str,
+    ):
+        self.out_dir = out_dir
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.database_url = f"{postgres_url.rstrip('/')}/{BENCH_DATABASE}"
+        self.postgres_url = postgres_url
+        self.broker_url = f"{redis_url.rstrip('/')}/{BENCH_REDIS_DB}"
+        self.web_workers, self.web_threads = web_workers, web_threads
+        self.worker_processes, self.worker_concurrency = worker_processes, worker_concurrency
+        self.processes: list[ProcessTree] = []
+        self.workers: list[ProcessTree] = []
+        self.environment = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "hematovision.settings.production",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "DATABASE_URL": self.database_url,
+            "IMAGE_ENCRYPTION_KEYS": base64.b64encode(secrets.token_bytes(32)).decode(),
+            "EXPORT_PSEUDONYM_KEY": secrets.token_urlsafe(32),
+            "CELERY_BROKER_URL": self.broker_url,
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "PRIVATE_MEDIA_ROOT": str(out_dir / "private"),
+            "MODEL_STORE_DIR": str(out_dir / "models"),
+            "HEMATOVISION_VAR_DIR": str(out_dir / "var"),
+            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
+            "WEB_CONCURRENCY": str(web_workers),
+            "GUNICORN_THREADS": str(web_threads),
+            "GUNICORN_ACCESSLOG": str(out_dir / "gunicorn-access.log"),
+            "LOG_LEVEL": "WARNING",
+        }
+
+    def prepare(self, users: int) -> dict:
+        import psycopg
+        import redis
+
+        with psycopg.connect(f"{self.postgres_url.rstrip('/')}/postgres", autocommit=True) as connection:
+            connection.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
+            connection.execute(f"CREATE DATABASE {BENCH_DATABASE}")
+        redis.Redis.from_url(self.broker_url).flushdb()
+        python = sys.executable
+        run_checked([python, "manage.py", "migrate", "--no-input"], env=self.environment, cwd=PROJECT_DIR)
+        output = run_checked(
+            [python, str(PROJECT_DIR / "bench" / "_bench_setup.py"), str(users)],
+            env={**self.environment, "PYTHONPATH": str(PROJECT_DIR)},
+            cwd=PROJECT_DIR,
+        )
+        return json.loads(output.strip().splitlines()[-1])
+
+    def start(self) -> None:
+        bin_dir = Path(sys.executable).parent
+        log = (self.out_dir / "gunicorn.log").open("ab")
+        self.processes.append(
+            ProcessTree.start(
+                [str(bin_dir / "gunicorn"), "-c", "gunicorn.conf.py"], env=self.environment, cwd=PROJECT_DIR, log=log
+            )
+        )
+        for number in range(1, self.worker_processes + 1):
+            log = (self.out_dir / f"worker-{number}.log").open("ab")
+            worker = ProcessTree.start(
+                [
+                    str(bin_dir / "celery"),
+                    "-A",
+                    "hematovision",
+                    "worker",
+                    "--loglevel=INFO",
+                    f"--concurrency={self.worker_concurrency}",
+                    f"--hostname=bench-{number}@%h",
+                ],
+                env=self.environment,
+                cwd=PROJECT_DIR,
+                log=log,
+            )
+            self.processes.append(worker)
+            self.workers.append(worker)
+        wait_for_http(f"{self.base_url}/readyz", headers=PROXY_HEADERS, timeout=120)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+
+class MemorySampler(threading.Thread):
+    """Peak resident memory of each Celery worker process (main process and pool children)."""
+
+    def __init__(self, workers: list[ProcessTree], interval: float = 1.0):
+        super().__init__(daemon=True)
+        self.workers, self.interval = workers, interval
+        self.peak_per_process_mb: float = 0.0
+        self.peak_per_worker_mb: float = 0.0
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            for worker in self.workers:
+                sizes = worker.rss_mb_by_process()
+                if sizes:
+                    self.peak_per_process_mb = max(self.peak_per_process_mb, max(sizes.values()))
+                    self.peak_per_worker_mb = max(self.peak_per_worker_mb, sum(sizes.values()))
+            self._stopping.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(timeout=5)
+
+
+def run(arguments: argparse.Namespace) -> dict:
+    files = cell_image_files(arguments.dataset)
+    run_id = time.strftime("%Y%m%d%H%M%S")
+    stack = None
+    sampler = None
+    try:
+        if arguments.target:
+            base_url = arguments.target
+            tokens = arguments.token or []
+            if not tokens:
+                raise SystemExit("--target needs --token (one per technician, or one shared)")
+            model = "(the target's active model)"
+        else:
+            out_dir = PROJECT_DIR / "bench" / "out" / f"e2e-{run_id}"
+            out_dir.mkdir(parents=True)
+            stack = ProductionStack(
+                out_dir=out_dir,
+                web_workers=arguments.web_workers,
+                web_threads=arguments.web_threads,
+                worker_processes=arguments.worker_processes,
+                worker_concurrency=arguments.worker_concurrency,
+                redis_url=arguments.redis_url,
+                postgres_url=arguments.postgres_url,
+            )
+            if arguments.model_dir:
+                stack.environment["BUNDLED_MODEL_DIR"] = str(arguments.model_dir.resolve())
+            prepared = stack.prepare(arguments.users + 1)
+            tokens, model = prepared["tokens"], prepared["model"]
+            stack.start()
+            base_url = stack.base_url
+            sampler = MemorySampler(stack.workers)
+            sampler.start()
+
+        def technician(number: int) -> Technician:
+            return Technician(
+                base_url=base_url,
+                token=tokens[number % len(tokens)],
+                poll_interval=arguments.poll_interval,
+                timeout=arguments.image_timeout,
+            )
+
+        results = Results()
+        started = time.monotonic()
+        deadline = started + arguments.duration
+        threads = [
+            threading.Thread(
+                target=technician_loop,
+                kwargs={
+                    "technician": technician(number),
+                    "number": number,
+                    "files": files,
+                    "deadline": deadline,
+                    "think": arguments.think_time,
+                    "results": results,
+                    "run_id": run_id,
+                },
+            )
+            for number in range(arguments.users)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+
+        case_seconds = None
+        if arguments.case_cells:
+            try:
+                case_seconds = hundred_cell_case(technician(arguments.users), files, run_id, arguments.case_cells)
+            except Exception as error:  # noqa: BLE001
+                results.error(f"{arguments.case_cells}-cell case: {error}")
+        return {
+            "users": arguments.users,
+            "duration_s": round(elapsed, 1),
+            "think_time_s": arguments.think_time,
+            "model": model,
+            "uploads": results.cells + len(results.errors),
+            "cells_classified": results.cells,
+            "latency_p50_ms": _rounded(percentile(results.latencies_ms, 0.50)),
+            "latency_p95_ms": _rounded(percentile(results.latencies_ms, 0.95)),
+            "latency_p99_ms": _rounded(percentile(results.latencies_ms, 0.99)),
+            "latency_mean_ms": _rounded(statistics.fmean(results.latencies_ms) if results.latencies_ms else None),
+            "upload_request_p95_ms": _rounded(percentile(results.upload_request_ms, 0.95)),
+            "server_upload_to_prediction_p95_ms": _rounded(percentile(results.server_ms, 0.95)),
+            "cells_per_s": round(results.cells / elapsed, 2) if elapsed else 0.0,
+            "case_cells": arguments.case_cells,
+            "case_seconds": None if case_seconds is None else round(case_seconds, 2),
+            "errors": len(results.errors),
+            "error_examples": sorted(set(results.errors))[:5],
+            "worker_rss_mb": None if sampler is None else round(sampler.peak_per_worker_mb, 1),
+            "worker_process_rss_mb": None if sampler is None else round(sampler.peak_per_process_mb, 1),
+            "web_workers": arguments.web_workers if stack else None,
+            "worker_processes": arguments.worker_processes if stack else None,
+            "worker_concurrency": arguments.worker_concurrency if stack else None,
+            "cpu_count": os.cpu_count(),
+            "load_average_at_end": [round(value, 2) for value in os.getloadavg()],
+        }
+    finally:
+        try:
+            if sampler is not None:
+                sampler.stop()
+        finally:
+            if stack is not None:
+                stack.stop()
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+TARGETS = (
+    (
+        "latency_p95_ms",
+        "upload→prediction p95 (ms)",
+        lambda r: r["latency_p95_ms"] is not None and r["latency_p95_ms"] <= 300,
+        "≤ 300",
+    ),
+    (
+        "case_seconds",
+        "100-cell case end to end (s)",
+        lambda r: r["case_seconds"] is not None and r["case_seconds"] <= 2,
+        "≤ 2",
+    ),
+    ("errors", "errors", lambda r: r["errors"] == 0, "0"),
+    (
+        "worker_rss_mb",
+        "peak RSS per worker (MB)",
+        lambda r: r["worker_rss_mb"] is not None and r["worker_rss_mb"] <= 600,
+        "≤ 600",
+    ),
+)
+
+
+def print_table(result: dict) -> None:
+    rows = [
+        ("users", result["users"]),
+        ("duration (s)", result["duration_s"]),
+        ("think time between uploads (s)", result["think_time_s"]),
+        ("model", result["model"]),
+        ("cells classified", result["cells_classified"]),
+        (
+            "upload→prediction p50 / p95 / p99 (ms)",
+            f"{result['latency_p50_ms']} / {result['latency_p95_ms']} / {result['latency_p99_ms']}",
+        ),
+        ("upload request alone p95 (ms)", result["upload_request_p95_ms"]),
+        ("server: stored→predicted p95 (ms)", result["server_upload_to_prediction_p95_ms"]),
+        ("cells per second", result["cells_per_s"]),
+        (f"{result['case_cells']}-cell case end to end (s)", result["case_seconds"]),
+        ("errors", result["errors"]),
+        ("peak RSS per worker, all its processes (MB)", result["worker_rss_mb"]),
+        ("peak RSS of one worker process (MB)", result["worker_process_rss_mb"]),
+        ("machine: CPUs / load average at end", f"{result['cpu_count']} / {result['load_average_at_end']}"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    print(f"| {'measure'.ljust(width)} | value |")
+    print(f"|{'-' * (width + 2)}|-------|")
+    for label, value in rows:
+        print(f"| {label.ljust(width)} | {value} |")
+    print()
+    for _, label, met, target in TARGETS:
+        label = label.replace("100-cell", f"{result['case_cells']}-cell")
+        print(f"target {label} {target}: {'met' if met(result) else 'NOT met'}")
+    for example in result["error_examples"]:
+        print(f"error: {example}")
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=20, help="simultaneous technicians (default 20)")
+    parser.add_argument("--duration", type=float, default=60, help="seconds of uploading (default 60)")
+    parser.add_argument(
+        "--think-time",
+        type=float,
+        default=1.0,
+        help="mean pause of a technician between two uploads, in seconds (default 1)",
+    )
+    parser.add_argument("--poll-interval", type=float, default=0.05, help="seconds between two status checks")
+    parser.add_argument("--image-timeout", type=float, default=60, help="give up on one image after this")
+    parser.add_argument("--case-cells", type=int, default=100, help="size of the one-request case at the end (0: skip)")
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn processes")
+    parser.add_argument("--web-threads", type=int, default=8, help="threads per gunicorn process")
+    parser.add_argument("--worker-processes", type=int, default=1, help="Celery worker instances")
+    parser.add_argument("--worker-concurrency", type=int, default=2, help="pool processes per Celery worker")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379")
+    parser.add_argument("--postgres-url", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        help="serve the model in this directory (metadata.json + files) instead of inference/bundled",
+    )
+    parser.add_argument("--target", help="base URL of a running deployment to measure instead of starting one")
+    parser.add_argument("--token", action="append", help="API token of a technician (with --target; repeatable)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    result = run(arguments)
+    if arguments.json:
+        print(json.dumps(result))
+    else:
+        print_table(result)
+    return 0 if result["errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
