@@ -95,7 +95,7 @@ def case_detail(request, pk: int):
 def case_cells(request, pk: int):
     """The cell grid alone; the case page polls it while anything is queued or classifying."""
     case = _case_or_404(pk)
-    return render(request, "cases/_cells.html", _cells_context(request, case))
+    return render(request, "cases/_cells.html", {**_cells_context(request, case), "fragment": True})
 
 
 @require_POST

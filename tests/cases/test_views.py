@@ -298,3 +298,15 @@ def test_tampered_image_file_gives_a_clear_error(client, technician, case, setti
 
     assert response.status_code == 500
     assert "integrity check" in response.text
+
+
+def test_cells_fragment_also_updates_the_case_status_badge(client, technician, case):
+    CellImageFactory(case=case, status=CellImage.Status.CLASSIFIED)
+    Case.objects.filter(pk=case.pk).update(status=Case.Status.AWAITING_REVIEW)
+    client.force_login(technician)
+
+    response = client.get(reverse("cases:cells", args=[case.pk]))
+
+    assert 'id="case-status"' in response.text
+    assert 'hx-swap-oob="true"' in response.text
+    assert "Awaiting review" in response.text
