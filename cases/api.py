@@ -15,6 +15,7 @@ from accounts.permissions import HasCapability
 from . import selectors, services
 from .models import Case, CellImage
 from .serializers import (
+    CaseFilterSerializer,
     CaseProblemSerializer,
     CaseSerializer,
     CellImageSerializer,
@@ -52,8 +53,10 @@ class CaseListCreateAPI(generics.ListCreateAPIView):
     serializer_class = CaseSerializer
 
     def get_queryset(self):
+        filters = CaseFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
         return selectors.list_cases(
-            status=self.request.query_params.get("status"), accession=self.request.query_params.get("accession")
+            status=filters.validated_data.get("status"), accession=filters.validated_data.get("accession")
         )
 
     def perform_create(self, serializer):

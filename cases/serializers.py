@@ -17,6 +17,11 @@ class CaseSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "status", "created_by", "created_at", "image_count"]
 
 
+class CaseFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Case.Status.choices, required=False)
+    accession = serializers.CharField(required=False, max_length=64)
+
+
 class PredictionSerializer(serializers.ModelSerializer):
     model_version = serializers.CharField(source="model_version.name", read_only=True)
 

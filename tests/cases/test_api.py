@@ -176,3 +176,12 @@ def test_openapi_schema_of_the_cases_endpoints_has_no_warnings():
         message for message in [*GENERATOR_STATS._warn_cache, *GENERATOR_STATS._error_cache] if "cases/" in message
     ]
     assert problems == []
+
+
+def test_unknown_status_filter_is_a_400(api, pathologist):
+    api.force_authenticate(pathologist)
+
+    response = api.get("/api/v1/cases/", {"status": "lost"})
+
+    assert response.status_code == 400
+    assert "status" in response.json()

@@ -310,3 +310,25 @@ def test_cells_fragment_also_updates_the_case_status_badge(client, technician, c
     assert 'id="case-status"' in response.text
     assert 'hx-swap-oob="true"' in response.text
     assert "Awaiting review" in response.text
+
+
+def test_a_crashing_in_process_classification_does_not_break_the_upload(
+    client, technician, case, monkeypatch, django_capture_on_commit_callbacks
+):
+    from cases import tasks
+
+    def crash(*, image_ids):
+        raise RuntimeError("unexpected bug in classification")
+
+    monkeypatch.setattr(tasks, "classify", crash)
+    client.force_login(technician)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("cases:upload", args=[case.pk]),
+            {"files": [images.upload("ok.png", images.rgb_png())]},
+            HTTP_ACCEPT="application/json",
+        )
+
+    assert response.status_code == 201
+    assert CellImage.objects.get(case=case).status == CellImage.Status.QUEUED
