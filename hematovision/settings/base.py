@@ -171,6 +171,16 @@ CLASSIFICATION_STALE_SECONDS = int(os.environ.get("CLASSIFICATION_STALE_SECONDS"
 # `manage.py train --include-confirmed` also trains on the cells pathologists labelled (one folder per class).
 CONFIRMED_LABELS_EXPORTER = "cases.services.write_confirmed_training_folder"
 
+# Rate limits, one-time codes and used TOTP codes live in the cache: with several web processes
+# it must be shared (CACHE_URL=redis://...), else each process keeps its own.
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["CACHE_URL"]}
+        if os.environ.get("CACHE_URL")
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "HematoVision <no-reply@hematovision.local>")
 
