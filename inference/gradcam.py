@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 
@@ -26,21 +27,24 @@ from .registry import artifact_path, get_active_version
 
 OVERLAY_MAX_OPACITY = 0.6
 MODEL_CACHE_SIZE = 2
+GRAD_MODEL_CACHE_SIZE = 4
 
 _model_cache: OrderedDict[tuple, object] = OrderedDict()
 _model_cache_lock = threading.Lock()
 _compute_lock = threading.Lock()
+_grad_models: dict[tuple[int, str | None], tuple] = {}
+_grad_model_lock = threading.Lock()
 
 
 class GradCamUnavailable(RuntimeError):
     """No heat map can be computed for this model version; the message says why."""
 
 
-def _last_feature_map_layer(keras_model):
+def _last_feature_map_layer(keras_model, traced):
     for layer in reversed(keras_model.layers):
-        if layer.__class__.__name__ == "InputLayer":
+        if layer.__class__.__name__ == "InputLayer" or layer.name not in traced.layers:
             continue
-        output = layer.output
+        output = traced.layers[layer.name][1]
         if not isinstance(output, (list, tuple, dict)) and len(output.shape) == 4:
             return layer
     raise ValueError(f"{keras_model.name} has no layer with a 4-D (convolutional) output")
@@ -51,10 +55,10 @@ def _softmax_dense(layer) -> bool:
     return layer.__class__.__name__ == "Dense" and getattr(activation, "__name__", "") == "softmax"
 
 
-def _class_scores_tensor(keras_model):
+def _class_scores_tensor(keras_model, traced):
     """The tensor whose entries are the class scores: ``logits`` of a model with named outputs, or the
     pre-softmax input of a final softmax Dense layer (softmax saturates, so its gradient says little)."""
-    output = keras_model.output
+    output = traced.outputs
     if isinstance(output, Mapping):
         if "logits" not in output:
             raise ValueError(f"{keras_model.name} has named outputs {sorted(output)} but no 'logits'")
@@ -63,8 +67,32 @@ def _class_scores_tensor(keras_model):
         output = output[0]
     last = keras_model.layers[-1]
     if _softmax_dense(last):
-        return last.input, last
+        return traced.layers[last.name][0], last
     return output, None
+
+
+def _grad_model(keras_model, layer_name: str | None):
+    """A model from the classifier's input to (feature map, class scores), built once per model and layer."""
+    key = (id(keras_model), layer_name)
+    with _grad_model_lock:
+        cached = _grad_models.get(key)
+        if cached is not None and cached[0]() is keras_model:
+            return cached[1], cached[2]
+    import keras
+
+    from .backbones.tracing import trace_layers
+
+    traced = trace_layers(keras_model)
+    feature_layer = keras_model.get_layer(layer_name) if layer_name else _last_feature_map_layer(keras_model, traced)
+    if feature_layer.name not in traced.layers:
+        raise ValueError(f"{feature_layer.name} is not a top-level layer of {keras_model.name}")
+    scores_tensor, softmax_dense = _class_scores_tensor(keras_model, traced)
+    grad_model = keras.Model(traced.inputs, [traced.layers[feature_layer.name][1], scores_tensor])
+    with _grad_model_lock:
+        _grad_models[key] = (weakref.ref(keras_model), grad_model, softmax_dense)
+        while len(_grad_models) > GRAD_MODEL_CACHE_SIZE:
+            _grad_models.pop(next(iter(_grad_models)))
+    return grad_model, softmax_dense
 
 
 def gradcam_heatmap(keras_model, array: np.ndarray, class_index: int, layer_name: str | None = None) -> np.ndarray:
@@ -73,7 +101,6 @@ def gradcam_heatmap(keras_model, array: np.ndarray, class_index: int, layer_name
     ``array``: the model's input, shape [H, W, C] or [1, H, W, C]. ``layer_name``: a top-level layer
     with a 4-D output (default: the last one). All zeros when nothing in the image supports the class.
     """
-    import keras
     import tensorflow as tf
 
     batch = np.asarray(array, dtype=np.float32)
@@ -81,9 +108,7 @@ def gradcam_heatmap(keras_model, array: np.ndarray, class_index: int, layer_name
         batch = batch[None]
     if batch.ndim != 4 or batch.shape[0] != 1:
         raise ValueError(f"expected one image of shape [H, W, C] or [1, H, W, C], got {batch.shape}")
-    feature_layer = keras_model.get_layer(layer_name) if layer_name else _last_feature_map_layer(keras_model)
-    scores_tensor, softmax_dense = _class_scores_tensor(keras_model)
-    grad_model = keras.Model(keras_model.inputs, [feature_layer.output, scores_tensor])
+    grad_model, softmax_dense = _grad_model(keras_model, layer_name)
     inputs = tf.convert_to_tensor(batch)
     with tf.GradientTape() as tape:
         feature_maps, scores = grad_model(inputs, training=False)

@@ -26,6 +26,7 @@ from django.db import transaction
 from audit.models import AuditEvent
 from audit.services import record
 
+from .backbones.tracing import trace_layers
 from .models import ModelVersion
 from .preprocessing import make_preprocessing
 
@@ -97,32 +98,6 @@ def _square_input_size(model, requested: int | None) -> int:
     return int(height)
 
 
-def _trace(model, inputs, scaled):
-    """Call the model's top-level layers on ``scaled``; return {layer name: (layer inputs, layer outputs)}."""
-    import keras
-
-    traced = {}
-    if isinstance(model, keras.Sequential):
-        x = scaled
-        for layer in model.layers:
-            outputs = layer(x)
-            traced[layer.name] = (x, outputs)
-            x = outputs
-        return traced
-
-    def call_and_record(layer, *args, **kwargs):
-        args = keras.tree.map_structure(lambda t: scaled if t is inputs else t, args)
-        outputs = layer(*args, **kwargs)
-        traced[layer.name] = (args[0] if len(args) == 1 else args, outputs)
-        return outputs
-
-    input_structure = keras.tree.map_structure(lambda _: inputs, model.input)
-    keras.models.clone_model(
-        model, input_tensors=input_structure, clone_function=lambda layer: layer, call_function=call_and_record
-    )
-    return traced
-
-
 def _final_layer(model):
     if len(model.outputs) != 1:
         raise ImportFailed(f"expected a classifier with one output, the model has {len(model.outputs)}")
@@ -175,7 +150,7 @@ def build_serving_model(model, *, input_size: int, scale: str):
     inputs = keras.Input((input_size, input_size, 3), name="image")
     scaling = SCALE_MODES[scale]
     scaled = inputs if scaling is None else keras.layers.Rescaling(*scaling, name="pixel_scaling")(inputs)
-    traced = _trace(model, inputs, scaled)
+    traced = trace_layers(model, inputs=inputs, feed=scaled).layers
     final = _final_layer(model)
     logits = keras.layers.Identity(name="logits")(_logits_tensor(final, traced))
     features = keras.layers.Identity(name="features")(_features_tensor(model, final, traced))

@@ -66,6 +66,19 @@ def test_heatmap_peaks_where_the_evidence_is(detector):
     assert heatmap.max() == pytest.approx(1.0)
 
 
+def test_heatmap_of_a_classifier_calling_a_nested_backbone_peaks_where_the_evidence_is():
+    import keras
+
+    detector = structure_detector(named_outputs=False)
+    backbone = keras.Model(detector.inputs, detector.get_layer("evidence").output, name="backbone")
+    classifier = keras.Sequential(
+        [keras.Input((SIZE, SIZE, 3)), backbone, keras.layers.GlobalAveragePooling2D(), detector.get_layer("logits")]
+    )
+    heatmap = gradcam_heatmap(classifier, top_left_square(), class_index=0)
+    assert heatmap.shape == (SIZE // 2, SIZE // 2)
+    assert np.argmax(quadrant_means(heatmap)) == 0
+
+
 def test_heatmap_is_empty_for_the_class_the_evidence_argues_against(detector):
     heatmap = gradcam_heatmap(detector, top_left_square(), class_index=1)
     assert np.all(heatmap == 0.0)
