@@ -14,6 +14,7 @@ from inference.backbones import (
     get_backbone,
     set_trainable_blocks,
 )
+from inference.backbones.folding import fold_batch_norm
 from inference.backbones.torch_legacy import LEGACY_MAGIC_NUMBER, LegacyCheckpointError, read_legacy_state_dict
 
 IMAGENET_CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -135,3 +136,30 @@ def test_legacy_checkpoint_reader_refuses_foreign_code(tmp_path):
         stream.write(b"cos\nsystem\n(S'true'\ntR.")
     with pytest.raises(LegacyCheckpointError, match="os.system"):
         read_legacy_state_dict(malicious)
+
+
+def randomise_batch_norm_statistics(model, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if layer.__class__.__name__ == "BatchNormalization":
+            gamma, beta, mean, variance = layer.get_weights()
+            shape = gamma.shape
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, shape),
+                    rng.normal(0, 0.1, shape),
+                    rng.normal(0, 0.1, shape),
+                    rng.uniform(0.5, 2, shape),
+                ]
+            )
+
+
+def test_folding_batch_norm_keeps_the_function_and_removes_every_batch_norm():
+    backbone = get_backbone("efficientnet_lite0", input_size=32, weights=None)
+    randomise_batch_norm_statistics(backbone)
+    folded = fold_batch_norm(backbone)
+    image = np.random.default_rng(1).uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
+    expected = backbone.predict(image, verbose=0)
+    assert not [layer for layer in folded.layers if layer.__class__.__name__ == "BatchNormalization"]
+    assert np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(folded.predict(image, verbose=0), expected, atol=1e-4, rtol=1e-4)
