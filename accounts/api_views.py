@@ -5,7 +5,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .selectors import capabilities_of
-from .serializers import ErrorSerializer, MeSerializer, TokenRequestSerializer, TokenSerializer
+from .serializers import (
+    ErrorSerializer,
+    MeSerializer,
+    TokenRequestErrorSerializer,
+    TokenRequestSerializer,
+    TokenSerializer,
+)
 from .services import TokenRefused, issue_api_token
 
 
@@ -31,13 +37,17 @@ class TokenView(APIView):
 
     @extend_schema(
         request=TokenRequestSerializer,
-        responses={200: TokenSerializer, 400: ErrorSerializer, 403: ErrorSerializer, 429: ErrorSerializer},
+        responses={200: TokenSerializer, 400: TokenRequestErrorSerializer, 403: ErrorSerializer, 429: ErrorSerializer},
         auth=[],
         tags=["accounts"],
     )
     def post(self, request):
         form = TokenRequestSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
+        if not form.is_valid():
+            return Response(
+                {"detail": "Give your email address and password.", "errors": form.errors},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
         try:
             # Django's own request: allauth's rate limits and the authentication backends expect it.
             token = issue_api_token(request=request._request, **form.validated_data)

@@ -267,6 +267,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Case and CellImage both have a `status` field; give their choice lists distinct schema names.
+    "ENUM_NAME_OVERRIDES": {
+        "CaseStatusEnum": "cases.models.Case.Status",
+        "CellImageStatusEnum": "cases.models.CellImage.Status",
+    },
 }
 
 LOGGING = {

@@ -135,7 +135,7 @@ def test_token_request_without_email_names_the_missing_field(api):
     response = api.post(TOKEN_URL, {"password": "x"}, format="json")
 
     assert response.status_code == 400
-    assert "email" in response.json()
+    assert "email" in response.json()["errors"]
 
 
 @pytest.mark.django_db
