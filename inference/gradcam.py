@@ -16,7 +16,8 @@ import hashlib
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -27,13 +28,13 @@ from .registry import artifact_path, get_active_version
 
 OVERLAY_MAX_OPACITY = 0.6
 MODEL_CACHE_SIZE = 2
-GRAD_MODEL_CACHE_SIZE = 4
+CAM_FUNCTION_CACHE_SIZE = 4
 
 _model_cache: OrderedDict[tuple, object] = OrderedDict()
 _model_cache_lock = threading.Lock()
 _compute_lock = threading.Lock()
-_grad_models: dict[tuple[int, str | None], tuple] = {}
-_grad_model_lock = threading.Lock()
+_cam_functions: dict[tuple[int, str | None], tuple] = {}
+_cam_function_lock = threading.Lock()
 
 
 class GradCamUnavailable(RuntimeError):
@@ -71,14 +72,15 @@ def _class_scores_tensor(keras_model, traced):
     return output, None
 
 
-def _grad_model(keras_model, layer_name: str | None):
-    """A model from the classifier's input to (feature map, class scores), built once per model and layer."""
-    key = (id(keras_model), layer_name)
-    with _grad_model_lock:
-        cached = _grad_models.get(key)
-        if cached is not None and cached[0]() is keras_model:
-            return cached[1], cached[2]
+@dataclass(frozen=True)
+class _CamFunction:
+    compute: Callable  # (inputs [1, H, W, C], class index) -> class activation map [h, w], not normalised
+    n_classes: int
+
+
+def _build_cam_function(keras_model, layer_name: str | None) -> _CamFunction:
     import keras
+    import tensorflow as tf
 
     from .backbones.tracing import trace_layers
 
@@ -88,11 +90,35 @@ def _grad_model(keras_model, layer_name: str | None):
         raise ValueError(f"{feature_layer.name} is not a top-level layer of {keras_model.name}")
     scores_tensor, softmax_dense = _class_scores_tensor(keras_model, traced)
     grad_model = keras.Model(traced.inputs, [traced.layers[feature_layer.name][1], scores_tensor])
-    with _grad_model_lock:
-        _grad_models[key] = (weakref.ref(keras_model), grad_model, softmax_dense)
-        while len(_grad_models) > GRAD_MODEL_CACHE_SIZE:
-            _grad_models.pop(next(iter(_grad_models)))
-    return grad_model, softmax_dense
+
+    # Compiled once per model: eager execution of a whole backbone with a tape is several times slower.
+    @tf.function(reduce_retracing=True)
+    def compute(inputs, class_index):
+        with tf.GradientTape() as tape:
+            feature_maps, scores = grad_model(inputs, training=False)
+            if softmax_dense is not None:
+                scores = tf.matmul(scores, softmax_dense.kernel) + softmax_dense.bias
+            class_score = tf.gather(scores, class_index, axis=1)
+        gradients = tape.gradient(class_score, feature_maps)
+        channel_weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+        return tf.nn.relu(tf.reduce_sum(channel_weights * feature_maps, axis=-1))[0]
+
+    n_classes = softmax_dense.units if softmax_dense is not None else scores_tensor.shape[-1]
+    return _CamFunction(compute=compute, n_classes=int(n_classes))
+
+
+def _cam_function(keras_model, layer_name: str | None) -> _CamFunction:
+    key = (id(keras_model), layer_name)
+    with _cam_function_lock:
+        cached = _cam_functions.get(key)
+        if cached is not None and cached[0]() is keras_model:
+            return cached[1]
+    function = _build_cam_function(keras_model, layer_name)
+    with _cam_function_lock:
+        _cam_functions[key] = (weakref.ref(keras_model), function)
+        while len(_cam_functions) > CAM_FUNCTION_CACHE_SIZE:
+            _cam_functions.pop(next(iter(_cam_functions)))
+    return function
 
 
 def gradcam_heatmap(keras_model, array: np.ndarray, class_index: int, layer_name: str | None = None) -> np.ndarray:
@@ -101,26 +127,15 @@ def gradcam_heatmap(keras_model, array: np.ndarray, class_index: int, layer_name
     ``array``: the model's input, shape [H, W, C] or [1, H, W, C]. ``layer_name``: a top-level layer
     with a 4-D output (default: the last one). All zeros when nothing in the image supports the class.
     """
-    import tensorflow as tf
-
     batch = np.asarray(array, dtype=np.float32)
     if batch.ndim == 3:
         batch = batch[None]
     if batch.ndim != 4 or batch.shape[0] != 1:
         raise ValueError(f"expected one image of shape [H, W, C] or [1, H, W, C], got {batch.shape}")
-    grad_model, softmax_dense = _grad_model(keras_model, layer_name)
-    inputs = tf.convert_to_tensor(batch)
-    with tf.GradientTape() as tape:
-        feature_maps, scores = grad_model(inputs, training=False)
-        if softmax_dense is not None:
-            scores = tf.matmul(scores, softmax_dense.kernel) + softmax_dense.bias
-        n_classes = scores.shape[-1]
-        if not 0 <= class_index < n_classes:
-            raise ValueError(f"class_index {class_index} is out of range for {n_classes} classes")
-        class_score = scores[:, class_index]
-    gradients = tape.gradient(class_score, feature_maps)
-    channel_weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
-    cam = tf.nn.relu(tf.reduce_sum(channel_weights * feature_maps, axis=-1))[0].numpy().astype(np.float64)
+    function = _cam_function(keras_model, layer_name)
+    if not 0 <= class_index < function.n_classes:
+        raise ValueError(f"class_index {class_index} is out of range for {function.n_classes} classes")
+    cam = np.asarray(function.compute(batch, np.int32(class_index)), dtype=np.float64)
     peak = cam.max()
     return cam / peak if peak > 0 else np.zeros_like(cam)
 
