@@ -92,5 +92,8 @@ def keras_application_backbone(name: str, *, input_size: int, weights="imagenet"
     model = _build(name, keras, inputs, include_top=include_top)
     if weights_file is not None:
         load_keras_weights(model, weights_file)
-        _adapt_loaded_imagenet_weights(name, model)
+        if not weights_file.name.endswith(".weights.h5"):
+            # Keras' ImageNet files are legacy .h5; a Keras 3 .weights.h5 was saved from a model built
+            # here, whose weights are already adapted.
+            _adapt_loaded_imagenet_weights(name, model)
     return model

@@ -163,3 +163,10 @@ def test_folding_batch_norm_keeps_the_function_and_removes_every_batch_norm():
     assert not [layer for layer in folded.layers if layer.__class__.__name__ == "BatchNormalization"]
     assert np.abs(expected).max() > 0.1
     np.testing.assert_allclose(folded.predict(image, verbose=0), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("name", "channels"), [("efficientnet_b0", 1280), ("resnet50", 2048)])
+def test_keras_application_backbones_build_with_random_weights(name, channels):
+    backbone = get_backbone(name, input_size=32, weights=None)
+    assert tuple(backbone.output.shape) == (None, 1, 1, channels)
+    assert backbone.get_layer(backbone_spec(name).feature_layer).output.shape[-1] == channels
