@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .calibration import softmax
-from .predictor import open_runtime
+from .runtimes import open_runtime
 
 PARITY_TOLERANCE = 1e-3
 
@@ -60,6 +60,18 @@ def export_tflite(
         scratch_path = Path(scratch) / path.name
         with contextlib.redirect_stdout(io.StringIO()):
             keras_model.export(str(scratch_path), format="litert", verbose=False, **kwargs)
+        os.replace(scratch_path, path)
+    return path
+
+
+def export_raw_tflite(keras_model, path: Path) -> Path:
+    """Any Keras model as LiteRT (used for the frozen feature extractor during training)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+        scratch_path = Path(scratch) / path.name
+        with contextlib.redirect_stdout(io.StringIO()):
+            keras_model.export(str(scratch_path), format="litert", verbose=False)
         os.replace(scratch_path, path)
     return path
 

@@ -36,7 +36,8 @@ class MahalanobisScorer:
         centred = features - means[np.searchsorted(present, labels)]
         covariance = LedoitWolf().fit(centred).covariance_
         eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-        eigenvalues = np.maximum(eigenvalues, eigenvalues.max() * 1e-9)
+        # Floor tiny (or, for dead features, zero) variances so the whitening stays finite.
+        eigenvalues = np.maximum(eigenvalues, max(float(eigenvalues.max()) * 1e-9, 1e-12))
         whitening = eigenvectors / np.sqrt(eigenvalues)
         return cls(means=means, whitening=whitening)
 

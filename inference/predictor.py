@@ -7,7 +7,6 @@ TensorFlow, so workers start fast and stay small.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -25,6 +24,7 @@ from .models import ModelVersion
 from .ood import OOD_STATISTICS_FILE, MahalanobisScorer
 from .preprocessing import preprocess_batch, validate_preprocessing
 from .registry import artifact_path, get_active_version
+from .runtimes import open_runtime, sha256_of_file
 
 logger = logging.getLogger(__name__)
 
@@ -53,65 +53,6 @@ def serving_threads() -> int:
         return max(1, int(value))
     except (TypeError, ValueError):
         return 2
-
-
-def sha256_of_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-class LiteRTRuntime:
-    """A LiteRT interpreter (XNNPACK on CPU). One interpreter is not re-entrant: callers hold a lock."""
-
-    name = "litert"
-
-    def __init__(self, path: Path, *, num_threads: int):
-        from ai_edge_litert.interpreter import Interpreter
-
-        self._interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-        signatures = self._interpreter.get_signature_list()
-        if not signatures:
-            raise ValueError("the model has no serving signature")
-        key, signature = next(iter(signatures.items()))
-        if sorted(signature["outputs"]) != ["features", "logits"] or len(signature["inputs"]) != 1:
-            raise ValueError(f"expected one input and outputs 'features' and 'logits', found {signature}")
-        self._input_name = signature["inputs"][0]
-        self._runner = self._interpreter.get_signature_runner(key)
-
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        outputs = self._runner(**{self._input_name: batch})
-        return np.asarray(outputs["logits"], dtype=np.float64), np.asarray(outputs["features"], dtype=np.float64)
-
-
-class OnnxRuntime:
-    name = "onnxruntime"
-
-    def __init__(self, path: Path, *, num_threads: int):
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = num_threads
-        options.inter_op_num_threads = 1
-        self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        names = [output.name for output in self._session.get_outputs()]
-        if sorted(names) != ["features", "logits"]:
-            raise ValueError(f"expected outputs 'features' and 'logits', found {names}")
-        self._input_name = self._session.get_inputs()[0].name
-
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, features = self._session.run(["logits", "features"], {self._input_name: batch})
-        return np.asarray(logits, dtype=np.float64), np.asarray(features, dtype=np.float64)
-
-
-def open_runtime(path: Path, *, num_threads: int):
-    if path.suffix == ".tflite":
-        return LiteRTRuntime(path, num_threads=num_threads)
-    if path.suffix == ".onnx":
-        return OnnxRuntime(path, num_threads=num_threads)
-    raise ValueError(f"no serving runtime for {path.name} (expected a .tflite or .onnx file)")
 
 
 class Predictor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,14 +13,13 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from audit.services import record
 
+from .artifacts import read_model_metadata
 from .models import ModelVersion
 from .ood import OOD_STATISTICS_FILE
-from .predictor import sha256_of_file
 from .preprocessing import validate_preprocessing
+from .runtimes import sha256_of_file
 
 logger = logging.getLogger(__name__)
-
-METADATA_FILE = "metadata.json"
 
 
 class BundledModelMissing(RuntimeError):
@@ -111,22 +109,6 @@ def activate_version(version: ModelVersion, actor=None, *, request=None) -> Mode
         )
     logger.info("activated model version %s", version.name)
     return version
-
-
-def read_model_metadata(directory: Path) -> dict[str, Any]:
-    path = Path(directory) / METADATA_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"model metadata missing: {path}")
-    with open(path, encoding="utf-8") as stream:
-        return json.load(stream)
-
-
-def write_model_metadata(directory: Path, metadata: dict[str, Any]) -> Path:
-    path = Path(directory) / METADATA_FILE
-    with open(path, "w", encoding="utf-8") as stream:
-        json.dump(metadata, stream, indent=2, sort_keys=True)
-        stream.write("\n")
-    return path
 
 
 def register_from_metadata(

@@ -18,10 +18,11 @@ import numpy as np
 from django.conf import settings
 from PIL import Image, ImageDraw
 
+from .artifacts import read_model_metadata, write_model_metadata
 from .models import ModelVersion
 from .ood import OOD_STATISTICS_FILE, MahalanobisScorer
 from .preprocessing import make_preprocessing, preprocess_batch
-from .services import activate_version, read_model_metadata, register_from_metadata, write_model_metadata
+from .services import activate_version, register_from_metadata
 
 DEFAULT_TINY_CLASSES = ("LYMPHOCYTE", "NEUTROPHIL", "PLATELET")
 _build_lock = threading.Lock()

@@ -1,0 +1,198 @@
+"""Metrics of a classifier on labelled images, and a readable report with plots.
+
+`compute_metrics` is pure numpy/scikit-learn on (labels, probabilities); `evaluate_images` runs a
+predictor over an ImageFolder dataset, through the same preprocessing and runtime that serve.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .calibration import expected_calibration_error
+
+
+def compute_metrics(
+    *,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    classes: Sequence[str],
+    flagged: np.ndarray | None = None,
+) -> dict:
+    """accuracy, per-class precision/recall/F1/support/ROC-AUC, macro-F1, confusion matrix (rows = true
+    class, columns = predicted), ECE, and the share and accuracy of predictions not flagged for review."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels, dtype=np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    n_classes = len(classes)
+    if len(labels) == 0:
+        raise ValueError("cannot compute metrics on zero images")
+    predicted = probabilities.argmax(axis=1)
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    per_class = {}
+    f1_values = []
+    for index, name in enumerate(classes):
+        true_positive = confusion[index, index]
+        predicted_count = confusion[:, index].sum()
+        support = confusion[index, :].sum()
+        precision = true_positive / predicted_count if predicted_count else 0.0
+        recall = true_positive / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        positives = labels == index
+        roc_auc = None
+        if positives.any() and not positives.all():
+            roc_auc = float(roc_auc_score(positives, probabilities[:, index]))
+        per_class[name] = {
+            "precision": float(precision),
+            "recall": float(recall),
+            "f1": float(f1),
+            "support": int(support),
+            "roc_auc": roc_auc,
+        }
+        if support:
+            f1_values.append(f1)
+    correct = predicted == labels
+    flagged = np.zeros(len(labels), dtype=bool) if flagged is None else np.asarray(flagged, dtype=bool)
+    kept = ~flagged
+    aucs = [c["roc_auc"] for c in per_class.values() if c["roc_auc"] is not None]
+    return {
+        "n": int(len(labels)),
+        "classes": list(classes),
+        "accuracy": float(correct.mean()),
+        "macro_f1": float(np.mean(f1_values)) if f1_values else 0.0,
+        "macro_roc_auc": float(np.mean(aucs)) if aucs else None,
+        "ece": expected_calibration_error(probabilities, labels),
+        "per_class": per_class,
+        "confusion_matrix": confusion.tolist(),
+        "flagged_fraction": float(flagged.mean()),
+        "accuracy_unflagged": float(correct[kept].mean()) if kept.any() else None,
+        "errors_unflagged": int((~correct & kept).sum()),
+    }
+
+
+def evaluate_images(
+    *,
+    predictor,
+    paths: Sequence[Path],
+    labels: np.ndarray,
+    batch_size: int = 32,
+    progress: Callable | None = None,
+) -> dict:
+    """Run the predictor on image files; returns compute_metrics(...) plus the probabilities and flags."""
+    from .data import load_rgb
+
+    probabilities, flagged, ood_scores = [], [], []
+    bar = progress("evaluating", len(paths)) if progress else None
+    for start in range(0, len(paths), batch_size):
+        images = [load_rgb(path) for path in paths[start : start + batch_size]]
+        for prediction in predictor.predict(images):
+            probabilities.append([prediction.probabilities[name] for name in predictor.classes])
+            flagged.append(prediction.flagged)
+            ood_scores.append(prediction.ood_score if prediction.ood_score is not None else np.nan)
+        if bar:
+            bar.update(len(images))
+    if bar:
+        bar.close()
+    probabilities = np.asarray(probabilities)
+    metrics = compute_metrics(
+        labels=labels, probabilities=probabilities, classes=predictor.classes, flagged=np.asarray(flagged)
+    )
+    return {
+        "metrics": metrics,
+        "probabilities": probabilities,
+        "flagged": np.asarray(flagged),
+        "ood_scores": np.asarray(ood_scores),
+    }
+
+
+def format_report(metrics: dict, *, title: str) -> str:
+    """A Markdown report: headline figures, per-class table, confusion matrix."""
+    lines = [f"# {title}", ""]
+    lines.append(
+        f"n = {metrics['n']}; accuracy {metrics['accuracy']:.4f}; macro-F1 {metrics['macro_f1']:.4f}; "
+        f"ECE {metrics['ece']:.4f}; macro ROC-AUC "
+        + (f"{metrics['macro_roc_auc']:.4f}" if metrics.get("macro_roc_auc") is not None else "n/a")
+    )
+    unflagged = metrics.get("accuracy_unflagged")
+    lines.append(
+        f"flagged for review: {metrics['flagged_fraction']:.2%}; accuracy of the others: "
+        + (f"{unflagged:.4f}" if unflagged is not None else "n/a")
+        + f" ({metrics.get('errors_unflagged', 0)} unflagged errors)"
+    )
+    lines += ["", "| class | precision | recall | F1 | ROC-AUC | support |", "|---|---|---|---|---|---|"]
+    for name, row in metrics["per_class"].items():
+        auc = f"{row['roc_auc']:.4f}" if row["roc_auc"] is not None else "n/a"
+        lines.append(
+            f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | {auc} | {row['support']} |"
+        )
+    classes = metrics["classes"]
+    lines += ["", "Confusion matrix (rows: true class, columns: predicted):", ""]
+    lines.append("| | " + " | ".join(name[:5] for name in classes) + " |")
+    lines.append("|---" * (len(classes) + 1) + "|")
+    for name, row in zip(classes, metrics["confusion_matrix"], strict=True):
+        lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    *, metrics: dict, probabilities: np.ndarray, labels: np.ndarray, output_dir: Path, title: str
+) -> list[Path]:
+    """report.md, metrics.json, confusion_matrix.png and roc.png in output_dir."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    report = output_dir / "report.md"
+    report.write_text(format_report(metrics, title=title), encoding="utf-8")
+    written.append(report)
+    metrics_path = output_dir / "metrics.json"
+    metrics_path.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    written.append(metrics_path)
+
+    classes = metrics["classes"]
+    confusion = np.asarray(metrics["confusion_matrix"])
+    figure, axis = plt.subplots(figsize=(7, 6))
+    axis.imshow(confusion, cmap="Blues")
+    axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    axis.set_yticks(range(len(classes)), classes)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    for (row, column), value in np.ndenumerate(confusion):
+        colour = "white" if value > confusion.max() / 2 else "black"
+        axis.text(column, row, str(value), ha="center", va="center", color=colour, fontsize=8)
+    axis.set_title(title)
+    figure.tight_layout()
+    path = output_dir / "confusion_matrix.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    written.append(path)
+
+    figure, axis = plt.subplots(figsize=(6, 6))
+    labels = np.asarray(labels)
+    for index, name in enumerate(classes):
+        positives = labels == index
+        if positives.any() and not positives.all():
+            fpr, tpr, _ = roc_curve(positives, probabilities[:, index])
+            auc = metrics["per_class"][name]["roc_auc"]
+            axis.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
+    axis.plot([0, 1], [0, 1], "k--", linewidth=0.8)
+    axis.set_xlabel("false positive rate")
+    axis.set_ylabel("true positive rate")
+    axis.set_title(f"{title}: one-vs-rest ROC")
+    axis.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    path = output_dir / "roc.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    written.append(path)
+    return written

@@ -1,0 +1,89 @@
+"""manage.py classify PATH...: predictions of the active (or a named) model for image files and folders."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+from PIL import UnidentifiedImageError
+
+from inference.data import IMAGE_SUFFIXES, load_rgb
+from inference.predictor import ModelUnavailable, Predictor, get_predictor
+from inference.selectors import find_version
+
+
+class Command(BaseCommand):
+    help = "Classify image files (folders are searched recursively); prints CSV or JSON."
+
+    def add_arguments(self, parser):
+        parser.add_argument("paths", nargs="+", type=Path)
+        parser.add_argument("--model", help="model version name or id (default: the active version)")
+        parser.add_argument("--format", choices=("csv", "json"), default="csv")
+        parser.add_argument("--batch-size", type=int, default=32)
+
+    def handle(self, *args, **options):
+        files = []
+        for path in options["paths"]:
+            if path.is_dir():
+                files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+            elif path.is_file():
+                files.append(path)
+            else:
+                raise CommandError(f"no such file or folder: {path}")
+        if not files:
+            raise CommandError("no image files found")
+        try:
+            if options["model"]:
+                version = find_version(name_or_id=options["model"])
+                if version is None:
+                    raise CommandError(f"no model version named {options['model']!r}")
+                predictor = Predictor(version)
+            else:
+                predictor = get_predictor()
+        except ModelUnavailable as exc:
+            raise CommandError(str(exc)) from exc
+        rows = []
+        for start in range(0, len(files), options["batch_size"]):
+            chunk, images = [], []
+            for path in files[start : start + options["batch_size"]]:
+                try:
+                    images.append(load_rgb(path))
+                    chunk.append(path)
+                except (UnidentifiedImageError, OSError, ValueError) as exc:
+                    rows.append({"path": str(path), "error": f"unreadable image: {exc}"})
+            for path, prediction in zip(chunk, predictor.predict(images), strict=True):
+                rows.append(
+                    {
+                        "path": str(path),
+                        "label": prediction.label,
+                        "confidence": round(prediction.confidence, 6),
+                        "flagged": prediction.flagged,
+                        "flag_reasons": list(prediction.flag_reasons),
+                        "ood_score": None if prediction.ood_score is None else round(prediction.ood_score, 4),
+                        "latency_ms": round(prediction.latency_ms, 2),
+                        "probabilities": {k: round(v, 6) for k, v in prediction.probabilities.items()},
+                    }
+                )
+        if options["format"] == "json":
+            self.stdout.write(json.dumps({"model": predictor.version.name, "predictions": rows}, indent=2))
+            return
+        writer = csv.writer(self.stdout)
+        writer.writerow(
+            ["path", "label", "confidence", "flagged", "ood_score", "latency_ms", "error", *predictor.classes]
+        )
+        for row in rows:
+            probabilities = row.get("probabilities", {})
+            writer.writerow(
+                [
+                    row["path"],
+                    row.get("label", ""),
+                    row.get("confidence", ""),
+                    row.get("flagged", ""),
+                    row.get("ood_score", ""),
+                    row.get("latency_ms", ""),
+                    row.get("error", ""),
+                    *[probabilities.get(name, "") for name in predictor.classes],
+                ]
+            )

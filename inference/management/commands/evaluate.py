@@ -1,0 +1,59 @@
+"""manage.py evaluate [--model VERSION] --data DIR: metrics of a model version on labelled images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from inference.data import DatasetError, load_image_folder
+from inference.evaluation import evaluate_images, format_report, write_report
+from inference.predictor import ModelUnavailable, Predictor
+from inference.selectors import find_version
+from inference.training import tqdm_progress
+
+
+class Command(BaseCommand):
+    help = "Evaluate a model version (default: the active one) on an ImageFolder-style directory."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--model", help="model version name or id (default: the active version)")
+        parser.add_argument("--data", required=True, type=Path, help="labelled images, one sub-folder per class")
+        parser.add_argument("--json", action="store_true", help="print one JSON object of metrics")
+        parser.add_argument("--report-dir", type=Path, help="write report.md, metrics.json and plots here")
+        parser.add_argument("--threads", type=int, help="runtime threads (default: INFERENCE_NUM_THREADS or 2)")
+
+    def handle(self, *args, **options):
+        version = find_version(name_or_id=options["model"])
+        if version is None:
+            if options["model"]:
+                raise CommandError(f"no model version named {options['model']!r}")
+            raise CommandError("no active model version; name one with --model")
+        try:
+            predictor = Predictor(version, num_threads=options["threads"])
+        except ModelUnavailable as exc:
+            raise CommandError(str(exc)) from exc
+        try:
+            dataset = load_image_folder([options["data"]], classes=predictor.classes)
+        except DatasetError as exc:
+            raise CommandError(str(exc)) from exc
+        result = evaluate_images(
+            predictor=predictor,
+            paths=dataset.paths,
+            labels=dataset.labels,
+            progress=None if options["json"] else tqdm_progress,
+        )
+        metrics = {"model": version.name, "data": str(options["data"]), **result["metrics"]}
+        if options["report_dir"]:
+            write_report(
+                metrics=metrics,
+                probabilities=result["probabilities"],
+                labels=dataset.labels,
+                output_dir=options["report_dir"],
+                title=f"{version.name} on {options['data']}",
+            )
+        if options["json"]:
+            self.stdout.write(json.dumps(metrics))
+        else:
+            self.stdout.write(format_report(metrics, title=f"{version.name} on {options['data']}"))
