@@ -66,6 +66,14 @@ class AuditQuerySerializer(PeriodQuerySerializer):
 
 def _parsed(serializer_class, request):
     query = serializer_class(data=request.query_params)
+    # DRF reads `?start=` as "not given"; a client that sends an empty value meant something, so say so.
+    blank = [
+        name
+        for name, field in query.fields.items()
+        if request.query_params.get(name) == "" and not getattr(field, "allow_blank", False)
+    ]
+    if blank:
+        raise ValidationError({name: ["This parameter may not be empty."] for name in blank})
     query.is_valid(raise_exception=True)
     return query.validated_data
 

@@ -54,6 +54,6 @@ def superuser_token(review_world, make_user):
 
 @pytest.mark.django_db(transaction=True)
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_schema(case, superuser_token):
     case.call_and_validate(excluded_checks=EXCLUDED_CHECKS)
