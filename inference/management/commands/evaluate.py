@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from inference.data import DatasetError, load_image_folder
 from inference.evaluation import evaluate_images, format_report, write_report
 from inference.predictor import ModelUnavailable, Predictor
-from inference.selectors import find_version
+from inference.selectors import find_version, version_from_directory
 from inference.training import tqdm_progress
 
 
@@ -19,13 +19,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--model", help="model version name or id (default: the active version)")
+        parser.add_argument("--model-dir", type=Path, help="evaluate an unregistered model folder (metadata.json)")
         parser.add_argument("--data", required=True, type=Path, help="labelled images, one sub-folder per class")
         parser.add_argument("--json", action="store_true", help="print one JSON object of metrics")
         parser.add_argument("--report-dir", type=Path, help="write report.md, metrics.json and plots here")
         parser.add_argument("--threads", type=int, help="runtime threads (default: INFERENCE_NUM_THREADS or 2)")
 
     def handle(self, *args, **options):
-        version = find_version(name_or_id=options["model"])
+        if options["model_dir"]:
+            version = version_from_directory(options["model_dir"])
+        else:
+            version = find_version(name_or_id=options["model"])
         if version is None:
             if options["model"]:
                 raise CommandError(f"no model version named {options['model']!r}")
