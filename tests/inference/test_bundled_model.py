@@ -29,10 +29,10 @@ def test_ensure_bundled_model_registers_and_activates_it_once(db):
 def test_bundled_model_classifies_ten_pbc_test_images(db, pbc_dir):
     reset_predictor()
     predictor = Predictor(ensure_bundled_model())
-    files = []
-    for class_dir in sorted(p for p in (pbc_dir / "test").iterdir() if p.is_dir()):
-        files.extend((class_dir.name, path) for path in sorted(class_dir.glob("*.jpg"))[:2])
-    chosen = files[::2][:10] if len(files) > 10 else files
+    class_dirs = sorted(p for p in (pbc_dir / "test").iterdir() if p.is_dir())
+    # Round-robin over classes: one image of each, then the next of each, until ten.
+    ranked = [(rank, d.name, path) for d in class_dirs for rank, path in enumerate(sorted(d.glob("*.jpg"))[:2])]
+    chosen = [(label, path) for _, label, path in sorted(ranked)][:10]
     assert len(chosen) == 10
     results = predictor.predict([Image.open(path) for _, path in chosen])
     right = sum(result.label == label for (label, _), result in zip(chosen, results, strict=True))
