@@ -96,8 +96,12 @@ DATABASES = {
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # Several threads (dev server, eager tasks) write at once; wait instead of failing.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Several threads (dev server, eager tasks) write at once. IMMEDIATE transactions take the write
+    # lock up front, so a writer waits (timeout) instead of failing at once with "database is locked"
+    # when a read transaction tries to upgrade; WAL lets readers go on while one writes.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 elif DATABASES["default"]["ENGINE"].endswith("postgresql"):
     # Fail fast (a 503 page, a not-ready probe) instead of holding a worker while the database is unreachable.
