@@ -1,0 +1,39 @@
+"""Production settings: required secrets are enforced and `check --deploy` is clean."""
+
+import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PRODUCTION_ENV = {
+    "DJANGO_SETTINGS_MODULE": "hematovision.settings.production",
+    "SECRET_KEY": base64.urlsafe_b64encode(os.urandom(48)).decode(),
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/hematovision",
+    "IMAGE_ENCRYPTION_KEYS": base64.b64encode(os.urandom(32)).decode(),
+    "EXPORT_PSEUDONYM_KEY": "pseudonym-key-for-the-check",
+    "ALLOWED_HOSTS": "hematovision.example.org",
+}
+
+
+def run_manage(*args: str, env: dict) -> subprocess.CompletedProcess:
+    inherited = {key: value for key, value in os.environ.items() if key not in PRODUCTION_ENV}
+    command = [sys.executable, "manage.py", *args]
+    return subprocess.run(command, cwd=ROOT, env={**inherited, **env}, capture_output=True, text=True, timeout=120)
+
+
+def test_check_deploy_is_clean_with_production_settings():
+    result = run_manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION_ENV)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    env = {**PRODUCTION_ENV, "SECRET_KEY": ""}
+
+    result = run_manage("check", env=env)
+
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set in production" in result.stderr
