@@ -13,7 +13,7 @@ from accounts.permissions import HasCapability
 from . import services
 from .forms import ModelImportForm
 from .importing import DEFAULT_SCALE, SCALE_MODES, ImportFailed
-from .models import ModelVersion
+from .models import ModelImport, ModelVersion
 
 READERS = ("manage_models", "view_dashboard")
 
@@ -39,6 +39,13 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class ModelImportSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelImport
+        fields = ["id", "original_name", "status", "message", "version", "created_at", "finished_at"]
+        read_only_fields = fields
+
+
 class ModelImportRequestSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="A Keras model file (.keras, .h5, .hdf5).")
     name = serializers.CharField(required=False, allow_blank=True, max_length=120)
@@ -57,10 +64,10 @@ class ModelImportRequestSerializer(serializers.Serializer):
         ],
     ),
     post=extend_schema(
-        summary="Import a Keras model file as a new version (audited); can take a minute",
+        summary="Queue a Keras model file for import as a new version (a worker imports it; audited)",
         request={"multipart/form-data": ModelImportRequestSerializer},
         responses={
-            201: ModelVersionSerializer,
+            202: ModelImportSerializer,
             400: OpenApiResponse(OpenApiTypes.OBJECT, description="Not imported: `detail`, or errors by field."),
         },
     ),
@@ -84,14 +91,25 @@ class ModelVersionListAPI(generics.ListAPIView):
         return versions
 
     def post(self, request):
-        form = ModelImportForm(request.data, request.FILES)
+        data = request.data.copy()
+        data.setdefault("scale", DEFAULT_SCALE)  # documented default of the API (the form asks for it)
+        form = ModelImportForm(data, request.FILES)
         if not form.is_valid():
             return Response(form.errors, status=status.HTTP_400_BAD_REQUEST)
         try:
-            version = form.save(actor=request.user)
+            job = form.save(actor=request.user)
         except ImportFailed as exc:
             return Response({"detail": f"The file was not imported: {exc}"}, status=status.HTTP_400_BAD_REQUEST)
-        return Response(ModelVersionSerializer(version).data, status=status.HTTP_201_CREATED)
+        job.refresh_from_db()
+        return Response(ModelImportSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema_view(get=extend_schema(summary="One model import: queued, importing, imported or failed"))
+class ModelImportDetailAPI(generics.RetrieveAPIView):
+    permission_classes = [HasCapability]
+    required_capabilities = ("manage_models",)
+    serializer_class = ModelImportSerializer
+    queryset = ModelImport.objects.all()
 
 
 @extend_schema_view(get=extend_schema(summary="One model version with its metrics"))

@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import re
 import secrets
-import tempfile
 from pathlib import Path
 
 from django import forms
 
-from .importing import DEFAULT_SCALE, KERAS_SUFFIXES, SCALE_MODES, ImportFailed, import_keras_model, parse_classes
-from .models import ModelVersion
+from .import_jobs import queue_model_import
+from .importing import DEFAULT_SCALE, KERAS_SUFFIXES, SCALE_MODES, ImportFailed, parse_classes
+from .models import ModelImport
 
 MAX_MODEL_FILE_BYTES = 1024 * 1024 * 1024
 
@@ -62,24 +62,17 @@ class ModelImportForm(forms.Form):
         except ImportFailed as exc:
             raise forms.ValidationError(str(exc)) from exc
 
-    def save(self, *, actor) -> ModelVersion:
-        """Import the uploaded file as a model version (audited by the importer). Raises ImportFailed."""
+    def save(self, *, actor) -> ModelImport:
+        """Queue the uploaded file for import by a worker (the importer audits the import)."""
         upload = self.cleaned_data["file"]
-        with tempfile.TemporaryDirectory(prefix="hematovision-import-") as directory:
-            # The importer recognises the format by suffix; the uploaded name itself is never used as a path.
-            path = Path(directory) / f"upload{Path(upload.name).suffix.lower()}"
-            with open(path, "wb") as stream:
-                for chunk in upload.chunks():
-                    stream.write(chunk)
-            return import_keras_model(
-                path=path,
-                name=self.cleaned_data["name"] or default_name(upload.name),
-                classes=self.cleaned_data["classes"],
-                input_size=self.cleaned_data["input_size"],
-                scale=self.cleaned_data["scale"],
-                activate=self.cleaned_data["activate"],
-                actor=actor,
-            )
+        options = {
+            "name": self.cleaned_data["name"] or default_name(upload.name),
+            "classes": self.cleaned_data["classes"],
+            "input_size": self.cleaned_data["input_size"],
+            "scale": self.cleaned_data["scale"],
+            "activate": self.cleaned_data["activate"],
+        }
+        return queue_model_import(upload=upload, options=options, actor=actor)
 
 
 def default_name(filename: str) -> str:

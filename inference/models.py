@@ -44,3 +44,35 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ModelImport(models.Model):
+    """A model file waiting to be, being, or having been imported by a worker.
+
+    Importing loads TensorFlow and exports the model (tens of seconds), so it runs in a Celery worker,
+    never in a web request; this row is what the admin sees meanwhile.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Importing"
+        DONE = "done", "Imported"
+        FAILED = "failed", "Failed"
+
+    original_name = models.CharField(max_length=255, help_text="Metadata only; never used as a path.")
+    stored_file = models.CharField(max_length=255, help_text="Path of the upload, relative to MODEL_STORE_DIR.")
+    options = models.JSONField(default=dict, help_text="name, classes, input_size, scale, activate")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    message = models.TextField(blank=True)
+    version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"import of {self.original_name} ({self.status})"

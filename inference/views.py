@@ -12,7 +12,7 @@ from accounts.permissions import capability_required
 from . import services
 from .forms import ModelImportForm
 from .importing import ImportFailed
-from .models import ModelVersion
+from .models import ModelImport, ModelVersion
 
 HEADLINE_METRICS = ("n", "accuracy", "macro_f1", "macro_roc_auc", "ece", "flagged_fraction")
 
@@ -38,7 +38,8 @@ def headline_metrics(metrics: dict) -> list[tuple[str, dict]]:
 def model_list(request):
     versions = ModelVersion.objects.select_related("created_by").order_by("-is_active", "-created_at")
     rows = [{"version": version, "evaluations": headline_metrics(version.metrics)} for version in versions]
-    return render(request, "inference/list.html", {"rows": rows})
+    imports = ModelImport.objects.select_related("version")[:10]
+    return render(request, "inference/list.html", {"rows": rows, "imports": imports})
 
 
 @require_http_methods(["GET", "POST"])
@@ -46,14 +47,18 @@ def model_list(request):
 def model_import(request):
     form = ModelImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
-        filename = form.cleaned_data["file"].name
         try:
-            version = form.save(actor=request.user)
+            job = form.save(actor=request.user)
         except ImportFailed as exc:
-            form.add_error(None, f"{filename} was not imported: {exc}")
+            form.add_error(None, str(exc))
         else:
-            state = "and activated" if version.is_active else "(not active)"
-            messages.success(request, f"Imported {filename} as model version {version.name} {state}.")
+            job.refresh_from_db()  # in the embedded default the import has already run in-process
+            if job.status == ModelImport.Status.FAILED:
+                messages.error(request, f"{job.original_name}: {job.message}")
+            elif job.status == ModelImport.Status.DONE:
+                messages.success(request, f"{job.original_name}: {job.message}")
+            else:
+                messages.info(request, f"{job.original_name} is queued for import; its progress shows below.")
             return redirect("inference:list")
     status = 400 if form.errors else 200
     return render(request, "inference/import.html", {"form": form}, status=status)

@@ -206,6 +206,7 @@ ROUTES = [
     Route(
         "api-model-version-activate", roles_with("manage_models"), method="post", kwargs=_fresh("fresh_model_version")
     ),
+    Route("api-model-import-detail", roles_with("manage_models"), kwargs=_fresh("fresh_model_import")),
     # reports
     Route("reports:dashboard", roles_with("view_dashboard")),
     Route("reports:dashboard_csv", roles_with("view_dashboard")),

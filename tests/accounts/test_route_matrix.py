@@ -19,6 +19,7 @@ from PIL import Image
 from accounts.roles import Role
 from cases import storage
 from cases.models import Case, CellImage, Review
+from inference.models import ModelImport
 from tests.accounts.route_expectations import (
     ANONYMOUS,
     IGNORED_NAMES,
@@ -134,6 +135,9 @@ class World:
 
     def fresh_model_version(self):
         return ModelVersionFactory()
+
+    def fresh_model_import(self):
+        return ModelImport.objects.create(original_name="model.h5", stored_file="uploads/absent.h5")
 
     def fresh_failed_image(self):
         return CellImageFactory(case=self.case, status=CellImage.Status.FAILED, status_message="worker lost")

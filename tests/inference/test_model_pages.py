@@ -3,7 +3,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from audit.models import AuditEvent
-from inference.models import ModelVersion
+from inference.models import ModelImport, ModelVersion
 from tests.factories import ModelVersionFactory
 
 
@@ -59,10 +59,16 @@ def test_import_refuses_a_file_that_is_not_a_keras_model_and_keeps_the_entries(a
 
 
 @pytest.mark.slow
-def test_import_of_a_corrupt_keras_file_reports_why(admin_user, client):
+def test_import_of_a_corrupt_keras_file_is_recorded_as_failed_with_why(
+    admin_user, client, django_capture_on_commit_callbacks
+):
     client.force_login(admin_user)
     upload = SimpleUploadedFile("broken.keras", b"PK\x03\x04 truncated")
-    response = client.post(reverse("inference:import"), {"file": upload, "scale": "1/255"})
-    assert response.status_code == 400
-    assert "broken.keras was not imported" in response.content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("inference:import"), {"file": upload, "scale": "1/255"})
+    job = ModelImport.objects.get()
+    assert job.status == ModelImport.Status.FAILED
+    page = client.get(reverse("inference:list")).content.decode()
+    assert 'data-testid="import-row" data-status="failed"' in page
+    assert "Not imported:" in page
     assert not ModelVersion.objects.exists()
