@@ -200,7 +200,12 @@ def load_keras_model(version: ModelVersion):
             raise GradCamUnavailable(f"Keras model file missing: {path} (model version {version.name})")
         if expected and _sha256_of_file(path) != expected:
             raise GradCamUnavailable(f"checksum mismatch for {path} (model version {version.name}); not loading it")
-        import keras
+        try:
+            import keras
+        except ImportError as exc:
+            raise GradCamUnavailable(
+                "Grad-CAM needs TensorFlow on the web server (pip install -r requirements/ml.txt)"
+            ) from exc
 
         try:
             model = keras.models.load_model(path, compile=False)
