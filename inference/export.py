@@ -76,18 +76,6 @@ def export_raw_tflite(keras_model, path: Path) -> Path:
     return path
 
 
-def export_onnx(keras_model, path: Path) -> Path:
-    _check_outputs(keras_model)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
-        scratch_path = Path(scratch) / path.name
-        with contextlib.redirect_stdout(io.StringIO()):
-            keras_model.export(str(scratch_path), format="onnx", verbose=False)
-        os.replace(scratch_path, path)
-    return path
-
-
 def keras_outputs(keras_model, batch: np.ndarray, *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     logits, features = [], []
     for start in range(0, len(batch), batch_size):

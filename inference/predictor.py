@@ -1,7 +1,7 @@
 """Serving: the active model version, loaded once per process, classifying batches of images.
 
-The serving artifact is a LiteRT (.tflite) or ONNX file with two outputs, ``logits`` and ``features``
-(the pooled backbone features the out-of-distribution score is computed on). Neither runtime imports
+The serving artifact is a LiteRT (.tflite) file with two outputs, ``logits`` and ``features``
+(the pooled backbone features the out-of-distribution score is computed on). The runtime does not import
 TensorFlow, so workers start fast and stay small.
 """
 

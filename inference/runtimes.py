@@ -46,29 +46,7 @@ class LiteRTRuntime:
         return np.asarray(outputs["logits"], dtype=np.float64), np.asarray(outputs["features"], dtype=np.float64)
 
 
-class OnnxRuntime:
-    name = "onnxruntime"
-
-    def __init__(self, path: Path, *, num_threads: int):
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = num_threads
-        options.inter_op_num_threads = 1
-        self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        names = [output.name for output in self._session.get_outputs()]
-        if sorted(names) != ["features", "logits"]:
-            raise ValueError(f"expected outputs 'features' and 'logits', found {names}")
-        self._input_name = self._session.get_inputs()[0].name
-
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, features = self._session.run(["logits", "features"], {self._input_name: batch})
-        return np.asarray(logits, dtype=np.float64), np.asarray(features, dtype=np.float64)
-
-
 def open_runtime(path: Path, *, num_threads: int):
     if path.suffix == ".tflite":
         return LiteRTRuntime(path, num_threads=num_threads)
-    if path.suffix == ".onnx":
-        return OnnxRuntime(path, num_threads=num_threads)
-    raise ValueError(f"no serving runtime for {path.name} (expected a .tflite or .onnx file)")
+    raise ValueError(f"no serving runtime for {path.name} (expected a LiteRT .tflite file)")
