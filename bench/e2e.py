@@ -25,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 from _processes import ProcessTree, free_port, run_checked, wait_for_http
@@ -111,6 +112,13 @@ class Technician:
             time.sleep(self.poll_interval)
         raise RuntimeError(f"image {image_id} not classified after {self.timeout:.0f} s")
 
+    def _local(self, url: str | None) -> str | None:
+        """DRF builds `next` links for the https proxy the bench imitates; follow them on the loopback."""
+        if not url:
+            return None
+        parts = urlsplit(url)
+        return f"{self.base_url}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+
     def wait_for_case(self, case_id: int, expected: int) -> list[dict]:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
@@ -120,7 +128,7 @@ class Technician:
                 response.raise_for_status()
                 page = response.json()
                 images += page["results"]
-                url = page["next"]
+                url = self._local(page["next"])
             if len(images) == expected and all(image["status"] in TERMINAL_STATUSES for image in images):
                 return images
             time.sleep(self.poll_interval)
@@ -149,13 +157,20 @@ def technician_loop(
     run_id: str,
 ) -> None:
     rng = random.Random(number)
-    try:
-        case_id = technician.create_case(f"BENCH-{run_id}-{number:03d}")
-    except Exception as error:  # noqa: BLE001 - counted and reported, the run goes on
-        results.error(str(error))
-        return
+    # A case refuses an image identical to one it already has, so each case gets distinct images and a
+    # technician who has used them all starts a new case, as a lab would for the next smear.
+    order: list[Path] = []
+    case_id, cases_opened = None, 0
     while time.monotonic() < deadline:
-        path = rng.choice(files)
+        if not order:
+            order = rng.sample(files, len(files))
+            try:
+                cases_opened += 1
+                case_id = technician.create_case(f"BENCH-{run_id}-{number:03d}-{cases_opened}")
+            except Exception as error:  # noqa: BLE001 - counted and reported, the run goes on
+                results.error(str(error))
+                return
+        path = order.pop()
         started = time.monotonic()
         try:
             (accepted,) = technician.upload(case_id, [path])
@@ -380,6 +395,7 @@ def run(arguments: argparse.Namespace) -> dict:
             "users": arguments.users,
             "duration_s": round(elapsed, 1),
             "think_time_s": arguments.think_time,
+            "poll_interval_s": arguments.poll_interval,
             "model": model,
             "uploads": results.cells + len(results.errors),
             "cells_classified": results.cells,
@@ -443,6 +459,7 @@ def print_table(result: dict) -> None:
         ("users", result["users"]),
         ("duration (s)", result["duration_s"]),
         ("think time between uploads (s)", result["think_time_s"]),
+        ("status poll interval (s)", result["poll_interval_s"]),
         ("model", result["model"]),
         ("cells classified", result["cells_classified"]),
         (
@@ -481,7 +498,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         default=1.0,
         help="mean pause of a technician between two uploads, in seconds (default 1)",
     )
-    parser.add_argument("--poll-interval", type=float, default=0.05, help="seconds between two status checks")
+    parser.add_argument(
+        "--poll-interval", type=float, default=0.2, help="seconds between two status checks (the page polls every 1 s)"
+    )
     parser.add_argument("--image-timeout", type=float, default=60, help="give up on one image after this")
     parser.add_argument("--case-cells", type=int, default=100, help="size of the one-request case at the end (0: skip)")
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)

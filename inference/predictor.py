@@ -166,7 +166,8 @@ def get_predictor() -> Predictor:
     """The predictor of the active model version; loaded once per process, reloaded when the active
     version changes. Registers the bundled model first when no version is active."""
     version = get_active_version()
-    if version is None and getattr(settings, "INFERENCE_AUTO_BUNDLED_MODEL", True):
+    automatic = version is None or version.source == ModelVersion.Source.BUNDLED
+    if automatic and getattr(settings, "INFERENCE_AUTO_BUNDLED_MODEL", True):
         from .services import BundledModelMissing, ensure_bundled_model
 
         try:

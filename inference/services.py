@@ -134,16 +134,34 @@ def register_from_metadata(
     )
 
 
+def bundled_model_superseded(version: ModelVersion) -> bool:
+    """True when `version` is a bundled model that a newer release of the platform replaced on disk
+    (its files are gone, so it cannot serve any more)."""
+    if version.source != ModelVersion.Source.BUNDLED:
+        return False
+    try:
+        metadata = read_model_metadata(Path(settings.BUNDLED_MODEL_DIR))
+    except FileNotFoundError:
+        return False
+    return metadata["name"] != version.name
+
+
 def ensure_bundled_model() -> ModelVersion:
-    """The active version; when there is none, register (once) and activate the bundled model."""
+    """The active version. When there is none, or the active one is a bundled model that an upgrade
+    replaced, register (once) and activate the bundled model now on disk. A trained or imported
+    active version is never replaced."""
     active = ModelVersion.objects.filter(is_active=True).first()
-    if active is not None:
+    if active is not None and not bundled_model_superseded(active):
         return active
     directory = Path(settings.BUNDLED_MODEL_DIR)
     try:
         metadata = read_model_metadata(directory)
     except FileNotFoundError as exc:
         raise BundledModelMissing(f"the bundled model is not installed ({exc})") from exc
+    if active is not None:
+        logger.warning(
+            "bundled model %s was replaced on disk by %s; activating the new one", active.name, metadata["name"]
+        )
     try:
         with transaction.atomic():
             version = ModelVersion.objects.filter(name=metadata["name"]).first()

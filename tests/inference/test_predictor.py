@@ -88,3 +88,35 @@ def test_predictor_accepts_grey_and_transparent_images(tiny_model):
     results = get_predictor().predict(images)
     assert len(results) == 2
     assert all(np.isfinite(r.confidence) for r in results)
+
+
+def _bundle_from(version: ModelVersion, settings) -> dict:
+    """Make a tiny model's folder play the part of the bundled model directory."""
+    from inference.artifacts import read_model_metadata
+
+    settings.BUNDLED_MODEL_DIR = artifact_path(version, "")
+    return read_model_metadata(settings.BUNDLED_MODEL_DIR)
+
+
+def test_an_upgrade_that_replaced_the_bundled_model_activates_the_new_one(tiny_model, settings):
+    from inference.services import register_from_metadata
+
+    metadata = _bundle_from(tiny_model, settings)
+    previous = register_from_metadata(
+        metadata=metadata, source=ModelVersion.Source.BUNDLED, artifact_dir="", name="old"
+    )
+    activate_version(previous)
+    reset_predictor()
+
+    predictor = get_predictor()
+
+    assert predictor.version.name == metadata["name"]
+    assert predictor.version.source == ModelVersion.Source.BUNDLED
+    assert ModelVersion.objects.get(name="old").is_active is False
+
+
+def test_a_trained_active_version_is_never_replaced_by_the_bundled_model(tiny_model, settings):
+    _bundle_from(tiny_model, settings)
+    reset_predictor()
+
+    assert get_predictor().version == tiny_model
