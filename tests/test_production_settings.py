@@ -18,7 +18,9 @@ PRODUCTION_ENV = {
 
 
 def run_manage(*args: str, env: dict) -> subprocess.CompletedProcess:
-    inherited = {key: value for key, value in os.environ.items() if key not in PRODUCTION_ENV}
+    # Test-only switches of this process (e.g. the browser tests' async guard) are not production's.
+    dropped = {*PRODUCTION_ENV, "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    inherited = {key: value for key, value in os.environ.items() if key not in dropped}
     command = [sys.executable, "manage.py", *args]
     return subprocess.run(command, cwd=ROOT, env={**inherited, **env}, capture_output=True, text=True, timeout=120)
 

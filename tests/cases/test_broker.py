@@ -44,7 +44,10 @@ def celery_app_on(broker_url: str):
     try:
         yield app
     finally:
+        # start_worker also makes its app the process-wide default (seen by every other thread, such as
+        # live_server's); hand both roles back to the project's app.
         project_app.set_current()
+        project_app.set_default()
         app.close()
 
 
