@@ -53,6 +53,9 @@ class TrainingConfig:
     weights: str | None = "imagenet"
     # First backbone block fine-tuned in stage 2; None trains the head only.
     finetune_from: str | None = "block11"
+    # When set, the whole network (batch norm folded) is fine-tuned at this internal resolution instead,
+    # the classifier resizing its ``input_size`` input inside (``whole_network.train_whole_network``).
+    whole_network_size: int | None = None
     views: int = 4
     head_epochs: int = 40
     finetune_epochs: int = 6
@@ -108,6 +111,13 @@ def train(
     log: Callable[[str], None] = logger.info,
 ) -> TrainingResult:
     config = config or TrainingConfig()
+    if config.whole_network_size:
+        from .whole_network import train_whole_network
+
+        return train_whole_network(
+            train_dirs=train_dirs, output_dir=output_dir, name=name, val_dir=val_dir, config=config,
+            progress=progress, log=log,
+        )  # fmt: skip
     started = time.perf_counter()
     timings: dict[str, float] = {}
     import keras

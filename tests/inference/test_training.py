@@ -54,6 +54,32 @@ def test_train_command_trains_exports_and_registers_a_version(db, tmp_path, sett
     assert version.training["export_parity_max_abs_diff"] <= 1e-3
 
 
+@pytest.mark.slow
+def test_train_command_fine_tunes_the_whole_network_at_an_internal_size(db, tmp_path, settings):
+    import keras
+
+    settings.MODEL_STORE_DIR = tmp_path / "store"
+    call_command(
+        "train",
+        "--data", str(_dataset(tmp_path / "data")),
+        "--weights", "none",
+        "--input-size", "48",
+        "--whole-network-size", "32",
+        "--views", "2",
+        "--epochs", "1",
+        "--val-fraction", "0.25",
+        "--name", "tiny-whole",
+        "--quiet-progress",
+    )  # fmt: skip
+    version = ModelVersion.objects.get(name="tiny-whole")
+    assert version.preprocessing["input_size"] == 48 and version.training["config"]["whole_network_size"] == 32
+    assert set(version.checksums) == {"model.tflite", "model.keras", "ood.npz"}
+    assert version.training["finetune_epochs_run"] == 1 and version.training["export_parity_max_abs_diff"] <= 1e-3
+    model = keras.models.load_model(tmp_path / "store" / "tiny-whole" / "model.keras", compile=False)
+    assert model.input_shape == (None, 48, 48, 3) and model.get_layer("internal_resize").output.shape[1] == 32
+    assert not [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
 def test_train_command_rejects_an_unknown_backbone(db, tmp_path):
     with pytest.raises(CommandError, match="unknown backbone"):
         call_command("train", "--data", str(_dataset(tmp_path)), "--backbone", "alexnet", "--no-register")

@@ -34,6 +34,12 @@ class Command(BaseCommand):
         parser.add_argument("--weights", default="imagenet", help='"imagenet", "none" (random) or a weights file')
         parser.add_argument("--input-size", type=int, default=224)
         parser.add_argument("--finetune-from", default="block11", help='first backbone block fine-tuned, or "none"')
+        parser.add_argument(
+            "--whole-network-size",
+            type=int,
+            help="fine-tune the whole network (batch norm folded) at this internal size, e.g. 128, instead of "
+            "the top blocks on cached activations; the model still takes --input-size and resizes inside",
+        )
         parser.add_argument("--views", type=int, default=4, help="cached views per image (view 0 unaugmented)")
         parser.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs (0: head only)")
         parser.add_argument("--head-epochs", type=int, default=40)
@@ -67,7 +73,14 @@ class Command(BaseCommand):
                 backbone=options["backbone"],
                 input_size=options["input_size"],
                 weights=None if options["weights"] == "none" else options["weights"],
-                finetune_from=None if options["finetune_from"] == "none" else options["finetune_from"],
+                finetune_from=(
+                    "all"
+                    if options["whole_network_size"]
+                    else None
+                    if options["finetune_from"] == "none"
+                    else options["finetune_from"]
+                ),
+                whole_network_size=options["whole_network_size"],
                 views=options["views"],
                 head_epochs=options["head_epochs"],
                 finetune_epochs=options["epochs"],

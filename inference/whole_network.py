@@ -1,0 +1,307 @@
+"""Fine-tuning the whole network, batch norm folded, at a reduced internal resolution.
+
+The classifier takes the usual preprocessed input (``input_size``, e.g. 224 px) and resizes it inside the
+model (bilinear, as LiteRT's RESIZE_BILINEAR) to ``whole_network_size`` (e.g. 128 px) before the
+backbone, so serving, evaluation and Grad-CAM are unchanged while training and serving cost about a third.
+Every backbone layer is trained: batch norm is folded into the convolutions first (nothing left for small
+batches to disturb). Training images are decoded once into memory (view 0 plain, views 1.. augmented as
+in ``data.augment``, same seeds as the feature cache); each epoch picks one view per image and a random
+flip/rotation. Calibration, out-of-distribution statistics and export as in ``training.train``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import write_model_metadata
+from .calibration import choose_confidence_threshold, fit_temperature, softmax
+from .data import ImageDataset, load_image_folder, model_input_pixels, stratified_split
+from .evaluation import compute_metrics
+from .ood import OOD_STATISTICS_FILE, MahalanobisScorer, choose_ood_threshold
+from .preprocessing import make_preprocessing, scale_pixels
+from .training import (
+    KERAS_ARTIFACT,
+    SERVING_ARTIFACT,
+    TrainingConfig,
+    TrainingResult,
+    _jsonable,
+    _null_progress,
+    balanced_class_weights,
+)
+
+logger = logging.getLogger(__name__)
+
+WARMUP_FRACTION = 0.05
+HEAD_DROPOUT = 0.2
+
+
+@dataclass
+class Calibration:
+    temperature: float
+    confidence_threshold: float
+    ood_threshold: float
+    scorer: MahalanobisScorer
+    val_probabilities: np.ndarray
+    val_metrics: dict
+
+
+def calibrate(*, val_logits, val_features, val_labels, ood_features, ood_labels, classes, config) -> Calibration:
+    temperature = fit_temperature(val_logits, val_labels)
+    val_probabilities = softmax(val_logits / temperature)
+    confidence_threshold = choose_confidence_threshold(
+        val_probabilities.max(1),
+        val_probabilities.argmax(1) == val_labels,
+        target_accuracy=config.target_accuracy,
+        max_flagged=config.max_flagged,
+    )
+    scorer = MahalanobisScorer.fit(ood_features, ood_labels, n_classes=len(classes))
+    val_ood = scorer.score(val_features)
+    ood_threshold = choose_ood_threshold(val_ood, quantile=config.ood_quantile)
+    flagged = (val_probabilities.max(1) < confidence_threshold) | (val_ood > ood_threshold)
+    val_metrics = compute_metrics(labels=val_labels, probabilities=val_probabilities, classes=classes, flagged=flagged)
+    return Calibration(temperature, confidence_threshold, ood_threshold, scorer, val_probabilities, val_metrics)
+
+
+def load_views(dataset: ImageDataset, *, views: int, preprocessing: dict, config: TrainingConfig, progress):
+    """uint8 pixels [views, N, S, S, 3]: view 0 plain, the others augmented (seeded per image and view)."""
+    size = preprocessing["input_size"]
+    pixels = np.empty((views, len(dataset), size, size, 3), dtype=np.uint8)
+    for view in range(views):
+        bar = progress(f"decoding view {view}", len(dataset))
+
+        def one(index: int, view=view) -> np.ndarray:
+            rng = np.random.default_rng([config.seed, view, index]) if view > 0 else None
+            return model_input_pixels(dataset.paths[index], preprocessing, rng=rng, config=config.augmentation)
+
+        with ThreadPoolExecutor(max_workers=max(1, config.num_threads)) as pool:
+            for index, array in enumerate(pool.map(one, range(len(dataset)))):
+                pixels[view, index] = array
+                bar.update(1)
+        bar.close()
+    return pixels
+
+
+def build_classifier(config: TrainingConfig, n_classes: int):
+    """Input ``input_size`` -> resize -> folded backbone at ``whole_network_size`` -> pooled features ->
+    logits; every backbone layer top-level (Grad-CAM and block names work as for other classifiers)."""
+    import keras
+
+    from .backbones import get_backbone
+    from .backbones.folding import fold_batch_norm
+    from .backbones.tracing import trace_layers
+
+    backbone = fold_batch_norm(
+        get_backbone(config.backbone, input_size=config.whole_network_size, weights=config.weights)
+    )
+    inputs = keras.Input((config.input_size, config.input_size, 3), name="image")
+    resized = keras.layers.Resizing(
+        config.whole_network_size, config.whole_network_size, interpolation="bilinear", name="internal_resize"
+    )(inputs)
+    traced = trace_layers(backbone, inputs=inputs, feed=resized)
+    features = keras.layers.GlobalAveragePooling2D(name="features")(traced.outputs)
+    dropped = keras.layers.Dropout(HEAD_DROPOUT, name="head_dropout")(features)
+    # A zero head: the first steps train it alone (no gradient reaches the backbone through zero weights).
+    logits = keras.layers.Dense(
+        n_classes, name="logits", kernel_initializer="zeros", kernel_regularizer=keras.regularizers.L2(1e-4)
+    )(dropped)
+    return keras.Model(inputs, {"logits": logits, "features": features}, name="classifier")
+
+
+def _batches(pixels: np.ndarray, labels, weights, *, batch_size: int, seed: int | None):
+    """A keras PyDataset over in-memory views: training (seed given) shuffles, picks a view per image and
+    a random dihedral transform; evaluation (seed None) yields view 0 in order."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed) if seed is not None else None
+            self.shuffle()
+
+        def shuffle(self):
+            n = pixels.shape[1]
+            if self.rng is None:
+                self.order, self.view_of, self.dihedral = np.arange(n), np.zeros(n, int), np.zeros(n, int)
+            else:
+                self.order = self.rng.permutation(n)
+                self.view_of = self.rng.integers(0, pixels.shape[0], size=n)
+                self.dihedral = self.rng.integers(0, 8, size=n)
+
+        def __len__(self):
+            return math.ceil(pixels.shape[1] / batch_size)
+
+        def __getitem__(self, index):
+            rows = self.order[index * batch_size : (index + 1) * batch_size]
+            x = np.empty((len(rows), *pixels.shape[2:]), dtype=np.float32)
+            for out, row in enumerate(rows):
+                image = pixels[self.view_of[row], row]
+                k = self.dihedral[row]
+                if k & 4:
+                    image = image[:, ::-1]
+                x[out] = np.rot90(image, k & 3)
+            if labels is None:
+                return (x,)
+            y = labels[rows]
+            return x, y, weights[y]
+
+        def on_epoch_end(self):
+            if self.rng is not None:
+                self.shuffle()
+
+    return Batches()
+
+
+def model_outputs(classifier, pixels: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    logits, features = [], []
+    for start in range(0, len(pixels), batch_size):
+        out = classifier(np.asarray(pixels[start : start + batch_size], dtype=np.float32), training=False)
+        logits.append(np.asarray(out["logits"], dtype=np.float64))
+        features.append(np.asarray(out["features"], dtype=np.float64))
+    return np.concatenate(logits), np.concatenate(features)
+
+
+def train_whole_network(
+    *,
+    train_dirs: list[Path],
+    output_dir: Path,
+    name: str,
+    val_dir: Path | None = None,
+    config: TrainingConfig,
+    progress: Callable = _null_progress,
+    log: Callable[[str], None] = logger.info,
+) -> TrainingResult:
+    import keras
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    dataset = load_image_folder(train_dirs)
+    if val_dir is not None:
+        train_set, val_set = dataset, load_image_folder([val_dir], classes=dataset.classes)
+    else:
+        train_idx, val_idx = stratified_split(dataset.labels, fraction=config.val_fraction, seed=config.seed)
+        train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
+    classes = dataset.classes
+    log(f"{len(train_set)} training and {len(val_set)} validation images, classes: {', '.join(classes)}")
+    preprocessing = make_preprocessing(input_size=config.input_size, scale="raw", resample=config.resample)
+    if preprocessing["scale"] != "raw":
+        raise ValueError("whole-network training feeds raw 0..255 pixels")
+
+    t0 = time.perf_counter()
+    train_pixels = load_views(
+        train_set, views=max(1, config.views), preprocessing=preprocessing, config=config, progress=progress
+    )
+    val_pixels = load_views(val_set, views=1, preprocessing=preprocessing, config=config, progress=progress)
+    timings["decode_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    keras.utils.set_random_seed(config.seed)
+    classifier = build_classifier(config, len(classes))
+    class_weights = balanced_class_weights(train_set.labels, len(classes))
+    trainer = keras.Model(classifier.input, classifier.output["logits"])
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    steps = steps_per_epoch * config.finetune_epochs
+    warmup = max(1, int(steps * WARMUP_FRACTION))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.finetune_learning_rate * 0.01,
+        decay_steps=max(1, steps - warmup),
+        alpha=0.01,
+        warmup_target=config.finetune_learning_rate,
+        warmup_steps=warmup,
+    )
+    trainer.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    history = trainer.fit(
+        _batches(train_pixels, train_set.labels, class_weights, batch_size=config.batch_size, seed=config.seed),
+        validation_data=_batches(
+            val_pixels, val_set.labels, np.ones(len(classes), np.float32), batch_size=64, seed=None
+        ),
+        epochs=config.finetune_epochs,
+        verbose=2,
+        callbacks=[
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
+        ],
+    )
+    epochs_run = len(history.history["loss"])
+    timings["finetune_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    val_logits, val_features = model_outputs(classifier, val_pixels[0])
+    finetune_accuracy = float(np.mean(val_logits.argmax(1) == val_set.labels))
+    log(f"whole network at {config.whole_network_size} px: validation accuracy {finetune_accuracy:.4f}")
+    ood_rows = np.sort(np.random.default_rng(config.seed).permutation(len(train_set))[: config.ood_fit_images])
+    _, ood_features = model_outputs(classifier, train_pixels[0][ood_rows])
+    calibration = calibrate(
+        val_logits=val_logits,
+        val_features=val_features,
+        val_labels=val_set.labels,
+        ood_features=ood_features,
+        ood_labels=train_set.labels[ood_rows],
+        classes=classes,
+        config=config,
+    )
+    timings["calibration_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    from .export import check_parity, export_tflite
+
+    export_tflite(classifier, output_dir / SERVING_ARTIFACT)
+    sample = scale_pixels(val_pixels[0][:16], preprocessing["scale"])
+    parity = check_parity(classifier, output_dir / SERVING_ARTIFACT, sample, num_threads=config.num_threads)
+    classifier.save(output_dir / KERAS_ARTIFACT)
+    calibration.scorer.save(output_dir / OOD_STATISTICS_FILE)
+    timings["export_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - started
+    metadata = {
+        "name": name,
+        "backbone": config.backbone,
+        "classes": classes,
+        "input_size": config.input_size,
+        "preprocessing": preprocessing,
+        "serving_artifact": SERVING_ARTIFACT,
+        "keras_artifact": KERAS_ARTIFACT,
+        "temperature": calibration.temperature,
+        "confidence_threshold": calibration.confidence_threshold,
+        "ood_threshold": calibration.ood_threshold,
+        "metrics": {"validation": calibration.val_metrics},
+        "training": {
+            "config": _jsonable(asdict(config)),
+            "train_dirs": [str(p) for p in train_dirs],
+            "val_dir": str(val_dir) if val_dir else None,
+            "data_fingerprint": train_set.fingerprint(),
+            "val_fingerprint": val_set.fingerprint(),
+            "train_counts": train_set.counts(),
+            "val_counts": val_set.counts(),
+            "skipped_files": [str(p) for p, _ in dataset.skipped],
+            "stage1_val_accuracy": None,
+            "stage2_val_accuracy": finetune_accuracy,
+            "finetune_epochs_run": epochs_run,
+            "history": {k: [round(float(v), 5) for v in vs] for k, vs in history.history.items()},
+            "export_parity_max_abs_diff": parity,
+            "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        },
+    }
+    write_model_metadata(output_dir, metadata, with_checksums=True)
+    from .evaluation import write_report
+
+    write_report(
+        metrics=calibration.val_metrics,
+        probabilities=calibration.val_probabilities,
+        labels=val_set.labels,
+        output_dir=output_dir / "report-validation",
+        title=f"{name} on validation",
+    )
+    log(f"done in {timings['total_s']:.0f} s: {output_dir}")
+    return TrainingResult(output_dir=output_dir, metadata=metadata)
