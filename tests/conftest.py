@@ -12,14 +12,18 @@ from tests.factories import UserFactory
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+def skip_or_fail(message: str) -> None:
+    """Visible skip on a developer's machine, a failure in CI (which always has the data and services)."""
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_shared_data() -> Path:
     """The PBC dataset beside the project. Skipped where absent, a failure in CI (which always has it)."""
     root = Path(settings.SHARED_DATA_DIR) / "datasets" / "pbc"
     if not (root / "test").is_dir():
-        message = f"shared dataset not found at {root} (it lives in ../shared beside the project)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(f"shared dataset not found at {root} (it lives in ../shared beside the project)")
     return root
 
 

@@ -1,6 +1,5 @@
 """The classification pipeline against a real broker: a real Celery worker on Redis, and a broker that is down."""
 
-import os
 import socket
 import time
 import uuid
@@ -14,11 +13,11 @@ from cases import services
 from cases.models import CellImage, Prediction
 from hematovision.celery import app as project_app
 from tests.cases import images
+from tests.conftest import skip_or_fail
 from tests.factories import CaseFactory
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 TEST_REDIS_DB = 11
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def redis_reachable() -> bool:
@@ -71,10 +70,7 @@ def wait_for_status(image, status: str, *, timeout: float = 60.0) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_real_worker_on_redis_classifies_an_upload(tiny_model, technician):
     if not redis_reachable():
-        message = f"Redis is not reachable at {REDIS_HOST}:{REDIS_PORT}"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(f"Redis is not reachable at {REDIS_HOST}:{REDIS_PORT}")
     case = CaseFactory(created_by=technician)
     with celery_app_on(f"redis://{REDIS_HOST}:{REDIS_PORT}/{TEST_REDIS_DB}") as app:
         with start_worker(app, pool="solo", concurrency=1, perform_ping_check=False, loglevel="WARNING"):

@@ -41,7 +41,9 @@ def test_technician_creates_case_uploads_two_images_and_sees_two_predictions(
     page.get_by_test_id("case-accession-input").fill("E2E-0001")
     page.get_by_test_id("case-patient-input").fill("MRN-E2E-1")
     page.get_by_test_id("case-create-submit").click()
-    expect(page.get_by_test_id("upload-input")).to_be_attached()
+    # upload.js hides the no-script submit button once it has bound the file input: wait for that,
+    # or the files could be chosen before anything listens for them.
+    expect(page.get_by_test_id("upload-submit")).to_be_hidden()
 
     page.get_by_test_id("upload-input").set_input_files([str(path) for path in files])
 

@@ -12,18 +12,11 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from django.db import connection
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
+from tests.conftest import skip_or_fail
+
 LOOPBACK = "127.0.0.1"
-
-
-def skip_or_fail(message: str) -> None:
-    """Visible skip on a developer's machine, a failure in CI (which always has the services)."""
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def port_answers(port: int, host: str = LOOPBACK, timeout: float = 0.5) -> bool:
