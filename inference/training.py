@@ -225,37 +225,107 @@ def train(
         # A random subset is enough for class means and a shrunk covariance, and spares a pass over all.
         ood_rows = np.sort(np.random.default_rng(config.seed).permutation(len(train_set))[: config.ood_fit_images])
         _, train_features = _top_outputs(top, train_views[0].activations[ood_rows])
-    temperature = fit_temperature(val_logits, val_set.labels)
-    val_probabilities = softmax(val_logits / temperature)
-    confidence_threshold = choose_confidence_threshold(
-        val_probabilities.max(1),
-        val_probabilities.argmax(1) == val_set.labels,
-        target_accuracy=config.target_accuracy,
-        max_flagged=config.max_flagged,
-    )
-    scorer = MahalanobisScorer.fit(train_features, train_set.labels[ood_rows], n_classes=len(classes))
-    val_ood = scorer.score(val_features)
-    ood_threshold = choose_ood_threshold(val_ood, quantile=config.ood_quantile)
-    flagged = (val_probabilities.max(1) < confidence_threshold) | (val_ood > ood_threshold)
-    val_metrics = compute_metrics(
-        labels=val_set.labels, probabilities=val_probabilities, classes=classes, flagged=flagged
+    calibration = calibrate(
+        val_logits=val_logits,
+        val_features=val_features,
+        val_labels=val_set.labels,
+        ood_features=train_features,
+        ood_labels=train_set.labels[ood_rows],
+        classes=classes,
+        config=config,
     )
     timings["calibration_s"] = time.perf_counter() - t0
 
     # 5. Export.
-    t0 = time.perf_counter()
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     classifier = keras.Model(backbone.input, {"logits": logits, "features": features}, name="classifier")
-    from .export import check_parity, export_tflite
-
-    export_tflite(classifier, output_dir / SERVING_ARTIFACT)
     sample = np.stack(
         [scale_pixels(model_input_pixels(path, preprocessing), preprocessing["scale"]) for path in val_set.paths[:16]]
     )
-    parity = check_parity(classifier, output_dir / SERVING_ARTIFACT, sample, num_threads=config.num_threads)
+    return save_model_folder(
+        output_dir=output_dir,
+        classifier=classifier,
+        parity_sample=sample,
+        name=name,
+        config=config,
+        classes=classes,
+        preprocessing=preprocessing,
+        calibration=calibration,
+        train_dirs=train_dirs,
+        val_dir=val_dir,
+        dataset=dataset,
+        train_set=train_set,
+        val_set=val_set,
+        details={
+            "stage1_val_accuracy": head_accuracy,
+            "stage2_val_accuracy": finetune_accuracy,
+            "finetune_epochs_run": epochs_run,
+        },
+        timings=timings,
+        started=started,
+        log=log,
+    )
+
+
+@dataclass
+class Calibration:
+    """What is chosen on validation data: temperature, thresholds, OOD statistics, and the metrics."""
+
+    temperature: float
+    confidence_threshold: float
+    ood_threshold: float
+    scorer: MahalanobisScorer
+    val_probabilities: np.ndarray
+    val_metrics: dict
+
+
+def calibrate(*, val_logits, val_features, val_labels, ood_features, ood_labels, classes, config) -> Calibration:
+    temperature = fit_temperature(val_logits, val_labels)
+    val_probabilities = softmax(val_logits / temperature)
+    confidence_threshold = choose_confidence_threshold(
+        val_probabilities.max(1),
+        val_probabilities.argmax(1) == val_labels,
+        target_accuracy=config.target_accuracy,
+        max_flagged=config.max_flagged,
+    )
+    scorer = MahalanobisScorer.fit(ood_features, ood_labels, n_classes=len(classes))
+    val_ood = scorer.score(val_features)
+    ood_threshold = choose_ood_threshold(val_ood, quantile=config.ood_quantile)
+    flagged = (val_probabilities.max(1) < confidence_threshold) | (val_ood > ood_threshold)
+    val_metrics = compute_metrics(labels=val_labels, probabilities=val_probabilities, classes=classes, flagged=flagged)
+    return Calibration(temperature, confidence_threshold, ood_threshold, scorer, val_probabilities, val_metrics)
+
+
+def save_model_folder(
+    *,
+    output_dir,
+    classifier,
+    parity_sample: np.ndarray,
+    name: str,
+    config: TrainingConfig,
+    classes: list[str],
+    preprocessing: dict,
+    calibration: Calibration,
+    train_dirs,
+    val_dir,
+    dataset,
+    train_set,
+    val_set,
+    details: dict,
+    timings: dict,
+    started: float,
+    log: Callable[[str], None],
+) -> TrainingResult:
+    """Export, check parity, and write the model folder every training path produces: the LiteRT and
+    Keras artifacts, OOD statistics, metadata with checksums and the validation report."""
+    t0 = time.perf_counter()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    from .export import check_parity, export_tflite
+
+    export_tflite(classifier, output_dir / SERVING_ARTIFACT)
+    parity = check_parity(classifier, output_dir / SERVING_ARTIFACT, parity_sample, num_threads=config.num_threads)
     classifier.save(output_dir / KERAS_ARTIFACT)
-    scorer.save(output_dir / OOD_STATISTICS_FILE)
+    calibration.scorer.save(output_dir / OOD_STATISTICS_FILE)
     timings["export_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
 
@@ -267,10 +337,10 @@ def train(
         "preprocessing": preprocessing,
         "serving_artifact": SERVING_ARTIFACT,
         "keras_artifact": KERAS_ARTIFACT,
-        "temperature": temperature,
-        "confidence_threshold": confidence_threshold,
-        "ood_threshold": ood_threshold,
-        "metrics": {"validation": val_metrics},
+        "temperature": calibration.temperature,
+        "confidence_threshold": calibration.confidence_threshold,
+        "ood_threshold": calibration.ood_threshold,
+        "metrics": {"validation": calibration.val_metrics},
         "training": {
             "config": _jsonable(asdict(config)),
             "train_dirs": [str(p) for p in train_dirs],
@@ -280,9 +350,7 @@ def train(
             "train_counts": train_set.counts(),
             "val_counts": val_set.counts(),
             "skipped_files": [str(p) for p, _ in dataset.skipped],
-            "stage1_val_accuracy": head_accuracy,
-            "stage2_val_accuracy": finetune_accuracy,
-            "finetune_epochs_run": epochs_run,
+            **details,
             "export_parity_max_abs_diff": parity,
             "timings_s": {k: round(v, 1) for k, v in timings.items()},
         },
@@ -291,8 +359,8 @@ def train(
     from .evaluation import write_report
 
     write_report(
-        metrics=val_metrics,
-        probabilities=val_probabilities,
+        metrics=calibration.val_metrics,
+        probabilities=calibration.val_probabilities,
         labels=val_set.labels,
         output_dir=output_dir / "report-validation",
         title=f"{name} on validation",

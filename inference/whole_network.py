@@ -16,58 +16,25 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .artifacts import write_model_metadata
-from .calibration import choose_confidence_threshold, fit_temperature, softmax
 from .data import ImageDataset, load_image_folder, model_input_pixels, stratified_split
-from .evaluation import compute_metrics
-from .ood import OOD_STATISTICS_FILE, MahalanobisScorer, choose_ood_threshold
 from .preprocessing import make_preprocessing, scale_pixels
 from .training import (
-    KERAS_ARTIFACT,
-    SERVING_ARTIFACT,
     TrainingConfig,
     TrainingResult,
-    _jsonable,
     _null_progress,
     balanced_class_weights,
+    calibrate,
+    save_model_folder,
 )
 
 logger = logging.getLogger(__name__)
 
 WARMUP_FRACTION = 0.05
 HEAD_DROPOUT = 0.2
-
-
-@dataclass
-class Calibration:
-    temperature: float
-    confidence_threshold: float
-    ood_threshold: float
-    scorer: MahalanobisScorer
-    val_probabilities: np.ndarray
-    val_metrics: dict
-
-
-def calibrate(*, val_logits, val_features, val_labels, ood_features, ood_labels, classes, config) -> Calibration:
-    temperature = fit_temperature(val_logits, val_labels)
-    val_probabilities = softmax(val_logits / temperature)
-    confidence_threshold = choose_confidence_threshold(
-        val_probabilities.max(1),
-        val_probabilities.argmax(1) == val_labels,
-        target_accuracy=config.target_accuracy,
-        max_flagged=config.max_flagged,
-    )
-    scorer = MahalanobisScorer.fit(ood_features, ood_labels, n_classes=len(classes))
-    val_ood = scorer.score(val_features)
-    ood_threshold = choose_ood_threshold(val_ood, quantile=config.ood_quantile)
-    flagged = (val_probabilities.max(1) < confidence_threshold) | (val_ood > ood_threshold)
-    val_metrics = compute_metrics(labels=val_labels, probabilities=val_probabilities, classes=classes, flagged=flagged)
-    return Calibration(temperature, confidence_threshold, ood_threshold, scorer, val_probabilities, val_metrics)
 
 
 def load_views(dataset: ImageDataset, *, views: int, preprocessing: dict, config: TrainingConfig, progress):
@@ -252,56 +219,28 @@ def train_whole_network(
     )
     timings["calibration_s"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    from .export import check_parity, export_tflite
-
-    export_tflite(classifier, output_dir / SERVING_ARTIFACT)
     sample = scale_pixels(val_pixels[0][:16], preprocessing["scale"])
-    parity = check_parity(classifier, output_dir / SERVING_ARTIFACT, sample, num_threads=config.num_threads)
-    classifier.save(output_dir / KERAS_ARTIFACT)
-    calibration.scorer.save(output_dir / OOD_STATISTICS_FILE)
-    timings["export_s"] = time.perf_counter() - t0
-    timings["total_s"] = time.perf_counter() - started
-    metadata = {
-        "name": name,
-        "backbone": config.backbone,
-        "classes": classes,
-        "input_size": config.input_size,
-        "preprocessing": preprocessing,
-        "serving_artifact": SERVING_ARTIFACT,
-        "keras_artifact": KERAS_ARTIFACT,
-        "temperature": calibration.temperature,
-        "confidence_threshold": calibration.confidence_threshold,
-        "ood_threshold": calibration.ood_threshold,
-        "metrics": {"validation": calibration.val_metrics},
-        "training": {
-            "config": _jsonable(asdict(config)),
-            "train_dirs": [str(p) for p in train_dirs],
-            "val_dir": str(val_dir) if val_dir else None,
-            "data_fingerprint": train_set.fingerprint(),
-            "val_fingerprint": val_set.fingerprint(),
-            "train_counts": train_set.counts(),
-            "val_counts": val_set.counts(),
-            "skipped_files": [str(p) for p, _ in dataset.skipped],
+    return save_model_folder(
+        output_dir=output_dir,
+        classifier=classifier,
+        parity_sample=sample,
+        name=name,
+        config=config,
+        classes=classes,
+        preprocessing=preprocessing,
+        calibration=calibration,
+        train_dirs=train_dirs,
+        val_dir=val_dir,
+        dataset=dataset,
+        train_set=train_set,
+        val_set=val_set,
+        details={
             "stage1_val_accuracy": None,
             "stage2_val_accuracy": finetune_accuracy,
             "finetune_epochs_run": epochs_run,
             "history": {k: [round(float(v), 5) for v in vs] for k, vs in history.history.items()},
-            "export_parity_max_abs_diff": parity,
-            "timings_s": {k: round(v, 1) for k, v in timings.items()},
         },
-    }
-    write_model_metadata(output_dir, metadata, with_checksums=True)
-    from .evaluation import write_report
-
-    write_report(
-        metrics=calibration.val_metrics,
-        probabilities=calibration.val_probabilities,
-        labels=val_set.labels,
-        output_dir=output_dir / "report-validation",
-        title=f"{name} on validation",
+        timings=timings,
+        started=started,
+        log=log,
     )
-    log(f"done in {timings['total_s']:.0f} s: {output_dir}")
-    return TrainingResult(output_dir=output_dir, metadata=metadata)
