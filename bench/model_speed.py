@@ -1,10 +1,13 @@
 """Speed and memory of the bundled model: Keras called directly vs the serving runtime(s).
 
     .venv/bin/python bench/model_speed.py [--model-dir inference/bundled] [--threads 2] [--json]
+    .venv/bin/python bench/model_speed.py --runtimes keras,litert,onnxruntime   # needs requirements/bench.txt
 
 Each runtime is measured in its own subprocess, so the resident memory (RSS) is that of a process
 holding only that runtime and model. Latency is one preprocessed 224 px image per call (model only;
 preprocessing a full-size upload is reported separately); throughput uses batches of 32.
+``onnxruntime`` exports the Keras model to ONNX (tf2onnx) once, in a process of its own, into
+``var/bench/``, then measures ONNX Runtime's CPU provider on it: a comparison, not a serving path.
 """
 
 from __future__ import annotations
@@ -76,6 +79,18 @@ def measure(runtime: str, model_dir: Path, threads: int, seconds: float) -> dict
 
         def run(x):
             return np.asarray(call(tf.constant(x)))
+    elif runtime == "onnxruntime":
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(str(_onnx_path(model_dir)), options, providers=["CPUExecutionProvider"])
+        input_name = session.get_inputs()[0].name
+        logits_name = next(o.name for o in session.get_outputs() if "logits" in o.name)
+
+        def run(x):
+            return session.run([logits_name], {input_name: x})[0]
     else:
         from inference.runtimes import open_runtime
 
@@ -113,6 +128,26 @@ def measure(runtime: str, model_dir: Path, threads: int, seconds: float) -> dict
     }
 
 
+def _onnx_path(model_dir: Path) -> Path:
+    import hashlib
+
+    digest = hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:12]
+    return ROOT / "var" / "bench" / f"{digest}.onnx"
+
+
+def export_onnx(model_dir: Path) -> None:
+    import keras
+    import numpy as np
+
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    model = keras.saving.load_model(model_dir / metadata["keras_artifact"], compile=False)
+    path = _onnx_path(model_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = metadata["input_size"]
+    model(np.zeros((1, size, size, 3), np.float32), training=False)  # the exporter wants a called model
+    model.export(str(path), format="onnx", verbose=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, default=ROOT / "inference" / "bundled")
@@ -123,13 +158,23 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--export-onnx", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.export_onnx:
+        export_onnx(args.model_dir)
+        return
     if args.worker:
         print(json.dumps(measure(args.worker, args.model_dir, args.threads, args.seconds)))
         return
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
     results = {}
-    for runtime in args.runtimes.split(","):
+    runtimes = args.runtimes.split(",")
+    if "onnxruntime" in runtimes and not _onnx_path(args.model_dir).is_file():
+        command = [sys.executable, __file__, "--export-onnx", "--model-dir", str(args.model_dir)]
+        output = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        if output.returncode != 0:
+            raise SystemExit(f"ONNX export failed (pip install -r requirements/bench.txt?):\n{output.stderr[-2000:]}")
+    for runtime in runtimes:
         command = [sys.executable, __file__, "--worker", runtime, "--model-dir", str(args.model_dir)]
         command += ["--threads", str(args.threads), "--seconds", str(args.seconds)]
         output = subprocess.run(command, capture_output=True, text=True, env=env, check=False)

@@ -36,13 +36,19 @@ def export_tflite(
     path: Path,
     *,
     int8_calibration: Callable[[], Iterable[np.ndarray]] | None = None,
+    float16: bool = False,
 ) -> Path:
     """Write a LiteRT flatbuffer with a dynamic batch dimension. With int8_calibration (a callable
-    yielding preprocessed batches), weights and activations are quantized to int8 (float input/output)."""
+    yielding preprocessed batches), weights and activations are quantized to int8 (float input/output).
+    With float16, weights are stored as float16 (half the file; XNNPACK computes in float32 as before)."""
     _check_outputs(keras_model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     kwargs = {}
+    if float16:
+        import tensorflow as tf
+
+        kwargs = {"optimizations": [tf.lite.Optimize.DEFAULT], "target_spec": {"supported_types": [tf.float16]}}
     if int8_calibration is not None:
         import tensorflow as tf
 

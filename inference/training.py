@@ -82,7 +82,7 @@ class TrainingResult:
     metadata: dict
 
 
-def _null_progress(description: str, total: int):
+def null_progress(description: str, total: int):
     class _Bar:
         def update(self, n: int = 1) -> None:
             pass
@@ -107,7 +107,7 @@ def train(
     val_dir: Path | None = None,
     config: TrainingConfig | None = None,
     cache_dir: Path,
-    progress: Callable = _null_progress,
+    progress: Callable = null_progress,
     log: Callable[[str], None] = logger.info,
 ) -> TrainingResult:
     config = config or TrainingConfig()
@@ -314,6 +314,7 @@ def save_model_folder(
     timings: dict,
     started: float,
     log: Callable[[str], None],
+    float16: bool = False,
 ) -> TrainingResult:
     """Export, check parity, and write the model folder every training path produces: the LiteRT and
     Keras artifacts, OOD statistics, metadata with checksums and the validation report."""
@@ -322,7 +323,7 @@ def save_model_folder(
     output_dir.mkdir(parents=True, exist_ok=True)
     from .export import check_parity, export_tflite
 
-    export_tflite(classifier, output_dir / SERVING_ARTIFACT)
+    export_tflite(classifier, output_dir / SERVING_ARTIFACT, float16=float16)
     parity = check_parity(classifier, output_dir / SERVING_ARTIFACT, parity_sample, num_threads=config.num_threads)
     classifier.save(output_dir / KERAS_ARTIFACT)
     calibration.scorer.save(output_dir / OOD_STATISTICS_FILE)

@@ -25,9 +25,9 @@ from .preprocessing import make_preprocessing, scale_pixels
 from .training import (
     TrainingConfig,
     TrainingResult,
-    _null_progress,
     balanced_class_weights,
     calibrate,
+    null_progress,
     save_model_folder,
 )
 
@@ -142,7 +142,7 @@ def train_whole_network(
     name: str,
     val_dir: Path | None = None,
     config: TrainingConfig,
-    progress: Callable = _null_progress,
+    progress: Callable = null_progress,
     log: Callable[[str], None] = logger.info,
 ) -> TrainingResult:
     import keras

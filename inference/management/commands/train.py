@@ -14,7 +14,7 @@ from inference.backbones import DEFAULT_BACKBONE, UnknownBackbone, WeightsUnavai
 from inference.data import AugmentationConfig, DatasetError
 from inference.models import ModelVersion
 from inference.services import activate_version, register_from_metadata
-from inference.training import TrainingConfig, tqdm_progress, train
+from inference.training import TrainingConfig, null_progress, tqdm_progress, train
 
 
 class Command(BaseCommand):
@@ -57,7 +57,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         name = options["name"] or f"{options['backbone']}-{timezone.now():%Y%m%d-%H%M%S}"
-        if ModelVersion.objects.filter(name=name).exists() and not options["no_register"]:
+        if not options["no_register"] and ModelVersion.objects.filter(name=name).exists():
             raise CommandError(f"a model version named {name!r} exists; choose another --name")
         store = Path(settings.MODEL_STORE_DIR)
         output = (options["output"] or store / name).resolve()
@@ -100,7 +100,7 @@ class Command(BaseCommand):
                     name=name,
                     config=config,
                     cache_dir=options["cache_dir"] or Path(settings.VAR_DIR) / "cache" / "features",
-                    progress=(lambda *a: _Silent()) if options["quiet_progress"] else tqdm_progress,
+                    progress=null_progress if options["quiet_progress"] else tqdm_progress,
                     log=lambda message: self.stdout.write(message),
                 )
             except (DatasetError, UnknownBackbone, WeightsUnavailable, ValueError) as exc:
@@ -133,11 +133,3 @@ class Command(BaseCommand):
         folder = Path(exporter(output_dir=directory))
         self.stdout.write(f"confirmed cells exported to {folder}")
         return folder
-
-
-class _Silent:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
