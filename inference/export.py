@@ -19,6 +19,9 @@ from .calibration import softmax
 from .runtimes import open_runtime
 
 PARITY_TOLERANCE = 1e-3
+# Rounding weights to float16 moves probabilities by up to about 1e-2 on cells; what must not move is
+# accuracy, which the model card compares on the test split (the issue allows 0.2 points).
+FLOAT16_PARITY_TOLERANCE = 3e-2
 
 
 class ExportParityError(RuntimeError):

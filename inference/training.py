@@ -321,10 +321,16 @@ def save_model_folder(
     t0 = time.perf_counter()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    from .export import check_parity, export_tflite
+    from .export import FLOAT16_PARITY_TOLERANCE, PARITY_TOLERANCE, check_parity, export_tflite
 
     export_tflite(classifier, output_dir / SERVING_ARTIFACT, float16=float16)
-    parity = check_parity(classifier, output_dir / SERVING_ARTIFACT, parity_sample, num_threads=config.num_threads)
+    parity = check_parity(
+        classifier,
+        output_dir / SERVING_ARTIFACT,
+        parity_sample,
+        tolerance=FLOAT16_PARITY_TOLERANCE if float16 else PARITY_TOLERANCE,
+        num_threads=config.num_threads,
+    )
     classifier.save(output_dir / KERAS_ARTIFACT)
     calibration.scorer.save(output_dir / OOD_STATISTICS_FILE)
     timings["export_s"] = time.perf_counter() - t0
@@ -353,6 +359,7 @@ def save_model_folder(
             "skipped_files": [str(p) for p, _ in dataset.skipped],
             **details,
             "export_parity_max_abs_diff": parity,
+            "serving_weights": "float16" if float16 else "float32",
             "timings_s": {k: round(v, 1) for k, v in timings.items()},
         },
     }

@@ -78,6 +78,7 @@ def test_ensemble_command_rejects_a_folder_without_a_keras_model(db, tmp_path):
 def test_ensemble_command_combines_two_trained_members_into_one_served_model(db, tmp_path, settings):
     import keras
 
+    from inference.gradcam import gradcam_heatmap
     from inference.predictor import Predictor
     from inference.testing import synthetic_cell_image
 
@@ -114,5 +115,8 @@ def test_ensemble_command_combines_two_trained_members_into_one_served_model(db,
         rtol=1e-4,
         atol=1e-4,
     )
+    # Grad-CAM works on the ensemble as on any classifier (on the last member's last feature map).
+    heatmap = gradcam_heatmap(ensemble, x[0], 1)
+    assert heatmap.ndim == 2 and np.isfinite(heatmap).all()
     predictions = Predictor(version).predict([synthetic_cell_image(2, 3, size=40, seed=99)])
     assert predictions[0].label in version.classes and 0.0 < predictions[0].confidence <= 1.0

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from inference.data import DatasetError
 from inference.ensemble import EnsembleError, combine_models
-from inference.models import ModelVersion
-from inference.services import activate_version, register_from_metadata
+from inference.management.commands._model_folders import output_folder, report_and_register
 from inference.training import null_progress, tqdm_progress
 
 
@@ -37,14 +35,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         name = options["name"] or f"ensemble-{timezone.now():%Y%m%d-%H%M%S}"
-        if not options["no_register"] and ModelVersion.objects.filter(name=name).exists():
-            raise CommandError(f"a model version named {name!r} exists; choose another --name")
-        store = Path(settings.MODEL_STORE_DIR)
-        output = (options["output"] or store / name).resolve()
-        if not options["no_register"] and not output.is_relative_to(store.resolve()):
-            raise CommandError(
-                f"--output must be inside MODEL_STORE_DIR ({store}) to register it, or add --no-register"
-            )
+        output = output_folder(name=name, output=options["output"], register=not options["no_register"])
         try:
             result = combine_models(
                 member_dirs=options["member"],
@@ -59,19 +50,4 @@ class Command(BaseCommand):
             )
         except (DatasetError, EnsembleError, FileNotFoundError) as exc:
             raise CommandError(str(exc)) from exc
-        validation = result.metadata["metrics"]["validation"]
-        self.stdout.write(
-            f"validation: accuracy {validation['accuracy']:.4f}, macro-F1 {validation['macro_f1']:.4f}, "
-            f"ECE {validation['ece']:.4f}, flagged {validation['flagged_fraction']:.2%}"
-        )
-        if options["no_register"]:
-            self.stdout.write(self.style.SUCCESS(f"model written to {output} (not registered)"))
-            return
-        version = register_from_metadata(
-            metadata=result.metadata,
-            source=ModelVersion.Source.TRAINED,
-            artifact_dir=str(output.relative_to(store.resolve())),
-        )
-        if options["activate"]:
-            activate_version(version)
-        self.stdout.write(self.style.SUCCESS(f"registered model version {version.name} ({output})"))
+        report_and_register(self, result, register=not options["no_register"], activate=options["activate"])

@@ -12,8 +12,7 @@ from django.utils.module_loading import import_string
 
 from inference.backbones import DEFAULT_BACKBONE, UnknownBackbone, WeightsUnavailable, available_backbones
 from inference.data import AugmentationConfig, DatasetError
-from inference.models import ModelVersion
-from inference.services import activate_version, register_from_metadata
+from inference.management.commands._model_folders import output_folder, report_and_register
 from inference.training import TrainingConfig, null_progress, tqdm_progress, train
 
 
@@ -57,14 +56,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         name = options["name"] or f"{options['backbone']}-{timezone.now():%Y%m%d-%H%M%S}"
-        if not options["no_register"] and ModelVersion.objects.filter(name=name).exists():
-            raise CommandError(f"a model version named {name!r} exists; choose another --name")
-        store = Path(settings.MODEL_STORE_DIR)
-        output = (options["output"] or store / name).resolve()
-        if not options["no_register"] and not output.is_relative_to(store.resolve()):
-            raise CommandError(
-                f"--output must be inside MODEL_STORE_DIR ({store}) to register it, or add --no-register"
-            )
+        output = output_folder(name=name, output=options["output"], register=not options["no_register"])
         train_dirs = [options["data"], *options["extra_data"]]
         with tempfile.TemporaryDirectory(prefix="confirmed-") as confirmed_dir:
             if options["include_confirmed"]:
@@ -105,22 +97,7 @@ class Command(BaseCommand):
                 )
             except (DatasetError, UnknownBackbone, WeightsUnavailable, ValueError) as exc:
                 raise CommandError(str(exc)) from exc
-        validation = result.metadata["metrics"]["validation"]
-        self.stdout.write(
-            f"validation: accuracy {validation['accuracy']:.4f}, macro-F1 {validation['macro_f1']:.4f}, "
-            f"ECE {validation['ece']:.4f}, flagged {validation['flagged_fraction']:.2%}"
-        )
-        if options["no_register"]:
-            self.stdout.write(self.style.SUCCESS(f"model written to {output} (not registered)"))
-            return
-        version = register_from_metadata(
-            metadata=result.metadata,
-            source=ModelVersion.Source.TRAINED,
-            artifact_dir=str(output.relative_to(store.resolve())),
-        )
-        if options["activate"]:
-            activate_version(version)
-        self.stdout.write(self.style.SUCCESS(f"registered model version {version.name} ({output})"))
+        report_and_register(self, result, register=not options["no_register"], activate=options["activate"])
 
     def _export_confirmed(self, directory: Path) -> Path:
         dotted = getattr(settings, "CONFIRMED_LABELS_EXPORTER", "")
