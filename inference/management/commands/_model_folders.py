@@ -13,6 +13,14 @@ from inference.services import activate_version, register_from_metadata
 from inference.training import TrainingResult
 
 
+def add_output_arguments(parser, *, default_name: str) -> None:
+    parser.add_argument("--name", help=f"model version name (default: {default_name} and time)")
+    parser.add_argument("--output", type=Path, help="model folder (default: MODEL_STORE_DIR/<name>)")
+    parser.add_argument("--no-register", action="store_true", help="write the model folder only")
+    parser.add_argument("--activate", action="store_true", help="make the new version the active one")
+    parser.add_argument("--quiet-progress", action="store_true")
+
+
 def output_folder(*, name: str, output: Path | None, register: bool) -> Path:
     """The model folder to write; fails before any work when the result could not be registered."""
     if register and ModelVersion.objects.filter(name=name).exists():

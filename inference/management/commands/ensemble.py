@@ -9,7 +9,11 @@ from django.utils import timezone
 
 from inference.data import DatasetError
 from inference.ensemble import EnsembleError, combine_models
-from inference.management.commands._model_folders import output_folder, report_and_register
+from inference.management.commands._model_folders import (
+    add_output_arguments,
+    output_folder,
+    report_and_register,
+)
 from inference.training import null_progress, tqdm_progress
 
 
@@ -27,11 +31,7 @@ class Command(BaseCommand):
         parser.add_argument("--val-data", required=True, type=Path, help="validation images, one folder per class")
         parser.add_argument("--float16", action="store_true", help="store the served model's weights as float16")
         parser.add_argument("--threads", type=int, default=2)
-        parser.add_argument("--name", help="model version name (default: ensemble and time)")
-        parser.add_argument("--output", type=Path, help="model folder (default: MODEL_STORE_DIR/<name>)")
-        parser.add_argument("--no-register", action="store_true", help="write the model folder only")
-        parser.add_argument("--activate", action="store_true", help="make the new version the active one")
-        parser.add_argument("--quiet-progress", action="store_true")
+        add_output_arguments(parser, default_name="ensemble")
 
     def handle(self, *args, **options):
         name = options["name"] or f"ensemble-{timezone.now():%Y%m%d-%H%M%S}"

@@ -12,7 +12,11 @@ from django.utils.module_loading import import_string
 
 from inference.backbones import DEFAULT_BACKBONE, UnknownBackbone, WeightsUnavailable, available_backbones
 from inference.data import AugmentationConfig, DatasetError
-from inference.management.commands._model_folders import output_folder, report_and_register
+from inference.management.commands._model_folders import (
+    add_output_arguments,
+    output_folder,
+    report_and_register,
+)
 from inference.training import TrainingConfig, null_progress, tqdm_progress, train
 
 
@@ -47,12 +51,8 @@ class Command(BaseCommand):
         parser.add_argument("--patience", type=int, default=2)
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--threads", type=int, default=2)
-        parser.add_argument("--name", help="model version name (default: backbone and time)")
-        parser.add_argument("--output", type=Path, help="model folder (default: MODEL_STORE_DIR/<name>)")
         parser.add_argument("--cache-dir", type=Path, help="feature cache (default: VAR_DIR/cache/features)")
-        parser.add_argument("--no-register", action="store_true", help="write the model folder only")
-        parser.add_argument("--activate", action="store_true", help="make the new version the active one")
-        parser.add_argument("--quiet-progress", action="store_true")
+        add_output_arguments(parser, default_name="backbone")
 
     def handle(self, *args, **options):
         name = options["name"] or f"{options['backbone']}-{timezone.now():%Y%m%d-%H%M%S}"
