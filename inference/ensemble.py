@@ -6,7 +6,8 @@ flat Keras graph: each member's layers, renamed with a member prefix, run on the
 their logits and pooled features are averaged. Averaging logits is a geometric mean of the members'
 probabilities; members fine-tuned from the same ImageNet weights keep their feature channels aligned,
 so the averaged features still serve the out-of-distribution score with statistics of one feature
-size. One LiteRT file serves it, so workers, the predictor and Grad-CAM need nothing new. Temperature,
+size. One LiteRT file serves it, so workers, the predictor and Grad-CAM need nothing new (Grad-CAM takes
+the last top-level feature map, which is the last member's: its map is what that member looked at). Temperature,
 thresholds and out-of-distribution statistics are fitted anew on validation: the ensemble's
 confidence is not any member's.
 """
