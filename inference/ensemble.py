@@ -87,7 +87,8 @@ def combine_models(
     the out-of-distribution statistics (the members' training data)."""
     import keras
 
-    from .whole_network import load_views, model_outputs
+    from .export import keras_outputs
+    from .whole_network import load_views
 
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -114,11 +115,11 @@ def combine_models(
     timings["decode_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    val_logits, val_features = model_outputs(ensemble, val_pixels)
-    _, ood_features = model_outputs(ensemble, ood_pixels)
+    val_logits, val_features = keras_outputs(ensemble, val_pixels)
+    _, ood_features = keras_outputs(ensemble, ood_pixels)
     member_accuracies = []
     for member in members:
-        member_logits, _ = model_outputs(member, val_pixels)
+        member_logits, _ = keras_outputs(member, val_pixels)
         member_accuracies.append(float(np.mean(member_logits.argmax(1) == val_set.labels)))
     ensemble_accuracy = float(np.mean(val_logits.argmax(1) == val_set.labels))
     log(

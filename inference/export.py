@@ -86,9 +86,10 @@ def export_raw_tflite(keras_model, path: Path) -> Path:
 
 
 def keras_outputs(keras_model, batch: np.ndarray, *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, features) of a model with those named outputs, run in batches (any array, memory-mapped too)."""
     logits, features = [], []
     for start in range(0, len(batch), batch_size):
-        outputs = keras_model(batch[start : start + batch_size], training=False)
+        outputs = keras_model(np.asarray(batch[start : start + batch_size], dtype=np.float32), training=False)
         logits.append(np.asarray(outputs["logits"], dtype=np.float64))
         features.append(np.asarray(outputs["features"], dtype=np.float64))
     return np.concatenate(logits), np.concatenate(features)

@@ -37,6 +37,14 @@ from .data import (
     stratified_split,
 )
 from .evaluation import compute_metrics
+from .export import (
+    FLOAT16_PARITY_TOLERANCE,
+    PARITY_TOLERANCE,
+    check_parity,
+    export_raw_tflite,
+    export_tflite,
+    keras_outputs,
+)
 from .ood import OOD_STATISTICS_FILE, MahalanobisScorer, choose_ood_threshold
 from .preprocessing import make_preprocessing, scale_pixels
 
@@ -208,7 +216,7 @@ def train(
             config=config,
         )
         timings["finetune_s"] = time.perf_counter() - t0
-        val_logits, _ = _top_outputs(top, val_view.activations)
+        val_logits, _ = keras_outputs(top, val_view.activations)
         finetune_accuracy = float(np.mean(val_logits.argmax(1) == val_set.labels))
         log(f"stage 2 (fine-tuned from {config.finetune_from}): validation accuracy {finetune_accuracy:.4f}")
 
@@ -221,10 +229,10 @@ def train(
         ood_rows = np.arange(len(train_set))
         train_features = train_views[0].features.astype(np.float64)
     else:
-        val_logits, val_features = _top_outputs(top, val_view.activations)
+        val_logits, val_features = keras_outputs(top, val_view.activations)
         # A random subset is enough for class means and a shrunk covariance, and spares a pass over all.
         ood_rows = np.sort(np.random.default_rng(config.seed).permutation(len(train_set))[: config.ood_fit_images])
-        _, train_features = _top_outputs(top, train_views[0].activations[ood_rows])
+        _, train_features = keras_outputs(top, train_views[0].activations[ood_rows])
     calibration = calibrate(
         val_logits=val_logits,
         val_features=val_features,
@@ -321,8 +329,6 @@ def save_model_folder(
     t0 = time.perf_counter()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    from .export import FLOAT16_PARITY_TOLERANCE, PARITY_TOLERANCE, check_parity, export_tflite
-
     export_tflite(classifier, output_dir / SERVING_ARTIFACT, float16=float16)
     parity = check_parity(
         classifier,
@@ -439,7 +445,6 @@ class FeatureCache:
 
     def _runtime_for(self):
         if self._runtime is None:
-            from .export import export_raw_tflite
             from .runtimes import LiteRTRuntime
 
             path = self.root / "extractor.tflite"
@@ -487,15 +492,6 @@ class FeatureCache:
         partial.rename(act_path)
         np.save(feat_path, features)
         return CachedView(np.load(act_path, mmap_mode="r"), features)
-
-
-def _top_outputs(top, activations: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    logits, features = [], []
-    for start in range(0, len(activations), batch_size):
-        out = top(np.asarray(activations[start : start + batch_size], dtype=np.float32), training=False)
-        logits.append(np.asarray(out["logits"], dtype=np.float64))
-        features.append(np.asarray(out["features"], dtype=np.float64))
-    return np.concatenate(logits), np.concatenate(features)
 
 
 def _finetune(*, top, train_views, labels, class_weights, val_view, val_labels, config: TrainingConfig) -> int:

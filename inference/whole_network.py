@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import ImageDataset, load_image_folder, model_input_pixels, stratified_split
+from .export import keras_outputs
 from .preprocessing import make_preprocessing, scale_pixels
 from .training import (
     TrainingConfig,
@@ -126,15 +127,6 @@ def _batches(pixels: np.ndarray, labels, weights, *, batch_size: int, seed: int 
     return Batches()
 
 
-def model_outputs(classifier, pixels: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    logits, features = [], []
-    for start in range(0, len(pixels), batch_size):
-        out = classifier(np.asarray(pixels[start : start + batch_size], dtype=np.float32), training=False)
-        logits.append(np.asarray(out["logits"], dtype=np.float64))
-        features.append(np.asarray(out["features"], dtype=np.float64))
-    return np.concatenate(logits), np.concatenate(features)
-
-
 def train_whole_network(
     *,
     train_dirs: list[Path],
@@ -203,11 +195,11 @@ def train_whole_network(
     timings["finetune_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    val_logits, val_features = model_outputs(classifier, val_pixels[0])
+    val_logits, val_features = keras_outputs(classifier, val_pixels[0])
     finetune_accuracy = float(np.mean(val_logits.argmax(1) == val_set.labels))
     log(f"whole network at {config.whole_network_size} px: validation accuracy {finetune_accuracy:.4f}")
     ood_rows = np.sort(np.random.default_rng(config.seed).permutation(len(train_set))[: config.ood_fit_images])
-    _, ood_features = model_outputs(classifier, train_pixels[0][ood_rows])
+    _, ood_features = keras_outputs(classifier, train_pixels[0][ood_rows])
     calibration = calibrate(
         val_logits=val_logits,
         val_features=val_features,
