@@ -101,6 +101,20 @@ def null_progress(description: str, total: int):
     return _Bar()
 
 
+def load_training_data(
+    train_dirs: list[Path], val_dir: Path | None, *, config: TrainingConfig, log: Callable[[str], None]
+) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
+    """(all training folders, the part trained on, validation): ``val_dir``, or a stratified split."""
+    dataset = load_image_folder(train_dirs)
+    if val_dir is not None:
+        train_set, val_set = dataset, load_image_folder([val_dir], classes=dataset.classes)
+    else:
+        train_idx, val_idx = stratified_split(dataset.labels, fraction=config.val_fraction, seed=config.seed)
+        train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
+    log(f"{len(train_set)} training and {len(val_set)} validation images, classes: {', '.join(dataset.classes)}")
+    return dataset, train_set, val_set
+
+
 def tqdm_progress(description: str, total: int):
     from tqdm import tqdm
 
@@ -133,15 +147,8 @@ def train(
     from .backbones import backbone_spec, get_backbone
 
     backbone_spec(config.backbone)  # an unknown name fails before any data is read
-    dataset = load_image_folder(train_dirs)
-    if val_dir is not None:
-        train_set = dataset
-        val_set = load_image_folder([val_dir], classes=dataset.classes)
-    else:
-        train_idx, val_idx = stratified_split(dataset.labels, fraction=config.val_fraction, seed=config.seed)
-        train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
+    dataset, train_set, val_set = load_training_data(train_dirs, val_dir, config=config, log=log)
     classes = dataset.classes
-    log(f"{len(train_set)} training and {len(val_set)} validation images, classes: {', '.join(classes)}")
 
     preprocessing = make_preprocessing(input_size=config.input_size, scale="raw", resample=config.resample)
     keras.utils.set_random_seed(config.seed)

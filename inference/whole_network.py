@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import ImageDataset, load_image_folder, model_input_pixels, stratified_split
+from .data import ImageDataset, model_input_pixels
 from .export import keras_outputs
 from .preprocessing import make_preprocessing, scale_pixels
 from .training import (
@@ -28,6 +28,7 @@ from .training import (
     TrainingResult,
     balanced_class_weights,
     calibrate,
+    load_training_data,
     null_progress,
     save_model_folder,
 )
@@ -141,17 +142,10 @@ def train_whole_network(
 
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    dataset = load_image_folder(train_dirs)
-    if val_dir is not None:
-        train_set, val_set = dataset, load_image_folder([val_dir], classes=dataset.classes)
-    else:
-        train_idx, val_idx = stratified_split(dataset.labels, fraction=config.val_fraction, seed=config.seed)
-        train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
+    dataset, train_set, val_set = load_training_data(train_dirs, val_dir, config=config, log=log)
     classes = dataset.classes
-    log(f"{len(train_set)} training and {len(val_set)} validation images, classes: {', '.join(classes)}")
+    # Raw 0..255 pixels: the classifier scales them itself.
     preprocessing = make_preprocessing(input_size=config.input_size, scale="raw", resample=config.resample)
-    if preprocessing["scale"] != "raw":
-        raise ValueError("whole-network training feeds raw 0..255 pixels")
 
     t0 = time.perf_counter()
     train_pixels = load_views(
