@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
+from functools import partial
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, transaction
 
 from inference.predictor import ModelUnavailable, get_predictor
 
-from . import selectors, services
+from . import events, selectors, services
 from .models import CellImage
 from .storage import StoredImageError
 
@@ -74,9 +75,19 @@ def classify(*, image_ids: Sequence[int]) -> dict[str, int]:
         classified, failed = _classify_batch(predictor, batch)
         counts["classified"] += classified
         counts["failed"] += failed
+        _announce(batch)
     services.refresh_case_statuses(case_ids={image.case_id for image in images})
     logger.info("classified images %s with %s: %s", [i.pk for i in images], predictor.version.name, counts)
     return counts
+
+
+def _announce(images: Sequence[CellImage]) -> None:
+    """Push the batch's new states to the pages watching their cases, once committed."""
+    by_case: dict[int, list[int]] = {}
+    for image in images:
+        by_case.setdefault(image.case_id, []).append(image.pk)
+    for case_id, ids in by_case.items():
+        transaction.on_commit(partial(events.publish_image_updates, case_id=case_id, image_ids=ids), robust=True)
 
 
 def _classify_batch(predictor, images: Sequence[CellImage]) -> tuple[int, int]:

@@ -40,6 +40,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    # Swagger UI served from our own static files: the API docs work on a lab network without internet.
+    "drf_spectacular_sidecar",
     "allauth",
     "allauth.account",
     "allauth.mfa",
@@ -185,6 +187,20 @@ CACHES = {
     )
 }
 
+
+def _events_redis_url() -> str:
+    """Redis carrying the push events (cases/events.py): its own variable, else a redis:// cache or broker."""
+    for name in ("EVENTS_REDIS_URL", "CACHE_URL", "CELERY_BROKER_URL"):
+        value = os.environ.get(name, "").strip()
+        if value.startswith(("redis://", "rediss://", "unix://")):
+            return value
+    return ""
+
+
+# Push of new predictions to the case page: Redis pub/sub when set, else an in-process channel
+# (enough for the embedded default, where the tasks run in the web process).
+EVENTS_REDIS_URL = _events_redis_url()
+
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "HematoVision <no-reply@hematovision.local>")
 
@@ -271,6 +287,9 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # Case and CellImage both have a `status` field; give their choice lists distinct schema names.
     "ENUM_NAME_OVERRIDES": {
         "CaseStatusEnum": "cases.models.Case.Status",
