@@ -1,5 +1,6 @@
 # The two commands of the README:
-#   make run   - virtualenv, pinned requirements, migrate, demo users, serve on http://127.0.0.1:8000
+#   make run   - virtualenv, pinned requirements, migrate, demo users, serve on http://127.0.0.1:8000 (DEBUG off)
+#   make dev   - the same with DEBUG on, for developers
 #   make test  - virtualenv, pinned dev requirements, Chromium for the browser tests, ruff, pytest
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -11,7 +12,7 @@ PORT ?= 8000
 PG_URL := postgres://postgres@127.0.0.1:5432/hematovision
 TEST_DATABASE_URL ?= $(shell (command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432) && echo $(PG_URL))
 
-.PHONY: run test lint bench install-run install-dev chromium clean
+.PHONY: run dev test lint bench install-run install-dev chromium clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,12 @@ run: install-run
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py create_demo_users
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+# For developers: the same with DEBUG on (Django's debug pages, static files re-read on change).
+dev: install-run
+	$(BIN)/python manage.py migrate --no-input
+	$(BIN)/python manage.py create_demo_users
+	DEBUG=1 $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 # Debian's Chromium drives the browser tests (Playwright's own browser download is not used).
 chromium:
