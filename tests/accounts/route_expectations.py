@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from accounts.roles import ROLE_CAPABILITIES, Role
+from tests.factories import DEFAULT_PASSWORD
 
 ANONYMOUS = "anonymous"
 PENDING = "pending"
@@ -70,7 +71,10 @@ class Route:
 
 
 # Left out on purpose.
-IGNORED_NAMESPACES = {"admin": "Django's admin site has its own staff login and permission checks."}
+IGNORED_NAMESPACES = {
+    "admin": "Django's admin site: staff only, and only in a session signed in through allauth with a second "
+    "factor (accounts/admin_site.py, tests/accounts/test_admin_site.py).",
+}
 IGNORED_URLCONFS = {
     "allauth.urls": "allauth's own pages (/accounts/: sign-in, sign-up, codes, TOTP, providers) are for anyone "
     "by design; their flows are tested in tests/accounts/test_auth_flows.py, test_mfa_required.py and "
@@ -144,7 +148,19 @@ ROUTES = [
         kwargs=_pk("case"),
         data=lambda world: {"confirm_cell": str(world.image.pk)},
     ),
-    Route("cases:review_sign", roles_with("sign_case"), method="post", kwargs=_fresh("fresh_case")),
+    Route(
+        "cases:review_confirm_unreviewed",
+        roles_with("review_cells"),
+        kwargs=_fresh("fresh_reviewed_case"),
+        also=[Check("post", roles_with("review_cells"), data={"confirm": "yes"})],
+    ),
+    Route(
+        "cases:review_sign",
+        roles_with("sign_case"),
+        kwargs=_fresh("fresh_reviewed_case"),
+        also=[Check("post", roles_with("sign_case"), data={"password": DEFAULT_PASSWORD})],
+        note="Signing asks for the password (or a TOTP code) again.",
+    ),
     Route(
         "cases:review_amend",
         roles_with("sign_case"),
@@ -153,6 +169,25 @@ ROUTES = [
         data=lambda world: world.amendment(),
     ),
     Route("cases:differential", roles_with("view_cases", "review_cells"), kwargs=_pk("case")),
+    Route(
+        "cases:laboratories",
+        roles_with("manage_laboratories"),
+        also=[
+            Check(
+                "post", roles_with("manage_laboratories"), data=lambda world: {"name": f"Lab {world.new_accession()}"}
+            )
+        ],
+    ),
+    Route(
+        "cases:laboratory_edit",
+        roles_with("manage_laboratories"),
+        kwargs=_fresh("fresh_laboratory"),
+        also=[
+            Check(
+                "post", roles_with("manage_laboratories"), data=lambda world: {"name": f"Lab {world.new_accession()}"}
+            )
+        ],
+    ),
     Route(
         "cases:review_gradcam",
         roles_with("view_cases", "review_cells"),
@@ -174,6 +209,7 @@ ROUTES = [
         also=[Check("post", roles_with("create_case"), data=lambda world: world.upload())],
     ),
     Route("api-image-detail", roles_with("view_cases"), kwargs=_pk("image")),
+    Route("api-laboratory-list", roles_with("view_cases", "create_case", "manage_laboratories")),
     Route(
         "api-case-reviews",
         roles_with("view_cases", "review_cells"),
