@@ -51,6 +51,7 @@ class User(AbstractUser):
             ("export_data", "Download anonymized exports"),
             ("manage_models", "Import and activate model versions"),
             ("view_errors", "See failed classifications and overrides"),
+            ("manage_laboratories", "Add and edit laboratories and their instruments"),
         ]
 
     def __str__(self) -> str:

@@ -17,7 +17,7 @@ class Role(models.TextChoices):
 ROLE_CAPABILITIES: dict[str, set[str]] = {
     Role.TECHNICIAN: {"create_case", "view_cases", "retry_classification"},
     Role.PATHOLOGIST: {"view_cases", "review_cells", "sign_case"},
-    Role.SUPERVISOR: {"view_cases", "view_dashboard", "view_audit", "manage_users"},
+    Role.SUPERVISOR: {"view_cases", "view_dashboard", "view_audit", "manage_users", "manage_laboratories"},
     Role.RESEARCHER: {"export_data"},
     Role.ADMIN: {
         "view_cases",
@@ -28,6 +28,7 @@ ROLE_CAPABILITIES: dict[str, set[str]] = {
         "manage_models",
         "view_errors",
         "export_data",
+        "manage_laboratories",
     },
 }
 

@@ -19,6 +19,7 @@ from .serializers import (
     CaseProblemSerializer,
     CaseSerializer,
     CellImageSerializer,
+    LaboratorySerializer,
     UploadResultSerializer,
     UploadSerializer,
 )
@@ -64,6 +65,7 @@ class CaseListCreateAPI(generics.ListCreateAPIView):
             serializer.instance = services.create_case(
                 accession_id=serializer.validated_data["accession_id"],
                 patient_reference=serializer.validated_data.get("patient_reference", ""),
+                laboratory=serializer.validated_data.get("laboratory"),
                 created_by=self.request.user,
                 request=self.request,
             )
@@ -153,3 +155,14 @@ class ImageRetryAPI(generics.GenericAPIView):
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         refreshed = CellImage.objects.prefetch_related("predictions__model_version").get(pk=image.pk)
         return Response(CellImageSerializer(refreshed).data, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema_view(get=extend_schema(summary="The laboratories a case can name (id, name, instrument, scale)"))
+class LaboratoryListAPI(generics.ListAPIView):
+    permission_classes = [HasCapability]
+    required_capabilities = ("view_cases", "create_case", "manage_laboratories")
+    serializer_class = LaboratorySerializer
+    pagination_class = None
+
+    def get_queryset(self):
+        return selectors.list_laboratories()

@@ -18,3 +18,8 @@ urlpatterns += [
     path("cases/<int:pk>/amendments/", api_review.CaseAmendmentsAPI.as_view(), name="api-case-amendments"),
     path("cases/<int:pk>/differential/", api_review.CaseDifferentialAPI.as_view(), name="api-case-differential"),
 ]
+
+# Laboratories (cases/api.py).
+urlpatterns += [
+    path("laboratories/", api.LaboratoryListAPI.as_view(), name="api-laboratory-list"),
+]

@@ -1,17 +1,25 @@
 from django import forms
 
-from .models import Case
+from .models import Case, Laboratory
 
 
 class CaseForm(forms.ModelForm):
     class Meta:
         model = Case
-        fields = ["accession_id", "patient_reference"]
-        labels = {"accession_id": "Accession id", "patient_reference": "Patient reference"}
+        fields = ["accession_id", "patient_reference", "laboratory"]
+        labels = {"accession_id": "Accession id", "patient_reference": "Patient reference", "laboratory": "Laboratory"}
         help_texts = {
             "accession_id": "The laboratory's id of this sample; unique.",
             "patient_reference": "Your system's patient id. Shown only on the case page, never in lists or exports.",
+            "laboratory": (
+                "Where the smear was imaged. Its scale (µm per pixel), when known, sets how cells are cropped."
+            ),
         }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["laboratory"].queryset = Laboratory.objects.order_by("name")
+        self.fields["laboratory"].empty_label = "Not stated (scale estimated from the red cells)"
 
     def clean_accession_id(self) -> str:
         return self.cleaned_data["accession_id"].strip()
@@ -20,3 +28,13 @@ class CaseForm(forms.ModelForm):
 class CaseFilterForm(forms.Form):
     status = forms.ChoiceField(choices=[("", "Any status"), *Case.Status.choices], required=False)
     accession = forms.CharField(required=False, max_length=64, label="Accession id")
+
+
+class LaboratoryForm(forms.ModelForm):
+    class Meta:
+        model = Laboratory
+        fields = ["name", "instrument", "um_per_pixel"]
+        labels = {"um_per_pixel": "µm per pixel"}
+
+    def clean_name(self) -> str:
+        return self.cleaned_data["name"].strip()

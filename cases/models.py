@@ -1,5 +1,32 @@
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+
+
+class Laboratory(models.Model):
+    """A laboratory and its imaging set-up (microscope or analyser, camera). Its scale, when known, is how
+    cells of its cases are cropped at the model's physical scale; without it the scale is estimated."""
+
+    name = models.CharField(max_length=120, unique=True)
+    instrument = models.CharField(
+        max_length=200, blank=True, help_text="Microscope or analyser and camera, e.g. 'CellaVision DM96'."
+    )
+    um_per_pixel = models.FloatField(
+        "µm per pixel",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.01), MaxValueValidator(10.0)],
+        help_text="Micrometres per image pixel, when the laboratory knows it (calibration slide).",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "laboratories"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.instrument})" if self.instrument else self.name
 
 
 class Case(models.Model):
@@ -22,6 +49,8 @@ class Case(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="cases_signed"
     )
     signed_at = models.DateTimeField(null=True, blank=True)
+    # Where the smear was imaged: the scale its cells are cropped at, and whose adapted model may serve it.
+    laboratory = models.ForeignKey(Laboratory, null=True, blank=True, on_delete=models.PROTECT, related_name="cases")
 
     class Meta:
         ordering = ["-created_at"]

@@ -15,7 +15,7 @@ from PIL import Image
 from inference.preprocessing import to_rgb
 
 from . import storage
-from .models import Case, CellImage, Prediction, Review
+from .models import Case, CellImage, Laboratory, Prediction, Review
 
 PENDING_STATUSES = (CellImage.Status.QUEUED, CellImage.Status.CLASSIFYING)
 THUMBNAIL_SIZE = 224
@@ -58,7 +58,16 @@ def list_cases(*, status: str | None = None, accession: str | None = None) -> Qu
 
 
 def get_case(*, pk: int) -> Case:
-    return Case.objects.select_related("created_by", "signed_by").get(pk=pk)
+    return Case.objects.select_related("created_by", "signed_by", "laboratory").get(pk=pk)
+
+
+def list_laboratories() -> QuerySet[Laboratory]:
+    """Every laboratory, by name, with how many cases it has."""
+    return Laboratory.objects.annotate(case_count=Count("cases")).order_by("name", "id")
+
+
+def get_laboratory(*, pk: int) -> Laboratory:
+    return Laboratory.objects.get(pk=pk)
 
 
 def get_image(*, pk: int) -> CellImage:

@@ -1,7 +1,14 @@
 from django.urls import reverse
 from rest_framework import serializers
 
-from .models import Case, CellImage, Prediction
+from .models import Case, CellImage, Laboratory, Prediction
+
+
+class LaboratorySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Laboratory
+        fields = ["id", "name", "instrument", "um_per_pixel"]
+        read_only_fields = fields
 
 
 class CaseSerializer(serializers.ModelSerializer):
@@ -10,10 +17,25 @@ class CaseSerializer(serializers.ModelSerializer):
     created_by = serializers.EmailField(source="created_by.email", read_only=True)
     patient_reference = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=128)
     image_count = serializers.IntegerField(read_only=True, default=0)
+    laboratory = serializers.PrimaryKeyRelatedField(
+        queryset=Laboratory.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="Id of the laboratory where the smear was imaged (GET /api/v1/laboratories/); null when not stated.",
+    )
 
     class Meta:
         model = Case
-        fields = ["id", "accession_id", "patient_reference", "status", "created_by", "created_at", "image_count"]
+        fields = [
+            "id",
+            "accession_id",
+            "patient_reference",
+            "laboratory",
+            "status",
+            "created_by",
+            "created_at",
+            "image_count",
+        ]
         read_only_fields = ["id", "status", "created_by", "created_at", "image_count"]
 
 

@@ -22,7 +22,7 @@ from audit.services import record
 from inference.preprocessing import to_rgb
 
 from . import selectors, storage
-from .models import Case, CellImage, Prediction
+from .models import Case, CellImage, Laboratory, Prediction
 from .validation import ImageRejected, ValidatedImage, validate_image
 
 logger = logging.getLogger(__name__)
@@ -57,25 +57,91 @@ def clean_file_name(name: str | None) -> str:
     return (printable or "unnamed file")[:255]
 
 
-def create_case(*, accession_id: str, created_by, patient_reference: str = "", request=None) -> Case:
+def create_case(
+    *, accession_id: str, created_by, patient_reference: str = "", laboratory: Laboratory | None = None, request=None
+) -> Case:
     accession_id = accession_id.strip()
     if not accession_id:
         raise CaseError("An accession id is required.")
     try:
         with transaction.atomic():
             case = Case.objects.create(
-                accession_id=accession_id, patient_reference=patient_reference.strip(), created_by=created_by
+                accession_id=accession_id,
+                patient_reference=patient_reference.strip(),
+                created_by=created_by,
+                laboratory=laboratory,
             )
+            details = {"accession_id": accession_id}
+            if laboratory is not None:
+                details["laboratory"] = laboratory.pk
             record(
                 action=AuditEvent.Action.CASE_CREATED,
                 actor=created_by,
                 obj=case,
-                details={"accession_id": accession_id},
+                details=details,
                 request=request,
             )
     except IntegrityError as exc:
         raise CaseError(f"A case with accession id {accession_id} already exists.") from exc
     return case
+
+
+# Laboratories.
+
+LABORATORY_FIELDS = ("name", "instrument", "um_per_pixel")
+# Audit actions of laboratory changes.
+LABORATORY_CREATED = "laboratory_created"
+LABORATORY_CHANGED = "laboratory_changed"
+
+
+def create_laboratory(*, name: str, instrument: str = "", um_per_pixel: float | None = None, actor, request=None):
+    """Add a laboratory (names are unique, compared without regard to case)."""
+    name = name.strip()
+    if not name:
+        raise CaseError("A laboratory needs a name.")
+    with transaction.atomic():
+        if Laboratory.objects.filter(name__iexact=name).exists():
+            raise CaseError(f"A laboratory named {name} already exists.")
+        laboratory = Laboratory.objects.create(name=name, instrument=instrument.strip(), um_per_pixel=um_per_pixel)
+        record(
+            action=LABORATORY_CREATED,
+            actor=actor,
+            obj=laboratory,
+            details={field: getattr(laboratory, field) for field in LABORATORY_FIELDS},
+            request=request,
+        )
+    return laboratory
+
+
+def update_laboratory(
+    *, laboratory: Laboratory, name: str, instrument: str = "", um_per_pixel: float | None = None, actor, request=None
+) -> Laboratory:
+    """Change a laboratory; the audit trail keeps each changed field's old and new value."""
+    name = name.strip()
+    if not name:
+        raise CaseError("A laboratory needs a name.")
+    with transaction.atomic():
+        locked = Laboratory.objects.select_for_update().get(pk=laboratory.pk)
+        if Laboratory.objects.filter(name__iexact=name).exclude(pk=locked.pk).exists():
+            raise CaseError(f"A laboratory named {name} already exists.")
+        new_values = {"name": name, "instrument": instrument.strip(), "um_per_pixel": um_per_pixel}
+        changes = {
+            field: {"from": getattr(locked, field), "to": value}
+            for field, value in new_values.items()
+            if getattr(locked, field) != value
+        }
+        if changes:
+            for field, value in new_values.items():
+                setattr(locked, field, value)
+            locked.save()
+            record(
+                action=LABORATORY_CHANGED,
+                actor=actor,
+                obj=locked,
+                details={"changes": changes},
+                request=request,
+            )
+    return locked
 
 
 def add_images(*, case: Case, files: Iterable, uploaded_by, request=None) -> tuple[list[CellImage], list[RejectedFile]]:

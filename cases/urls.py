@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views, views_review
+from . import views, views_laboratories, views_review
 
 app_name = "cases"
 
@@ -23,4 +23,10 @@ urlpatterns += [
     path("<int:pk>/review/amend/", views_review.amend, name="review_amend"),
     path("<int:pk>/differential/", views_review.differential, name="differential"),
     path("images/<int:pk>/gradcam/", views_review.gradcam, name="review_gradcam"),
+]
+
+# Laboratories and their instruments (cases/views_laboratories.py).
+urlpatterns += [
+    path("laboratories/", views_laboratories.laboratory_list, name="laboratories"),
+    path("laboratories/<int:pk>/", views_laboratories.laboratory_edit, name="laboratory_edit"),
 ]

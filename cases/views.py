@@ -60,6 +60,7 @@ def case_create(request):
             case = services.create_case(
                 accession_id=form.cleaned_data["accession_id"],
                 patient_reference=form.cleaned_data["patient_reference"],
+                laboratory=form.cleaned_data.get("laboratory"),
                 created_by=request.user,
                 request=request,
             )

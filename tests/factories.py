@@ -2,7 +2,7 @@ import factory
 from django.contrib.auth.models import Group
 
 from accounts.models import User
-from cases.models import Case, CellImage, Prediction
+from cases.models import Case, CellImage, Laboratory, Prediction
 from inference.models import ModelVersion
 
 DEFAULT_PASSWORD = "correct-horse-battery-staple"
@@ -22,6 +22,15 @@ class UserFactory(factory.django.DjangoModelFactory):
             self.groups.add(Group.objects.get(name=extracted))
         if create:
             self.save()
+
+
+class LaboratoryFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Laboratory
+
+    name = factory.Sequence(lambda n: f"Laboratory {n}")
+    instrument = "Olympus CX31 with a phone camera"
+    um_per_pixel = None
 
 
 class CaseFactory(factory.django.DjangoModelFactory):

@@ -31,7 +31,14 @@ from tests.accounts.route_expectations import (
     ROUTES,
     Route,
 )
-from tests.factories import DEFAULT_PASSWORD, CaseFactory, CellImageFactory, ModelVersionFactory, PredictionFactory
+from tests.factories import (
+    DEFAULT_PASSWORD,
+    CaseFactory,
+    CellImageFactory,
+    LaboratoryFactory,
+    ModelVersionFactory,
+    PredictionFactory,
+)
 
 ROUTES_BY_NAME = {route.name: route for route in ROUTES}
 
@@ -132,6 +139,9 @@ class World:
             to_label="neutrophil",
         )
         return case
+
+    def fresh_laboratory(self):
+        return LaboratoryFactory()
 
     def fresh_model_version(self):
         return ModelVersionFactory()
