@@ -64,6 +64,19 @@ def _rss_mb(pid: int) -> float | None:
     return None
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of one process, plus that of its children it has waited for."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # After the ")": state is field 3 of proc(5), so utime (14), stime (15), cutime (16), cstime (17) are 11..14.
+    return sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
+
+
 class ProcessTree:
     """A process started here in its own session, so that it and its children stop together."""
 
@@ -88,6 +101,18 @@ class ProcessTree:
                 sizes[pid] = size
                 pending += _children(pid)
         return sizes
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by the process and all its live descendants (and those they reaped)."""
+        total = 0.0
+        pending = [self.process.pid]
+        while pending:
+            pid = pending.pop()
+            used = _cpu_seconds(pid)
+            if used is not None:
+                total += used
+                pending += _children(pid)
+        return total
 
     def stop(self, timeout: float = 20) -> None:
         if self.process.poll() is None:

@@ -291,6 +291,10 @@ class ProductionStack:
             self.workers.append(worker)
         wait_for_http(f"{self.base_url}/readyz", headers=PROXY_HEADERS, timeout=120)
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by gunicorn and the Celery workers, with all their child processes."""
+        return sum(process.cpu_seconds() for process in self.processes)
+
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
@@ -362,6 +366,7 @@ def run(arguments: argparse.Namespace) -> dict:
             )
 
         results = Results()
+        cpu_before = stack.cpu_seconds() if stack else None
         started = time.monotonic()
         deadline = started + arguments.duration
         threads = [
@@ -391,6 +396,9 @@ def run(arguments: argparse.Namespace) -> dict:
                 case_seconds = hundred_cell_case(technician(arguments.users), files, run_id, arguments.case_cells)
             except Exception as error:  # noqa: BLE001
                 results.error(f"{arguments.case_cells}-cell case: {error}")
+        # Web and worker processes only (not PostgreSQL, Redis or these clients), over every cell classified.
+        server_cpu_s = None if cpu_before is None else stack.cpu_seconds() - cpu_before
+        cells_classified = results.cells + (arguments.case_cells if case_seconds is not None else 0)
         return {
             "users": arguments.users,
             "duration_s": round(elapsed, 1),
@@ -408,6 +416,12 @@ def run(arguments: argparse.Namespace) -> dict:
             "cells_per_s": round(results.cells / elapsed, 2) if elapsed else 0.0,
             "case_cells": arguments.case_cells,
             "case_seconds": None if case_seconds is None else round(case_seconds, 2),
+            "server_cpu_s": None if server_cpu_s is None else round(server_cpu_s, 2),
+            "server_cpu_ms_per_cell": (
+                round(server_cpu_s * 1000 / cells_classified, 1)
+                if server_cpu_s is not None and cells_classified
+                else None
+            ),
             "errors": len(results.errors),
             "error_examples": sorted(set(results.errors))[:5],
             "worker_rss_mb": None if sampler is None else round(sampler.peak_per_worker_mb, 1),
@@ -446,6 +460,12 @@ TARGETS = (
     ),
     ("errors", "errors", lambda r: r["errors"] == 0, "0"),
     (
+        "server_cpu_ms_per_cell",
+        "server CPU per cell (ms)",
+        lambda r: r["server_cpu_ms_per_cell"] is not None and r["server_cpu_ms_per_cell"] <= 25,
+        "≤ 25",
+    ),
+    (
         "worker_rss_mb",
         "peak RSS per worker (MB)",
         lambda r: r["worker_rss_mb"] is not None and r["worker_rss_mb"] <= 600,
@@ -470,6 +490,7 @@ def print_table(result: dict) -> None:
         ("server: stored→predicted p95 (ms)", result["server_upload_to_prediction_p95_ms"]),
         ("cells per second", result["cells_per_s"]),
         (f"{result['case_cells']}-cell case end to end (s)", result["case_seconds"]),
+        ("server CPU per cell classified (ms)", result["server_cpu_ms_per_cell"]),
         ("errors", result["errors"]),
         ("peak RSS per worker, all its processes (MB)", result["worker_rss_mb"]),
         ("peak RSS of one worker process (MB)", result["worker_process_rss_mb"]),
