@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .review_labels import REVIEWER_LABELS, is_critical, is_reviewer_label, reviewer_label_name
+
 # Adult reference intervals, % of leukocytes (common textbook intervals; labs validate their own).
 LEUKOCYTE_REFERENCE_RANGES: dict[str, tuple[float, float]] = {
     "neutrophil": (40.0, 75.0),
@@ -39,12 +41,14 @@ def canonical(label: str) -> str:
 
 
 def display_name(label: str) -> str:
+    if is_reviewer_label(label):
+        return reviewer_label_name(label)
     name = canonical(label)
     return DISPLAY_NAMES.get(name, name.capitalize())
 
 
 def is_leukocyte(label: str) -> bool:
-    return canonical(label) not in NON_LEUKOCYTES
+    return not is_reviewer_label(label) and canonical(label) not in NON_LEUKOCYTES
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,8 @@ class DifferentialRow:
 @dataclass
 class Differential:
     rows: list[DifferentialRow] = field(default_factory=list)
+    # Reviewer-only labels (smudge, artefact, other / abnormal): counted apart, never in the percentages.
+    reviewer_rows: list[DifferentialRow] = field(default_factory=list)
     total_cells: int = 0
     leukocytes: int = 0
     reviewed_cells: int = 0
@@ -87,6 +93,16 @@ class Differential:
     @property
     def flags(self) -> list[DifferentialRow]:
         return [row for row in self.rows if row.flag]
+
+    @property
+    def reviewed_leukocytes(self) -> int:
+        """Leukocytes with a pathologist's final label: what a manual count of 100 or 200 cells counts."""
+        return sum(row.reviewed for row in self.rows if row.leukocyte)
+
+    @property
+    def critical(self) -> bool:
+        """A reviewer called at least one cell abnormal."""
+        return any(row.count and is_critical(row.label) for row in self.reviewer_rows)
 
 
 def _flag(value: float | None, low: float | None, high: float | None) -> str:
@@ -101,12 +117,24 @@ def _flag(value: float | None, low: float | None, high: float | None) -> str:
 
 def compute_differential(*, cells: Iterable[LabelledCell], classes: Iterable[str], unlabelled: int = 0) -> Differential:
     """Counts and percentages per class. `classes` fixes the row order (every class gets a row, even at 0);
-    labels outside it are appended. `unlabelled` counts cells with neither a prediction nor a review."""
+    labels outside it are appended; reviewer-only labels go to `reviewer_rows`, outside the leukocyte count.
+    `unlabelled` counts cells with neither a prediction nor a review."""
     rows: dict[str, DifferentialRow] = {}
+    reviewer_rows = {
+        label: DifferentialRow(label=label, name=display_name(label), leukocyte=False, unit="")
+        for label in REVIEWER_LABELS
+    }
     for label in classes:
         rows.setdefault(label, DifferentialRow(label=label, name=display_name(label), leukocyte=is_leukocyte(label)))
     result = Differential(unlabelled_cells=unlabelled, total_cells=unlabelled)
     for cell in cells:
+        if is_reviewer_label(cell.label):
+            row = reviewer_rows[cell.label]
+            row.count += 1
+            row.reviewed += int(cell.reviewed)
+            result.total_cells += 1
+            result.reviewed_cells += int(cell.reviewed)
+            continue
         row = rows.setdefault(
             cell.label,
             DifferentialRow(label=cell.label, name=display_name(cell.label), leukocyte=is_leukocyte(cell.label)),
@@ -129,4 +157,5 @@ def compute_differential(*, cells: Iterable[LabelledCell], classes: Iterable[str
             row.value = 100.0 * row.count / result.leukocytes
         row.flag = _flag(row.value, row.low, row.high)
     result.rows = list(rows.values())
+    result.reviewer_rows = list(reviewer_rows.values())
     return result

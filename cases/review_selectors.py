@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
 
 from inference.models import ModelVersion
 from inference.registry import get_active_version
 
 from .differential import Differential, LabelledCell, compute_differential, display_name
 from .models import Case, CellImage, Prediction, Review
+from .review_explain import FlagReason, flag_reasons
+from .review_labels import CRITICAL_LABELS, REVIEWER_LABELS, is_reviewer_label
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class CellForReview:
 
     @property
     def is_reviewed(self) -> bool:
-        return self.final_review is not None
+        return bool(self.final_label)
 
     @property
     def flagged(self) -> bool:
@@ -48,6 +50,22 @@ class CellForReview:
     @property
     def overridden(self) -> bool:
         return self.is_reviewed and self.final_label != self.predicted_label
+
+    @property
+    def flag_reasons(self) -> list[FlagReason]:
+        return flag_reasons(self.prediction)
+
+    @property
+    def final_name(self) -> str:
+        return display_name(self.final_label) if self.final_label else ""
+
+    @property
+    def runner_up(self) -> tuple[str, float] | None:
+        """The second most probable class and its probability, shown beside an unsure prediction."""
+        if self.prediction is None or len(self.prediction.probabilities or {}) < 2:
+            return None
+        ranked = sorted(self.prediction.probabilities.items(), key=lambda item: item[1], reverse=True)
+        return ranked[1]
 
 
 @dataclass
@@ -108,21 +126,35 @@ def label_choices(*, case: Case) -> list[str]:
 
 
 def review_gallery(*, case: Case) -> list[GalleryGroup]:
-    """Flagged ("unidentified") cells first, then one group per predicted class in the model's class order,
-    then cells without a prediction (queued, classifying or failed)."""
+    """Cells grouped by what they are taken to be now, so a reclassified cell moves to its new class at once:
+    flagged ("unidentified") cells nobody has reviewed first, then one group per class in the model's class
+    order (a reviewed cell under its final label, else under its predicted label), then the reviewer-only labels
+    (smudge, artefact, other / abnormal), then cells without a prediction (queued, classifying or failed)."""
     cells = cells_for_review(case=case)
     order = {label: index for index, label in enumerate(label_choices(case=case))}
-    flagged = [cell for cell in cells if cell.flagged]
+    flagged: list[CellForReview] = []
     by_class: dict[str, list[CellForReview]] = {}
+    by_reviewer_label: dict[str, list[CellForReview]] = {}
+    unclassified: list[CellForReview] = []
     for cell in cells:
-        if cell.prediction and not cell.flagged:
+        if is_reviewer_label(cell.final_label):
+            by_reviewer_label.setdefault(cell.final_label, []).append(cell)
+        elif cell.is_reviewed:
+            by_class.setdefault(cell.final_label, []).append(cell)
+        elif cell.prediction is None:
+            unclassified.append(cell)
+        elif cell.flagged:
+            flagged.append(cell)
+        else:
             by_class.setdefault(cell.predicted_label, []).append(cell)
-    unclassified = [cell for cell in cells if cell.prediction is None]
     groups: list[GalleryGroup] = []
     if flagged:
         groups.append(GalleryGroup(key="flagged", title="Unidentified — needs review", cells=flagged, flagged=True))
     for label in sorted(by_class, key=lambda name: (order.get(name, len(order)), name)):
         groups.append(GalleryGroup(key=label, title=display_name(label), cells=by_class[label]))
+    for label in REVIEWER_LABELS:
+        if label in by_reviewer_label:
+            groups.append(GalleryGroup(key=label, title=display_name(label), cells=by_reviewer_label[label]))
     if unclassified:
         groups.append(GalleryGroup(key="unclassified", title="Not classified", cells=unclassified))
     return groups
@@ -146,3 +178,21 @@ def case_differential(*, case: Case) -> Differential:
 def case_reviews(*, case: Case) -> QuerySet[Review]:
     """The review history of a case, oldest first."""
     return Review.objects.filter(image__case=case).select_related("reviewer", "image").order_by("created_at", "id")
+
+
+def critical_case_ids(*, case_ids) -> set[int]:
+    """Cases (of `case_ids`) where a reviewer's latest word on some cell is a critical label (other / abnormal)."""
+    latest = Review.objects.filter(image=OuterRef("image")).order_by("-created_at", "-id").values("pk")[:1]
+    return set(
+        Review.objects.filter(image__case_id__in=list(case_ids), to_label__in=CRITICAL_LABELS, pk=Subquery(latest))
+        .values_list("image__case_id", flat=True)
+        .distinct()
+    )
+
+
+def count_by_label(labels) -> list[tuple[str, int]]:
+    """(display name, count) of each label, most frequent first."""
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    return [(display_name(label), count) for label, count in sorted(counts.items(), key=lambda item: -item[1])]

@@ -15,6 +15,7 @@ from audit.models import AuditEvent
 from audit.services import record
 
 from .models import Case, Review
+from .review_labels import REVIEWER_LABELS, is_reviewer_label
 from .review_selectors import CellForReview, cells_for_review, label_choices, review_progress
 
 MAX_REASON_LENGTH = 2000
@@ -60,16 +61,21 @@ def _clean_reason(reason: str | None) -> str:
 
 
 def _check_label(*, case: Case, label: str) -> None:
+    """A model class of this case, or a reviewer-only label (smudge, artefact, other / abnormal)."""
+    if is_reviewer_label(label):
+        return
     choices = label_choices(case=case)
     if label not in choices:
-        raise ReviewRefused(f"“{label}” is not a class of this case's model; choose one of: {', '.join(choices)}.")
+        allowed = ", ".join([*choices, *REVIEWER_LABELS])
+        raise ReviewRefused(f"“{label}” is not a class of this case's model; choose one of: {allowed}.")
 
 
 def review_cells(
     *, case: Case, image_ids, reviewer, to_label: str = "", reason: str = "", request=None
 ) -> list[Review]:
     """Confirm the selected cells (no `to_label`: each keeps its current label) or reclassify them all to
-    `to_label`. A change of label is an override and needs a reason. Refused once the case is signed."""
+    `to_label`. A change of label is an override; its reason is optional while reviewing (an amendment after
+    sign-off needs one). Refused once the case is signed."""
     _require(reviewer, "review_cells", "Only pathologists can review cells.")
     to_label = (to_label or "").strip()
     reason = _clean_reason(reason)
@@ -88,8 +94,6 @@ def review_cells(
             if not target:
                 raise ReviewRefused(f"Cell {cell.image.pk} has no prediction to confirm; reclassify it to a class.")
             kind = Review.Kind.CONFIRM if target == cell.current_label else Review.Kind.OVERRIDE
-            if kind == Review.Kind.OVERRIDE and not reason:
-                raise ReviewRefused("Reclassifying a cell needs a reason.")
             planned.append((cell, kind, target))
         reviews = []
         for cell, kind, target in planned:

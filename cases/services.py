@@ -23,6 +23,7 @@ from inference.preprocessing import to_rgb
 
 from . import selectors, storage
 from .models import Case, CellImage, Laboratory, Prediction
+from .review_labels import is_reviewer_label
 from .validation import ImageRejected, ValidatedImage, validate_image
 
 logger = logging.getLogger(__name__)
@@ -385,14 +386,17 @@ def requeue_stale(*, image_ids: Sequence[int]) -> int:
 def export_confirmed_cells(*, destination: Path, signed_only: bool = False) -> dict[str, int]:
     """Write every reviewed cell, decrypted, into destination/<final label>/cell-<id>.<jpg|png>.
 
-    The final label is the cell's latest review. JPEG and PNG files are written as uploaded; TIFF and
-    BMP as PNG (upright RGB). Names carry no case or patient information. Returns the count per label.
+    The final label is the cell's latest review; cells with a reviewer-only label are skipped. JPEG and PNG
+    files are written as uploaded; TIFF and BMP as PNG (upright RGB). Names carry no case or patient
+    information. Returns the count per label.
     """
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
     images = selectors.confirmed_cells(signed_only=signed_only)
     counts: Counter[str] = Counter()
     for image, label in images:
+        if is_reviewer_label(label):
+            continue  # smudge, artefact, other / abnormal: a reviewer's word, never a model class to train on
         folder = destination / _safe_folder_name(label)
         folder.mkdir(exist_ok=True)
         data = storage.load(image.storage_key)

@@ -19,6 +19,7 @@ urlpatterns = [
 urlpatterns += [
     path("<int:pk>/review/", views_review.review_page, name="review"),
     path("<int:pk>/review/submit/", views_review.review_submit, name="review_submit"),
+    path("<int:pk>/review/confirm-unreviewed/", views_review.confirm_unreviewed, name="review_confirm_unreviewed"),
     path("<int:pk>/review/sign/", views_review.sign, name="review_sign"),
     path("<int:pk>/review/amend/", views_review.amend, name="review_amend"),
     path("<int:pk>/differential/", views_review.differential, name="differential"),

@@ -15,7 +15,7 @@ from accounts.permissions import capability_required, has_capability
 from audit.models import AuditEvent
 from audit.services import record
 
-from . import selectors, services
+from . import review_selectors, selectors, services
 from .forms import CaseFilterForm, CaseForm
 from .models import Case, CellImage
 from .storage import StoredImageError
@@ -48,7 +48,8 @@ def case_list(request):
     cleaned = filters.cleaned_data if filters.is_valid() else {}
     cases = selectors.list_cases(status=cleaned.get("status"), accession=cleaned.get("accession"))
     page = Paginator(cases, 50).get_page(request.GET.get("page"))
-    return render(request, "cases/list.html", {"page": page, "filters": filters})
+    critical = review_selectors.critical_case_ids(case_ids=[case.pk for case in page.object_list])
+    return render(request, "cases/list.html", {"page": page, "filters": filters, "critical": critical})
 
 
 @require_http_methods(["GET", "POST"])

@@ -220,6 +220,33 @@ def load_keras_model(version: ModelVersion):
 def gradcam_overlay(image: Image.Image, class_name: str | None = None, version: ModelVersion | None = None):
     """The image (its own size) with a Grad-CAM heat map for ``class_name`` (default: the predicted
     class) under ``version`` (default: the active one). Raises GradCamUnavailable or ValueError."""
+    rgb, heatmap, box = gradcam_map(image, class_name, version)
+    return overlay_heatmap(rgb, heatmap, box=box)
+
+
+def heatmap_image(size: tuple[int, int], heatmap: np.ndarray, *, box: tuple[int, int, int, int] | None = None):
+    """The heat map alone as an RGBA image of ``size`` (width, height), for a viewer that lays it over the cell
+    at an opacity of the reader's choice. The map is stretched to its own range (min -> 0, max -> 1) so a map
+    that is high everywhere still shows where it is highest, and upsampled bicubically (no 7x7 blocks); outside
+    ``box`` (what the model did not see) it is transparent. Colours follow ``heat_colors``."""
+    width, height = size
+    left, top, right, bottom = box or (0, 0, width, height)
+    cam = np.asarray(heatmap, dtype=np.float64)
+    low, high = float(cam.min()), float(cam.max())
+    cam = (cam - low) / (high - low) if high > low else np.zeros_like(cam)
+    resized = Image.fromarray(cam.astype(np.float32), mode="F").resize(
+        (right - left, bottom - top), Image.Resampling.BICUBIC
+    )
+    stretched = np.clip(np.asarray(resized, dtype=np.float64), 0.0, 1.0)
+    rgba = np.zeros((height, width, 4), dtype=np.uint8)
+    rgba[top:bottom, left:right, :3] = heat_colors(stretched)
+    rgba[top:bottom, left:right, 3] = 255
+    return Image.fromarray(rgba, mode="RGBA")
+
+
+def gradcam_map(image: Image.Image, class_name: str | None = None, version: ModelVersion | None = None):
+    """(upright RGB image, heat map [h, w] in [0, 1], the box of the image the model saw) for ``class_name``
+    (default: the predicted class) under ``version`` (default: the active one)."""
     version = version or get_active_version()
     if version is None:
         raise GradCamUnavailable("no active model version")
@@ -236,7 +263,7 @@ def gradcam_overlay(image: Image.Image, class_name: str | None = None, version: 
         else:
             class_index = classes.index(class_name)
         heatmap = gradcam_heatmap(model, array, class_index)
-    return overlay_heatmap(rgb, heatmap, box=_input_box(rgb, preprocessing))
+    return rgb, heatmap, _input_box(rgb, preprocessing)
 
 
 def _predicted_class(model, array: np.ndarray) -> int:

@@ -1,21 +1,27 @@
-// The review gallery: select cells by click or keyboard, keyboard shortcuts, Grad-CAM on demand.
-// Without this script the page still works: checkboxes select, buttons submit.
+// The review station: select cells by click or keyboard, one key per class, review without reloading the page
+// (the server sends back the changed parts; selection, focus and scroll are kept), zoom with Grad-CAM.
+// Without this script the page still works: checkboxes select, buttons submit and the page reloads.
 (function () {
   "use strict";
   const form = document.getElementById("review-form");
   if (!form) {
     return;
   }
-  const cards = Array.from(form.querySelectorAll("[data-testid='review-cell']"));
+  const signed = form.dataset.signed === "true";
   const counter = document.getElementById("selection-count");
   const classSelect = document.getElementById("to-label");
   const reason = document.getElementById("reason");
+  const TARGET_KEY = "hematovision.review.target";
+  let busy = false;
 
+  const cards = () => Array.from(form.querySelectorAll("[data-testid='review-cell']"));
   const checkbox = (card) => card.querySelector("input[name='cells']");
+  const cardOf = (element) => (element && element.closest ? element.closest("[data-testid='review-cell']") : null);
+  const selectedCards = () => cards().filter((card) => checkbox(card).checked);
 
   function refresh() {
     let count = 0;
-    cards.forEach((card) => {
+    cards().forEach((card) => {
       const checked = checkbox(card).checked;
       card.classList.toggle("selected", checked);
       count += checked ? 1 : 0;
@@ -26,112 +32,319 @@
   }
 
   function selectAll(value) {
-    cards.forEach((card) => { checkbox(card).checked = value; });
+    cards().forEach((card) => { checkbox(card).checked = value; });
     refresh();
   }
 
-  function submitWith(action) {
-    const button = form.querySelector(`button[name='action'][value='${action}']`);
-    if (button) {
-      form.requestSubmit(button);
+  function showAlert(kind, message) {
+    const slot = document.getElementById("review-alert");
+    if (!slot) {
+      return;
+    }
+    slot.replaceChildren();
+    const alert = document.createElement("div");
+    alert.className = `alert alert-${kind} py-2`;
+    alert.setAttribute("role", kind === "danger" ? "alert" : "status");
+    alert.dataset.testid = kind === "danger" ? "review-error" : "review-notice";
+    alert.textContent = message;
+    slot.appendChild(alert);
+  }
+
+  // --- the running differential's target (100 or 200 leukocytes), remembered in this browser -----------------
+  function applyTarget() {
+    const panel = document.getElementById("review-count");
+    const select = document.getElementById("target-count");
+    if (!panel || !select) {
+      return;
+    }
+    const stored = window.localStorage ? window.localStorage.getItem(TARGET_KEY) : null;
+    if (stored && select.querySelector(`option[value='${stored}']`) && select.value !== stored) {
+      select.value = stored;
+    }
+    const target = Number(select.value);
+    const counted = Number(panel.dataset.reviewedLeukocytes || 0);
+    const bar = panel.querySelector(".progress-bar");
+    const wrapper = panel.querySelector("[role='progressbar']");
+    const text = panel.querySelector("[data-testid='target-progress']");
+    if (bar) {
+      bar.style.width = `${Math.min(100, Math.round((100 * counted) / target))}%`;
+      bar.classList.toggle("bg-success", counted >= target);
+    }
+    if (wrapper) {
+      wrapper.setAttribute("aria-valuemax", String(target));
+    }
+    if (text) {
+      text.innerHTML = "";
+      const strong = document.createElement("strong");
+      strong.textContent = String(counted);
+      text.append(strong, ` / ${target} leukocytes counted${counted >= target ? " — target reached" : ""}`);
     }
   }
 
-  function toggleGradcam(card, button) {
-    const overlay = card.querySelector("[data-gradcam-src]");
-    const thumbnail = card.querySelector("[data-testid='review-thumbnail']");
-    if (!overlay) {
-      return;
+  form.addEventListener("change", (event) => {
+    if (event.target.id === "target-count") {
+      if (window.localStorage) {
+        window.localStorage.setItem(TARGET_KEY, event.target.value);
+      }
+      applyTarget();
+    } else if (event.target.matches("input[name='cells']")) {
+      refresh();
     }
-    if (!overlay.getAttribute("src")) {
-      button.disabled = true;
-      button.textContent = "Computing…";
-      overlay.addEventListener("load", () => {
-        button.disabled = false;
-        button.textContent = "Image";
-        overlay.classList.remove("d-none");
-        thumbnail.classList.add("d-none");
-      }, { once: true });
-      overlay.addEventListener("error", () => {
-        button.disabled = false;
-        button.textContent = "Grad-CAM unavailable";
-        fetch(overlay.getAttribute("src"), { credentials: "same-origin" })
-          .then((response) => response.text())
-          .then((message) => { button.title = message; });
-      }, { once: true });
-      overlay.setAttribute("src", overlay.dataset.gradcamSrc);
-      return;
-    }
-    const showing = !overlay.classList.contains("d-none");
-    overlay.classList.toggle("d-none", showing);
-    thumbnail.classList.toggle("d-none", !showing);
-    button.textContent = showing ? "Grad-CAM" : "Image";
+  });
+
+  // --- partial updates -----------------------------------------------------------------------------------------
+  function swapPartials(html) {
+    const doc = new DOMParser().parseFromString(html, "text/html");
+    const parts = doc.querySelectorAll("[data-partial]");
+    parts.forEach((part) => {
+      const current = document.getElementById(part.id);
+      if (current) {
+        current.replaceWith(document.importNode(part, true));
+      }
+    });
+    return parts.length > 0;
   }
 
-  cards.forEach((card) => {
-    card.addEventListener("click", (event) => {
-      const target = event.target;
-      if (target.closest("button, a, summary, details, input")) {
-        if (target.matches("input[name='cells']")) {
-          refresh();
-        }
-        const gradcamButton = target.closest("[data-gradcam-toggle]");
-        if (gradcamButton) {
-          toggleGradcam(card, gradcamButton);
-        }
+  function nextCardId(card) {
+    const all = cards();
+    const index = all.indexOf(card);
+    for (let i = index + 1; i < all.length; i += 1) {
+      if (all[i].dataset.reviewed !== "true") {
+        return all[i].dataset.imageId;
+      }
+    }
+    return index + 1 < all.length ? all[index + 1].dataset.imageId : card.dataset.imageId;
+  }
+
+  async function send(submitter, extra) {
+    if (busy) {
+      return;
+    }
+    const focused = cardOf(document.activeElement);
+    const body = new FormData(form, submitter || undefined);
+    let focusAfter = focused ? focused.dataset.imageId : null;
+    const usesSelection = !body.get("confirm_cell");
+    if (usesSelection && body.getAll("cells").length === 0 && focused) {
+      // Nothing selected: act on the cell that has the keyboard focus, then move on to the next one.
+      body.append("cells", focused.dataset.imageId);
+      focusAfter = nextCardId(focused);
+    }
+    Object.entries(extra || {}).forEach(([key, value]) => body.set(key, value));
+    const scroll = window.scrollY;
+    busy = true;
+    form.setAttribute("aria-busy", "true");
+    try {
+      const response = await fetch(form.action, {
+        method: "POST",
+        body,
+        credentials: "same-origin",
+        headers: { "X-Review-Partial": "1" },
+      });
+      const html = await response.text();
+      if (!swapPartials(html)) {
+        showAlert("danger", `The server answered ${response.status} without the review; reload the page. Nothing was lost.`);
         return;
       }
-      checkbox(card).checked = !checkbox(card).checked;
       refresh();
-    });
-    card.addEventListener("keydown", (event) => {
-      if (event.key === " " && event.target === card) {
-        event.preventDefault();
-        checkbox(card).checked = !checkbox(card).checked;
-        refresh();
+      applyTarget();
+      window.scrollTo(0, scroll);
+      const again = focusAfter && form.querySelector(`[data-testid='review-cell'][data-image-id='${focusAfter}']`);
+      if (again) {
+        again.focus({ preventScroll: true });
+      }
+    } catch (error) {
+      showAlert("danger", `The review could not be sent (${error.message}); check the connection and try again.`);
+    } finally {
+      busy = false;
+      form.removeAttribute("aria-busy");
+    }
+  }
+
+  form.addEventListener("submit", (event) => {
+    if (!window.fetch || !window.DOMParser) {
+      return;
+    }
+    event.preventDefault();
+    send(event.submitter);
+  });
+
+  function classKey(label) {
+    if (signed) {
+      // After sign-off a change is an amendment: choose the class, then give the reason.
+      classSelect.value = label;
+      reason.focus();
+      return;
+    }
+    send(null, { action: "reclassify", to_label: label });
+  }
+
+  // --- selection by click and keyboard -------------------------------------------------------------------------
+  form.addEventListener("click", (event) => {
+    const target = event.target;
+    const paletteButton = target.closest("[data-class-key]");
+    if (paletteButton && signed) {
+      classKey(paletteButton.dataset.label);
+      return;
+    }
+    const card = cardOf(target);
+    if (!card) {
+      return;
+    }
+    const zoomButton = target.closest("[data-zoom]");
+    if (zoomButton) {
+      openZoom(card);
+      return;
+    }
+    if (target.closest("button, a, summary, details, input, select, label")) {
+      return;
+    }
+    checkbox(card).checked = !checkbox(card).checked;
+    refresh();
+  });
+
+  function moveFocus(card, step) {
+    const all = cards();
+    const index = card ? all.indexOf(card) : -1;
+    const next = all[Math.max(0, Math.min(all.length - 1, index + step))];
+    if (next) {
+      next.focus();
+    }
+  }
+
+  function columns(card) {
+    const grid = card.parentElement;
+    const width = card.getBoundingClientRect().width;
+    return Math.max(1, Math.round(grid.getBoundingClientRect().width / Math.max(1, width)));
+  }
+
+  const keyLabels = () => {
+    const map = {};
+    form.querySelectorAll("[data-class-key]").forEach((button) => {
+      if (button.dataset.classKey) {
+        map[button.dataset.classKey] = button.dataset.label;
       }
     });
-  });
-
-  form.querySelectorAll("[data-select]").forEach((button) => {
-    button.addEventListener("click", () => selectAll(button.dataset.select === "all"));
-  });
+    return map;
+  };
 
   document.addEventListener("keydown", (event) => {
-    const typing = event.target.closest("input[type='text'], textarea, select");
+    if (document.querySelector(".modal.show")) {
+      return;
+    }
+    const typing = event.target.closest("input[type='text'], input[type='password'], textarea, select");
     if (typing || event.ctrlKey || event.metaKey || event.altKey) {
       if (event.key === "Escape" && typing) {
         typing.blur();
       }
       return;
     }
-    if (event.key === "a") {
+    const card = cardOf(document.activeElement);
+    const labels = keyLabels();
+    if (event.key === " " && card && event.target === card) {
+      checkbox(card).checked = !checkbox(card).checked;
+      refresh();
+    } else if (event.key === "a") {
       selectAll(true);
     } else if (event.key === "Escape") {
       selectAll(false);
-    } else if (event.key === "c") {
-      submitWith("confirm");
-    } else if (event.key === "r") {
-      if (classSelect && classSelect.value && reason && reason.value.trim()) {
-        submitWith("reclassify");
-      } else if (classSelect && !classSelect.value) {
-        classSelect.focus();
-      } else if (reason) {
-        reason.focus();
-      }
-    } else if (/^[1-9]$/.test(event.key) && classSelect) {
-      const option = classSelect.options[Number(event.key)];
-      if (option) {
-        classSelect.value = option.value;
-        if (reason) {
-          reason.focus();
-        }
-      }
+    } else if (event.key === "c" && !signed) {
+      send(null, { action: "confirm" });
+    } else if (event.key === "z" && card) {
+      openZoom(card);
+    } else if (event.key === "ArrowRight" || event.key === "ArrowLeft") {
+      moveFocus(card, event.key === "ArrowRight" ? 1 : -1);
+    } else if ((event.key === "ArrowDown" || event.key === "ArrowUp") && card) {
+      moveFocus(card, (event.key === "ArrowDown" ? 1 : -1) * columns(card));
+    } else if (Object.prototype.hasOwnProperty.call(labels, event.key)) {
+      classKey(labels[event.key]);
     } else {
       return;
     }
     event.preventDefault();
   });
 
+  form.querySelectorAll("[data-select]").forEach((button) => {
+    button.addEventListener("click", () => selectAll(button.dataset.select === "all"));
+  });
+
+  // --- zoom with Grad-CAM ----------------------------------------------------------------------------------------
+  const zoom = document.getElementById("cell-zoom");
+  const zoomImage = zoom && zoom.querySelector(".zoom-image");
+  const heatmap = zoom && zoom.querySelector(".zoom-heatmap");
+  const gradcamButton = zoom && zoom.querySelector("[data-gradcam-toggle]");
+  const opacity = zoom && zoom.querySelector("#gradcam-opacity");
+  const legend = zoom && zoom.querySelector("[data-testid='gradcam-legend']");
+  const gradcamMessage = zoom && zoom.querySelector("[data-gradcam-message]");
+  let zoomCard = null;
+
+  function showHeatmap(show) {
+    heatmap.classList.toggle("d-none", !show);
+    legend.classList.toggle("d-none", !show);
+    gradcamButton.textContent = show ? "Hide Grad-CAM" : "Show Grad-CAM";
+    gradcamButton.setAttribute("aria-pressed", show ? "true" : "false");
+  }
+
+  function openZoom(card) {
+    if (!zoom || !window.bootstrap) {
+      return;
+    }
+    zoomCard = card;
+    zoom.querySelector(".modal-title").textContent = card.getAttribute("aria-label") || "Cell";
+    zoomImage.src = card.dataset.fullSrc;
+    zoomImage.alt = card.getAttribute("aria-label") || "Cell";
+    heatmap.removeAttribute("src");
+    showHeatmap(false);
+    gradcamMessage.textContent = "";
+    gradcamButton.disabled = !card.dataset.gradcamSrc;
+    const info = zoom.querySelector(".zoom-info");
+    info.replaceChildren();
+    const template = card.querySelector("template[data-zoom-info]");
+    if (template) {
+      info.appendChild(template.content.cloneNode(true));
+    }
+    const field = zoom.querySelector("[data-zoom-field]");
+    field.classList.toggle("d-none", !card.dataset.fieldSrc);
+    if (card.dataset.fieldSrc) {
+      field.querySelector("img").src = card.dataset.fieldSrc;
+    }
+    window.bootstrap.Modal.getOrCreateInstance(zoom).show();
+  }
+
+  if (zoom) {
+    opacity.addEventListener("input", () => { heatmap.style.opacity = String(Number(opacity.value) / 100); });
+    heatmap.style.opacity = String(Number(opacity.value) / 100);
+    gradcamButton.addEventListener("click", () => {
+      if (!zoomCard || !zoomCard.dataset.gradcamSrc) {
+        return;
+      }
+      if (heatmap.getAttribute("src")) {
+        showHeatmap(heatmap.classList.contains("d-none"));
+        return;
+      }
+      gradcamButton.disabled = true;
+      gradcamButton.textContent = "Computing…";
+      const source = `${zoomCard.dataset.gradcamSrc}?mode=heatmap`;
+      heatmap.addEventListener("load", () => {
+        gradcamButton.disabled = false;
+        showHeatmap(true);
+      }, { once: true });
+      heatmap.addEventListener("error", () => {
+        gradcamButton.disabled = false;
+        gradcamButton.textContent = "Grad-CAM unavailable";
+        heatmap.removeAttribute("src");
+        fetch(source, { credentials: "same-origin" })
+          .then((response) => response.text())
+          .then((message) => { gradcamMessage.textContent = message; });
+      }, { once: true });
+      heatmap.src = source;
+    });
+    zoom.addEventListener("hidden.bs.modal", () => {
+      if (zoomCard && document.body.contains(zoomCard)) {
+        zoomCard.focus({ preventScroll: true });
+      }
+    });
+  }
+
   refresh();
+  applyTarget();
 })();

@@ -3,7 +3,7 @@ from django.core.exceptions import PermissionDenied
 
 from audit.models import AuditEvent
 from cases.models import Case, Review
-from cases.review_selectors import cells_for_review, review_gallery
+from cases.review_selectors import cells_for_review, critical_case_ids, review_gallery
 from cases.review_services import ReviewRefused, amend_cells, review_cells, sign_case
 from tests.factories import CaseFactory, CellImageFactory, ModelVersionFactory, PredictionFactory
 
@@ -49,10 +49,10 @@ def test_override_records_from_to_and_reason(case, pathologist):
     assert final_labels(case)[cell] == "eosinophil"
 
 
-def test_override_without_reason_is_refused_and_nothing_is_saved(case, pathologist):
-    with pytest.raises(ReviewRefused, match="needs a reason"):
-        review_cells(case=case, image_ids=ids(case), reviewer=pathologist, to_label="eosinophil", reason="  ")
-    assert not Review.objects.exists()
+def test_override_without_a_reason_is_saved_while_reviewing(case, pathologist):
+    cell = ids(case)[0]
+    (review,) = review_cells(case=case, image_ids=[cell], reviewer=pathologist, to_label="eosinophil", reason="  ")
+    assert (review.kind, review.to_label, review.reason) == (Review.Kind.OVERRIDE, "eosinophil", "")
 
 
 def test_reclassifying_to_an_unknown_class_is_refused(case, pathologist):
@@ -187,3 +187,30 @@ def test_gallery_puts_flagged_cells_first(case, version):
     assert groups[0].key == "flagged"
     assert [cell.image.pk for cell in groups[0].cells] == [flagged.image_id]
     assert [group.key for group in groups[1:]] == ["lymphocyte", "monocyte", "neutrophil"]
+
+
+def test_a_reviewer_only_label_is_a_final_label_but_not_a_model_class(case, pathologist):
+    cell = ids(case)[0]
+    (review,) = review_cells(case=case, image_ids=[cell], reviewer=pathologist, to_label="smudge")
+    assert (review.kind, final_labels(case)[cell]) == (Review.Kind.OVERRIDE, "smudge")
+    with pytest.raises(ReviewRefused, match="smudge, artefact, abnormal"):
+        review_cells(case=case, image_ids=[cell], reviewer=pathologist, to_label="blast")
+
+
+def test_a_reclassified_cell_moves_to_its_new_class_in_the_gallery(case, pathologist, version):
+    flagged = PredictionFactory(image=CellImageFactory(case=case), model_version=version, flagged=True, label="ig")
+    neutrophil = case.images.get(predictions__label="neutrophil").pk
+    review_cells(case=case, image_ids=[neutrophil], reviewer=pathologist, to_label="lymphocyte")
+    review_cells(case=case, image_ids=[flagged.image_id], reviewer=pathologist, to_label="artefact")
+    groups = {group.key: [cell.image.pk for cell in group.cells] for group in review_gallery(case=case)}
+    assert list(groups) == ["lymphocyte", "monocyte", "artefact"]
+    assert neutrophil in groups["lymphocyte"] and groups["artefact"] == [flagged.image_id]
+
+
+def test_a_case_is_critical_while_its_latest_word_on_a_cell_is_abnormal(case, pathologist):
+    other = CaseFactory(status=Case.Status.AWAITING_REVIEW)
+    cell = ids(case)[0]
+    review_cells(case=case, image_ids=[cell], reviewer=pathologist, to_label="abnormal", reason="blast?")
+    assert critical_case_ids(case_ids=[case.pk, other.pk]) == {case.pk}
+    review_cells(case=case, image_ids=[cell], reviewer=pathologist, to_label="lymphocyte", reason="reactive")
+    assert critical_case_ids(case_ids=[case.pk, other.pk]) == set()

@@ -4,10 +4,13 @@ import pytest
 from django.urls import reverse
 from PIL import Image
 
+from accounts.roles import Role
+from audit.models import AuditEvent
 from cases import storage
 from cases.models import Case, Review
 from cases.review_services import review_cells
-from tests.factories import CaseFactory, CellImageFactory, ModelVersionFactory, PredictionFactory
+from tests.accounts.helpers import current_totp_code
+from tests.factories import DEFAULT_PASSWORD, CaseFactory, CellImageFactory, ModelVersionFactory, PredictionFactory
 
 
 @pytest.fixture
@@ -57,17 +60,67 @@ def test_override_with_a_reason_is_saved(case, cell_ids, pathologist, client):
     assert (review.kind, review.to_label, review.reason) == (Review.Kind.OVERRIDE, "monocyte", "kidney nucleus")
 
 
-def test_override_without_reason_shows_the_error_and_keeps_the_selection(case, cell_ids, pathologist, client):
+def test_a_refused_review_shows_the_error_and_keeps_the_selection(case, cell_ids, pathologist, client):
     client.force_login(pathologist)
     response = post(
-        client, "cases:review_submit", case, {"action": "reclassify", "cells": [cell_ids[1]], "to_label": "monocyte"}
+        client,
+        "cases:review_submit",
+        case,
+        {"action": "reclassify", "cells": [cell_ids[1]], "to_label": "monocyte", "reason": "x" * 2001},
     )
     content = response.content.decode()
     assert response.status_code == 400
-    assert "Reclassifying a cell needs a reason." in content
+    assert "The reason is too long" in content
     assert f'value="{cell_ids[1]}" aria-label="Select cell {cell_ids[1]}" data-testid="cell-select" checked' in content
     assert '<option value="monocyte" selected>' in content
     assert not Review.objects.exists()
+
+
+def test_a_class_key_reclassifies_without_a_reason_and_answers_with_the_changed_parts(
+    case, cell_ids, pathologist, client
+):
+    client.force_login(pathologist)
+    response = client.post(
+        reverse("cases:review_submit", args=[case.pk]),
+        {"quick_label": "monocyte", "cells": [cell_ids[0]], "target": "200"},
+        HTTP_X_REVIEW_PARTIAL="1",
+    )
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert "<html" not in content and 'id="review-gallery" data-partial' in content
+    assert 'id="review-count" data-partial' in content and '<option value="200" selected>' in content
+    assert "1 cell(s) → Monocyte (1 reclassified)." in content
+    review = Review.objects.get()
+    assert (review.kind, review.to_label, review.reason) == (Review.Kind.OVERRIDE, "monocyte", "")
+    # The cell now sits under its new class, still selected.
+    monocytes = content.split('data-group="monocyte"')[1].split("</section>")[0]
+    assert f'data-image-id="{cell_ids[0]}"' in monocytes and "checked" in monocytes
+
+
+def test_a_refused_partial_review_answers_400_with_the_error(case, cell_ids, pathologist, client):
+    client.force_login(pathologist)
+    response = client.post(
+        reverse("cases:review_submit", args=[case.pk]),
+        {"quick_label": "dragon", "cells": [cell_ids[0]]},
+        HTTP_X_REVIEW_PARTIAL="1",
+    )
+    assert response.status_code == 400
+    assert "is not a class of this case" in response.content.decode()
+    assert not Review.objects.exists()
+
+
+def test_smudge_cells_are_counted_apart_and_abnormal_cells_make_the_case_critical(case, cell_ids, pathologist, client):
+    review_cells(case=case, image_ids=[cell_ids[0]], reviewer=pathologist, to_label="smudge")
+    review_cells(case=case, image_ids=[cell_ids[1]], reviewer=pathologist, to_label="abnormal")
+    client.force_login(pathologist)
+    review = client.get(reverse("cases:review", args=[case.pk])).content.decode()
+    assert 'data-testid="critical-finding"' in review
+    assert 'data-label="smudge" data-count="1"' in review and 'data-label="abnormal" data-count="1"' in review
+    listing = client.get(reverse("cases:list")).content.decode()
+    assert 'data-testid="case-critical"' in listing
+    differential = client.get(reverse("cases:differential", args=[case.pk])).content.decode()
+    assert 'data-testid="differential-critical"' in differential
+    assert "0 leukocyte(s)" in differential
 
 
 def test_reclassify_without_a_class_is_refused(case, cell_ids, pathologist, client):
@@ -83,27 +136,59 @@ def test_confirm_one_cell(case, cell_ids, pathologist, client):
     assert list(Review.objects.values_list("image_id", "kind")) == [(cell_ids[1], Review.Kind.CONFIRM)]
 
 
-def test_confirm_all_unreviewed_leaves_reviewed_cells_alone(case, cell_ids, pathologist, client):
+def test_confirm_all_unreviewed_asks_first_and_leaves_reviewed_cells_alone(case, cell_ids, pathologist, client):
     review_cells(case=case, image_ids=[cell_ids[0]], reviewer=pathologist, to_label="monocyte", reason="x")
     client.force_login(pathologist)
-    post(client, "cases:review_submit", case, {"action": "confirm_unreviewed"})
+    response = post(client, "cases:review_submit", case, {"action": "confirm_unreviewed"})
+    assert response["Location"] == reverse("cases:review_confirm_unreviewed", args=[case.pk])
+    question = client.get(response["Location"]).content.decode()
+    assert "<strong>1</strong> cell(s) nobody has reviewed" in question
+    assert Review.objects.count() == 1
+    refused = post(client, "cases:review_confirm_unreviewed", case, {})
+    assert refused.status_code == 400 and Review.objects.count() == 1
+    post(client, "cases:review_confirm_unreviewed", case, {"confirm": "yes"})
     assert Review.objects.filter(image_id=cell_ids[0]).count() == 1
     assert Review.objects.get(image_id=cell_ids[1]).kind == Review.Kind.CONFIRM
 
 
 def test_sign_is_refused_with_a_message_while_cells_lack_labels(case, cell_ids, pathologist, client):
     client.force_login(pathologist)
-    response = post(client, "cases:review_sign", case, {})
-    follow = client.get(response["Location"])
-    assert "cannot be signed: 2 cell(s) have no final label" in follow.content.decode()
+    response = post(client, "cases:review_sign", case, {"password": DEFAULT_PASSWORD})
+    assert response.status_code == 400
+    assert "cannot be signed: 2 cell(s) have no final label" in response.content.decode()
     case.refresh_from_db()
     assert case.status == Case.Status.AWAITING_REVIEW
+
+
+def test_sign_asks_for_the_password_again(case, cell_ids, pathologist, client):
+    review_cells(case=case, image_ids=cell_ids, reviewer=pathologist)
+    client.force_login(pathologist)
+    page = client.get(reverse("cases:review_sign", args=[case.pk])).content.decode()
+    assert 'data-testid="sign-password"' in page and 'data-testid="sign-code"' not in page
+    for data, message in [({}, "Enter your password"), ({"password": "wrong"}, "That password is not right")]:
+        response = post(client, "cases:review_sign", case, data)
+        assert response.status_code == 400 and message in response.content.decode()
+    case.refresh_from_db()
+    assert case.status == Case.Status.AWAITING_REVIEW
+    failed = AuditEvent.objects.get(action=AuditEvent.Action.SIGN_IN_FAILED)
+    assert failed.details == {"re_authentication": f"sign case {case.accession_id}", "method": "password"}
+
+
+def test_sign_with_a_totp_code(case, cell_ids, make_user, client):
+    signer = make_user(Role.PATHOLOGIST, mfa=True)
+    review_cells(case=case, image_ids=cell_ids, reviewer=signer)
+    client.force_login(signer)
+    assert 'data-testid="sign-code"' in client.get(reverse("cases:review_sign", args=[case.pk])).content.decode()
+    assert post(client, "cases:review_sign", case, {"code": "000000"}).status_code == 400
+    assert post(client, "cases:review_sign", case, {"code": current_totp_code()}).status_code == 302
+    case.refresh_from_db()
+    assert (case.status, case.signed_by) == (Case.Status.SIGNED, signer)
 
 
 def test_sign_locks_the_case(case, cell_ids, pathologist, client):
     review_cells(case=case, image_ids=cell_ids, reviewer=pathologist)
     client.force_login(pathologist)
-    post(client, "cases:review_sign", case, {})
+    post(client, "cases:review_sign", case, {"password": DEFAULT_PASSWORD})
     case.refresh_from_db()
     assert (case.status, case.signed_by) == (Case.Status.SIGNED, pathologist)
     page = client.get(reverse("cases:review", args=[case.pk])).content.decode()
@@ -113,7 +198,7 @@ def test_sign_locks_the_case(case, cell_ids, pathologist, client):
 def test_technicians_cannot_sign(case, cell_ids, pathologist, technician, client):
     review_cells(case=case, image_ids=cell_ids, reviewer=pathologist)
     client.force_login(technician)
-    assert post(client, "cases:review_sign", case, {}).status_code == 403
+    assert post(client, "cases:review_sign", case, {"password": DEFAULT_PASSWORD}).status_code == 403
     case.refresh_from_db()
     assert case.status != Case.Status.SIGNED
 
@@ -121,7 +206,7 @@ def test_technicians_cannot_sign(case, cell_ids, pathologist, technician, client
 def test_amendment_needs_a_reason_on_the_page(case, cell_ids, pathologist, client):
     review_cells(case=case, image_ids=cell_ids, reviewer=pathologist)
     client.force_login(pathologist)
-    post(client, "cases:review_sign", case, {})
+    post(client, "cases:review_sign", case, {"password": DEFAULT_PASSWORD})
     response = post(client, "cases:review_amend", case, {"cells": [cell_ids[0]], "to_label": "basophil"})
     assert response.status_code == 400
     assert "An amendment needs a reason." in response.content.decode()

@@ -1,0 +1,89 @@
+"""Why a cell is flagged, in words a reviewer can act on.
+
+The predictor flags a cell with reason codes ("low_confidence", "out_of_distribution", "not_a_cell"). A
+prediction that stores its codes (`Prediction.flag_reasons`) is explained from them; an older one is explained
+from what it does store (confidence, out-of-distribution score) against its model version's thresholds, the same
+rule the predictor applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LOW_CONFIDENCE = "low_confidence"
+OUT_OF_DISTRIBUTION = "out_of_distribution"
+NOT_A_CELL = "not_a_cell"
+
+
+@dataclass(frozen=True)
+class FlagReason:
+    code: str
+    title: str
+    sentence: str
+
+
+def _percent(value: float | None) -> str:
+    return "unknown" if value is None else f"{100.0 * value:.0f}%"
+
+
+def _number(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.2f}"
+
+
+def _sentence(code: str, prediction) -> FlagReason:
+    version = prediction.model_version
+    if code == LOW_CONFIDENCE:
+        return FlagReason(
+            code,
+            "Low confidence",
+            f"The model is unsure: its confidence in “{prediction.label}” is {_percent(prediction.confidence)}, "
+            f"below the {_percent(version.confidence_threshold)} this model version needs to call a cell. "
+            "Look at the runner-up classes before confirming.",
+        )
+    if code == OUT_OF_DISTRIBUTION:
+        return FlagReason(
+            code,
+            "Unlike the training images",
+            f"This image looks unlike the cells the model learned from (out-of-distribution score "
+            f"{_number(prediction.ood_score)}, above the limit {_number(version.ood_threshold)}): staining, "
+            "magnification, focus or the kind of cell may differ, so the label is less trustworthy.",
+        )
+    if code == NOT_A_CELL:
+        return FlagReason(
+            code,
+            "Maybe not a cell",
+            "The model does not see a single white blood cell here: it may be debris, a clump, an empty area or "
+            "a cut-off cell. Mark it as an artefact if so.",
+        )
+    return FlagReason(code, code.replace("_", " ").capitalize(), f"The model flagged this cell ({code}).")
+
+
+def flag_reason_codes(prediction) -> list[str]:
+    if prediction is None:
+        return []
+    stored = getattr(prediction, "flag_reasons", None)
+    if stored:
+        return list(stored)
+    if not prediction.flagged:
+        return []
+    version = prediction.model_version
+    codes = []
+    if prediction.confidence < version.confidence_threshold:
+        codes.append(LOW_CONFIDENCE)
+    if (
+        prediction.ood_score is not None
+        and version.ood_threshold is not None
+        and prediction.ood_score > version.ood_threshold
+    ):
+        codes.append(OUT_OF_DISTRIBUTION)
+    return codes
+
+
+def flag_reasons(prediction) -> list[FlagReason]:
+    """The reasons in words; a flagged prediction whose reason cannot be told gets one general sentence."""
+    reasons = [_sentence(code, prediction) for code in flag_reason_codes(prediction)]
+    if not reasons and prediction is not None and prediction.flagged:
+        reasons.append(
+            FlagReason("flagged", "Needs review", "The model flagged this cell as unidentified; review it by eye.")
+        )
+    return reasons
