@@ -1,0 +1,302 @@
+"""Finding the cells in an upload, and the one physical scale every cell is classified at.
+
+An upload is either one cell (a crop, as an analyser such as CellaVision saves it) or a whole microscope
+field with any number of leukocytes and platelets. Both go through the same steps:
+
+1. Scale. Red cells are about 7.5 µm across in every laboratory, so their median diameter in pixels gives
+   the image's µm per pixel when the laboratory record does not (a lab that knows its camera's scale is
+   the better source: red cells are abnormal exactly in the patients that matter).
+2. Stained objects. Leukocyte nuclei and platelets take up the basic dye (purple: red and blue well above
+   green); red cells, background and most debris do not. Connected purple regions, sized against the red
+   cells, are leukocytes (large) or platelets (small).
+3. Boxes and windows. Each leukocyte's box grows from its nucleus to the cell's expected size; each cell is
+   cut out in a square window of ``WINDOW_RBC_DIAMETERS`` red-cell diameters around it, the framing of the
+   single-cell crops the model was trained on, then resized to the model's input.
+
+Nothing here imports TensorFlow or Django: serving workers, training and the commands share it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+RED_CELL_DIAMETER_UM = 7.5
+# A CellaVision crop (the framing most training cells have) spans about five red-cell diameters.
+WINDOW_RBC_DIAMETERS = 5.0
+# Where nothing in the image gives a scale (a tight crop, no red cells), the image itself is the window.
+ANALYSIS_LONG_SIDE = 320
+# An image at most this many windows across is one cell (a crop); a larger one is a field.
+CROP_MAX_WINDOWS = 1.45
+# Images no larger than this are crops whatever their content: cameras save whole fields larger.
+CROP_MAX_SIDE = 450
+# A crop is classified whole when its cell's centre is this close to the image centre (share of the side).
+CROP_CENTRE_TOLERANCE = 0.15
+
+# Purple stain: green minus blue optical density (see stain_map). A pixel is stained when it stands this far
+# above the image's typical pixel, in absolute terms and in multiples of the image's own spread...
+STAIN_MIN_CONTRAST = 0.2
+STAIN_SPREADS = 3.0
+# ...and a whole object (nucleus, platelet) when its mean does.
+OBJECT_MIN_STAIN = 0.35
+OBJECT_SPREADS = 3.5
+# Leukocyte nuclei (with their lobes merged) cover at least this share of a red cell's area; platelets less.
+LEUKOCYTE_MIN_RBC_AREA = 0.30
+PLATELET_MIN_RBC_AREA = 0.03
+# Larger purple regions (relative to a red cell) are not one cell: stain deposit, a clump, a solid colour.
+OBJECT_MAX_RBC_AREA = 8.0
+# A leukocyte's whole cell is at least this many red-cell diameters across (a small lymphocyte)...
+LEUKOCYTE_MIN_DIAMETER_RBC = 1.45
+# ...and its nucleus box grows by this factor to cover the cytoplasm.
+NUCLEUS_TO_CELL = 1.12
+
+
+@dataclass(frozen=True)
+class LocatedCell:
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the upright image, end-exclusive
+    kind: str  # "leukocyte" | "platelet"
+    stain_area_px: int
+
+
+@dataclass(frozen=True)
+class Location:
+    layout: str  # "crop" | "field"
+    size: tuple[int, int]
+    cells: list[LocatedCell]
+    rbc_diameter_px: float | None  # measured on the red cells, None where they could not be measured
+    um_per_pixel: float | None
+    scale_source: str  # "laboratory" | "red_cells" | "default"
+    window_px: int  # side of a cell's window in image pixels
+    main_cell: int | None
+    # Why nothing was found, for logs and the pages: "no_stained_object", "uniform_image", "too_small".
+    note: str = ""
+
+
+def _analysis_image(image: Image.Image) -> tuple[np.ndarray, float]:
+    """Float RGB pixels of a reduced copy (long side ANALYSIS_LONG_SIDE) and its factor to full size."""
+    width, height = image.size
+    factor = max(width, height) / ANALYSIS_LONG_SIDE
+    if factor > 1.0:
+        small = image.resize((max(1, round(width / factor)), max(1, round(height / factor))), Image.Resampling.BILINEAR)
+    else:
+        small, factor = image, 1.0
+    return np.asarray(small, dtype=np.float32), factor
+
+
+def _background(pixels: np.ndarray) -> np.ndarray:
+    """The smear's background colour: the brightest fifth of pixels, per channel median."""
+    brightness = pixels.sum(axis=2)
+    cutoff = np.quantile(brightness, 0.8)
+    return np.median(pixels[brightness >= cutoff], axis=0)
+
+
+def stain_map(pixels: np.ndarray) -> np.ndarray:
+    """Purple-stain strength per pixel: green optical density minus blue optical density, both against
+    the smear's own background. Nuclei and platelets (azure/haematoxylin-like dyes) absorb green far more
+    than blue; red cells, background and cytoplasm do not, whatever tint the lamp or camera gives a field."""
+    background = np.maximum(_background(pixels), 1.0)
+    density = -np.log(np.clip((pixels + 1.0) / (background + 1.0), 1e-3, 1.0))
+    return density[..., 1] - density[..., 2]
+
+
+def red_cell_diameter(pixels: np.ndarray, stain_mask: np.ndarray) -> float | None:
+    """Median red-cell diameter in pixels of ``pixels``, from the distance transform of the cell mask
+    (everything darker than the background, pallor filled, stained objects left out); None when the image
+    does not show enough separate round cells to tell."""
+    from scipy import ndimage
+
+    grey = pixels.mean(axis=2)
+    background = np.quantile(grey, 0.9)
+    spread = background - np.quantile(grey, 0.1)
+    if spread < 12.0:
+        return None  # uniform: no cells to measure
+    cells = grey < background - 0.35 * spread
+    cells = ndimage.binary_opening(cells, iterations=1)
+    cells = ndimage.binary_fill_holes(cells)
+    cells &= ~ndimage.binary_dilation(stain_mask, iterations=2)
+    coverage = cells.mean()
+    if coverage < 0.04 or coverage > 0.9:
+        return None
+    distance = ndimage.distance_transform_edt(cells)
+    peaks = (distance == ndimage.maximum_filter(distance, size=5)) & (distance >= 3.0)
+    radii = distance[peaks]
+    if len(radii) < 4:
+        return None
+    # Touching cells give peaks at their own centres; the upper half of the peaks are the cells' centres
+    # rather than saddle points between them.
+    radii = np.sort(radii)[len(radii) // 2 :]
+    return float(2.0 * np.median(radii) + 1.0)
+
+
+def locate_cells(image: Image.Image, *, um_per_pixel: float | None = None) -> Location:
+    """Every leukocyte and platelet of an RGB image, the layout (crop or field) and the scale."""
+    from scipy import ndimage
+
+    width, height = image.size
+    if min(width, height) < 16:
+        return Location("crop", (width, height), [], None, um_per_pixel, _source(um_per_pixel), 0, None, "too_small")
+    pixels, factor = _analysis_image(image)
+    stain = stain_map(pixels)
+    # Thresholds follow the image's own spread of stain on red cells and background: faded fields have
+    # faint nuclei but fainter red cells, purplish-stained red cells raise the bar.
+    # A crop's cell covers too much of it for a spread measured on the whole image: absolute bars there.
+    small = max(width, height) <= CROP_MAX_SIDE
+    typical = float(np.median(stain))
+    spread = 0.0 if small else max(float(np.quantile(stain, 0.9)) - typical, 0.02)
+    stain_mask = ndimage.binary_opening(stain > typical + max(STAIN_MIN_CONTRAST, STAIN_SPREADS * spread), iterations=1)
+    object_threshold = typical + max(OBJECT_MIN_STAIN, OBJECT_SPREADS * spread)
+    measured = red_cell_diameter(pixels, stain_mask)
+    rbc_px = measured * factor if measured else None
+    if um_per_pixel:
+        scale_px = RED_CELL_DIAMETER_UM / um_per_pixel
+    elif rbc_px:
+        scale_px = rbc_px
+    else:
+        scale_px = None
+
+    window = round(WINDOW_RBC_DIAMETERS * scale_px) if scale_px else min(width, height)
+    layout = "crop" if small or min(width, height) <= CROP_MAX_WINDOWS * window else "field"
+    source = "laboratory" if um_per_pixel else ("red_cells" if rbc_px else "default")
+    resolved_um = um_per_pixel or (RED_CELL_DIAMETER_UM / rbc_px if rbc_px else None)
+
+    if pixels.std() < 3.0:
+        return Location(layout, (width, height), [], rbc_px, resolved_um, source, window, None, "uniform_image")
+    # The scale objects are judged against. A small crop shows too few red cells to measure them, and an
+    # analyser frames a cell in about five red-cell diameters: a fifth of its side is the better guess.
+    if small and not um_per_pixel:
+        reference_px = min(width, height) / WINDOW_RBC_DIAMETERS / factor
+    else:
+        reference_px = (scale_px or min(width, height) / WINDOW_RBC_DIAMETERS) / factor
+    rbc_area = np.pi * (reference_px / 2.0) ** 2
+    # Close gaps between the lobes of one nucleus (a fraction of a red cell wide).
+    closing = max(1, round(0.12 * reference_px))
+    labels, count = ndimage.label(ndimage.binary_closing(stain_mask, iterations=closing))
+    cells: list[LocatedCell] = []
+    for index, region in enumerate(ndimage.find_objects(labels), start=1):
+        if region is None:
+            continue
+        member = labels[region] == index
+        area = int(member.sum())
+        relative = area / rbc_area
+        if float(stain[region][member].mean()) < object_threshold:
+            continue  # faintly purple overall: a red cell's rim or a stained-through red cell
+        if relative < PLATELET_MIN_RBC_AREA or (relative > OBJECT_MAX_RBC_AREA and not small):
+            continue
+        if area >= 0.5 * labels.size:
+            continue  # most of the image is "stain": a solid colour or a filter, not a cell
+        kind = "leukocyte" if relative >= LEUKOCYTE_MIN_RBC_AREA else "platelet"
+        y0, y1 = region[0].start, region[0].stop
+        x0, x1 = region[1].start, region[1].stop
+        cells.append(LocatedCell(_cell_box(x0, y0, x1, y1, kind, reference_px, factor, width, height), kind, area))
+    cells = _merge_overlapping(cells)
+    if not small and sum(cell.kind == "leukocyte" for cell in cells) > 1:
+        layout = "field"  # however close the view, two leukocytes are not one cell's crop
+    main = _main_cell(cells, width, height)
+    if layout == "crop" and main is not None:
+        cells, main = [cells[main]], 0
+    note = "" if cells else "no_stained_object"
+    return Location(layout, (width, height), cells, rbc_px, resolved_um, source, window, main, note)
+
+
+def _source(um_per_pixel: float | None) -> str:
+    return "laboratory" if um_per_pixel else "default"
+
+
+def _cell_box(x0, y0, x1, y1, kind, reference_px, factor, width, height) -> tuple[int, int, int, int]:
+    """The cell's box in full-size pixels: the stained region grown to the cell's expected extent."""
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    w, h = (x1 - x0), (y1 - y0)
+    if kind == "leukocyte":
+        minimum = LEUKOCYTE_MIN_DIAMETER_RBC * reference_px
+        w = max(w * NUCLEUS_TO_CELL, minimum)
+        h = max(h * NUCLEUS_TO_CELL, minimum)
+    else:
+        w, h = w + 2, h + 2
+    box = (
+        int(np.floor((cx - w / 2) * factor)),
+        int(np.floor((cy - h / 2) * factor)),
+        int(np.ceil((cx + w / 2) * factor)),
+        int(np.ceil((cy + h / 2) * factor)),
+    )
+    return (max(0, box[0]), max(0, box[1]), min(width, box[2]), min(height, box[3]))
+
+
+def _merge_overlapping(cells: list[LocatedCell]) -> list[LocatedCell]:
+    """A lobed nucleus can fall apart into pieces whose grown boxes overlap: one leukocyte."""
+    merged = True
+    cells = list(cells)
+    while merged:
+        merged = False
+        for i in range(len(cells)):
+            for j in range(i + 1, len(cells)):
+                a, b = cells[i], cells[j]
+                if a.kind == b.kind == "leukocyte" and _iou(a.box, b.box) > 0.2:
+                    box = (
+                        min(a.box[0], b.box[0]),
+                        min(a.box[1], b.box[1]),
+                        max(a.box[2], b.box[2]),
+                        max(a.box[3], b.box[3]),
+                    )
+                    cells[i] = LocatedCell(box, "leukocyte", a.stain_area_px + b.stain_area_px)
+                    del cells[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return cells
+
+
+def _iou(a, b) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _main_cell(cells: list[LocatedCell], width: int, height: int) -> int | None:
+    """The leukocyte nearest the image centre (else the nearest platelet)."""
+    if not cells:
+        return None
+
+    def rank(index: int):
+        x0, y0, x1, y1 = cells[index].box
+        distance = np.hypot((x0 + x1) / 2 - width / 2, (y0 + y1) / 2 - height / 2)
+        return (cells[index].kind != "leukocyte", distance)
+
+    return min(range(len(cells)), key=rank)
+
+
+def cell_window(image: Image.Image, box: tuple[int, int, int, int], window_px: int) -> Image.Image:
+    """The square window of ``window_px`` around a cell's box centre (at least the box itself), padded with
+    the image's background colour where it leaves the image."""
+    x0, y0, x1, y1 = box
+    side = max(int(window_px), x1 - x0, y1 - y0, 1)
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+    left, top = cx - side // 2, cy - side // 2
+    width, height = image.size
+    if left >= 0 and top >= 0 and left + side <= width and top + side <= height:
+        return image.crop((left, top, left + side, top + side))
+    pixels = np.asarray(image, dtype=np.float32)
+    fill = tuple(int(v) for v in _background(pixels[:: max(1, height // 64), :: max(1, width // 64)]))
+    canvas = Image.new("RGB", (side, side), fill)
+    canvas.paste(image.crop((max(0, left), max(0, top), min(width, left + side), min(height, top + side))),
+                 (max(0, -left), max(0, -top)))  # fmt: skip
+    return canvas
+
+
+def classification_windows(image: Image.Image, location: Location) -> list[Image.Image]:
+    """What the classifier sees for each located cell: its window at the canonical scale. A crop whose cell
+    sits near the centre is classified whole, as the single-cell training crops were."""
+    windows = []
+    width, height = location.size
+    for cell in location.cells:
+        x0, y0, x1, y1 = cell.box
+        off_centre = max(abs((x0 + x1) / 2 - width / 2) / width, abs((y0 + y1) / 2 - height / 2) / height)
+        if location.layout == "crop" and off_centre <= CROP_CENTRE_TOLERANCE:
+            windows.append(image)
+        else:
+            windows.append(cell_window(image, cell.box, location.window_px))
+    return windows
