@@ -1,0 +1,89 @@
+"""One upload in, every cell out: locate the cells, cut each at the canonical scale, classify, and say
+how sure the model is.
+
+This is what the platform, `classify` and `evaluate` call; the predictor below it classifies windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PIL import Image
+
+from .locate import Location, classification_windows, locate_cells
+from .predictor import CellPrediction, Predictor, get_predictor
+from .preprocessing import to_rgb
+
+# A cell this much farther out than the out-of-distribution threshold is unlike any blood cell the model
+# knows (a photo, a screenshot, debris that took up stain), not just a cell from another laboratory.
+NOT_A_CELL_OOD_FACTOR = 3.0
+
+
+@dataclass(frozen=True)
+class FoundCell:
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the upright image, end-exclusive
+    kind: str  # "leukocyte" | "platelet"
+    crop: Image.Image  # the window the classifier saw (RGB, image pixels)
+    prediction: CellPrediction
+
+
+@dataclass(frozen=True)
+class ImageAnalysis:
+    layout: str  # "crop" | "field"
+    size: tuple[int, int]  # upright (width, height)
+    cells: list[FoundCell]  # [] is "no cell found"
+    um_per_pixel: float | None
+    scale_source: str  # "laboratory" | "red_cells" | "default"
+    main_cell: int | None
+
+    @property
+    def main(self) -> FoundCell | None:
+        return None if self.main_cell is None else self.cells[self.main_cell]
+
+
+def analyse_images(
+    images: Sequence[Image.Image], *, um_per_pixel: float | None = None, predictor: Predictor | None = None
+) -> list[ImageAnalysis]:
+    """Every cell of every image, classified in one batch. Images may be in any mode and orientation
+    (they are made upright RGB first); raises ModelUnavailable as the predictor does."""
+    predictor = predictor or get_predictor()
+    uprights = [to_rgb(image) for image in images]
+    locations = [locate_cells(image, um_per_pixel=um_per_pixel) for image in uprights]
+    windows = [classification_windows(image, location) for image, location in zip(uprights, locations, strict=True)]
+    predictions = iter(predictor.predict([window for image_windows in windows for window in image_windows]))
+    return [
+        _analysis(location, image_windows, [_with_cell_flags(next(predictions), predictor) for _ in image_windows])
+        for location, image_windows in zip(locations, windows, strict=True)
+    ]
+
+
+def _analysis(location: Location, windows: list[Image.Image], predictions: list[CellPrediction]) -> ImageAnalysis:
+    cells = [
+        FoundCell(box=cell.box, kind=cell.kind, crop=window, prediction=prediction)
+        for cell, window, prediction in zip(location.cells, windows, predictions, strict=True)
+    ]
+    return ImageAnalysis(
+        layout=location.layout,
+        size=location.size,
+        cells=cells,
+        um_per_pixel=location.um_per_pixel,
+        scale_source=location.scale_source,
+        main_cell=location.main_cell,
+    )
+
+
+def _with_cell_flags(prediction: CellPrediction, predictor: Predictor) -> CellPrediction:
+    threshold = predictor.ood_threshold
+    if prediction.ood_score is None or threshold is None or prediction.ood_score <= NOT_A_CELL_OOD_FACTOR * threshold:
+        return prediction
+    reasons = tuple(dict.fromkeys((*prediction.flag_reasons, "not_a_cell")))
+    return CellPrediction(
+        label=prediction.label,
+        confidence=prediction.confidence,
+        probabilities=prediction.probabilities,
+        flagged=True,
+        ood_score=prediction.ood_score,
+        latency_ms=prediction.latency_ms,
+        flag_reasons=reasons,
+    )
