@@ -13,6 +13,7 @@ from accounts.permissions import HasCapability
 
 from . import review_selectors, review_services, selectors
 from .models import Case, Review
+from .review_reauth import ReauthenticationFailed, reauthenticate
 
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
 READERS = ("view_cases", "review_cells")
@@ -43,13 +44,16 @@ class ReviewRequestSerializer(serializers.Serializer):
         required=False,
         allow_blank=True,
         max_length=60,
-        help_text="Reclassify every cell to this class; leave out to confirm each cell's current label.",
+        help_text=(
+            "Reclassify every cell to this class (a model class, or a reviewer-only label: smudge, artefact, "
+            "abnormal); leave out to confirm each cell's current label."
+        ),
     )
     reason = serializers.CharField(
         required=False,
         allow_blank=True,
         max_length=review_services.MAX_REASON_LENGTH,
-        help_text="Required when a label changes.",
+        help_text="Why the label changes (optional while reviewing; amendments after sign-off need one).",
     )
 
 
@@ -102,7 +106,10 @@ def _refusal(exc: review_services.ReviewRefused) -> Response:
 
 
 REFUSALS = {
-    400: OpenApiResponse(ReviewProblemSerializer, description="Bad input: unknown cell or class, missing reason."),
+    400: OpenApiResponse(
+        ReviewProblemSerializer,
+        description="Bad input: unknown cell or class, missing reason, re-authentication failed.",
+    ),
     409: OpenApiResponse(ReviewProblemSerializer, description="The case's state does not allow it."),
 }
 
@@ -119,7 +126,7 @@ REFUSALS = {
         summary="Confirm or reclassify cells",
         description=(
             "Without `to_label` each cell keeps its current label (confirm); with it every cell gets that class "
-            "(a change of label is an override and needs a `reason`). Refused (409) once the case is signed."
+            "(a change of label is an override; its `reason` is optional). Refused (409) once the case is signed."
         ),
         request=ReviewRequestSerializer,
         responses={201: ReviewSerializer(many=True), **REFUSALS},
@@ -160,18 +167,39 @@ class CaseReviewsAPI(generics.ListAPIView):
         return Response(ReviewSerializer(reviews, many=True).data, status=status.HTTP_201_CREATED)
 
 
+class SignRequestSerializer(serializers.Serializer):
+    password = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, write_only=True)
+    code = serializers.CharField(
+        required=False, allow_blank=True, max_length=10, help_text="A current TOTP code, for accounts with TOTP."
+    )
+
+
 class CaseSignAPI(APIView):
     permission_classes = [HasCapability]
     required_capabilities = ("sign_case",)
 
     @extend_schema(
         summary="Sign a case (every cell must have a final label)",
-        request=None,
-        responses={200: SignedCaseSerializer, 409: REFUSALS[409]},
+        description="Signing re-authenticates the signer: send the account's `password` or a current TOTP `code`.",
+        request=SignRequestSerializer,
+        responses={200: SignedCaseSerializer, 400: REFUSALS[400], 409: REFUSALS[409]},
     )
     def post(self, request, pk: int):
+        case = _case_or_404(pk)
+        body = SignRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
         try:
-            case = review_services.sign_case(case=_case_or_404(pk), signer=request.user, request=request)
+            reauthenticate(
+                user=request.user,
+                password=body.validated_data.get("password", ""),
+                code=body.validated_data.get("code", ""),
+                purpose=f"sign case {case.accession_id}",
+                request=request,
+            )
+        except ReauthenticationFailed as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        try:
+            case = review_services.sign_case(case=case, signer=request.user, request=request)
         except review_services.ReviewRefused as exc:
             return _refusal(exc)
         return Response(SignedCaseSerializer(case).data)

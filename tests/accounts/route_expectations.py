@@ -216,7 +216,13 @@ ROUTES = [
         kwargs=_pk("case"),
         also=[Check("post", roles_with("review_cells"), data=lambda world: {"cells": [world.image.pk]})],
     ),
-    Route("api-case-sign", roles_with("sign_case"), method="post", kwargs=_fresh("fresh_reviewed_case")),
+    Route(
+        "api-case-sign",
+        roles_with("sign_case"),
+        method="post",
+        kwargs=_fresh("fresh_reviewed_case"),
+        data={"password": DEFAULT_PASSWORD},
+    ),
     Route(
         "api-case-amendments",
         roles_with("sign_case"),

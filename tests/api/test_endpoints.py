@@ -6,7 +6,7 @@ import pytest
 from audit.models import AuditEvent
 from cases.models import Case, Review
 from inference.models import ModelVersion
-from tests.factories import ModelVersionFactory
+from tests.factories import DEFAULT_PASSWORD, ModelVersionFactory
 from tests.reports.conftest import scored_version  # noqa: F401 - fixture
 
 from .conftest import token_client
@@ -21,14 +21,23 @@ def cells(case):
     return list(case.images.order_by("pk").values_list("pk", flat=True))
 
 
-def test_override_without_reason_is_400_and_saves_nothing(review_world, pathologist_api):
+def test_an_unknown_class_is_400_and_saves_nothing(review_world, pathologist_api):
     case = review_world["open_case"]
     response = pathologist_api.post(
-        f"/api/v1/cases/{case.pk}/reviews/", {"cells": cells(case), "to_label": "monocyte"}, format="json"
+        f"/api/v1/cases/{case.pk}/reviews/", {"cells": cells(case), "to_label": "dragon"}, format="json"
     )
     assert response.status_code == 400
-    assert response.json() == {"detail": "Reclassifying a cell needs a reason."}
+    assert "is not a class of this case's model" in response.json()["detail"]
     assert not Review.objects.filter(image__case=case).exists()
+
+
+def test_a_reviewer_only_label_needs_no_reason(review_world, pathologist_api):
+    case = review_world["open_case"]
+    response = pathologist_api.post(
+        f"/api/v1/cases/{case.pk}/reviews/", {"cells": cells(case)[:1], "to_label": "smudge"}, format="json"
+    )
+    assert response.status_code == 201
+    assert [(review["kind"], review["to_label"]) for review in response.json()] == [("override", "smudge")]
 
 
 def test_override_with_reason_returns_the_reviews(review_world, pathologist_api):
@@ -51,9 +60,12 @@ def test_reviewing_a_signed_case_is_409(review_world, pathologist_api):
 
 def test_sign_off_waits_for_every_final_label(review_world, pathologist_api):
     case = review_world["open_case"]
-    assert pathologist_api.post(f"/api/v1/cases/{case.pk}/sign/").status_code == 409
+    password = {"password": DEFAULT_PASSWORD}
+    assert pathologist_api.post(f"/api/v1/cases/{case.pk}/sign/", password, format="json").status_code == 409
     pathologist_api.post(f"/api/v1/cases/{case.pk}/reviews/", {"cells": cells(case)}, format="json")
-    response = pathologist_api.post(f"/api/v1/cases/{case.pk}/sign/")
+    refused = pathologist_api.post(f"/api/v1/cases/{case.pk}/sign/", {"password": "wrong"}, format="json")
+    assert refused.status_code == 400 and "password is not right" in refused.json()["detail"]
+    response = pathologist_api.post(f"/api/v1/cases/{case.pk}/sign/", password, format="json")
     assert response.status_code == 200
     assert response.json()["status"] == Case.Status.SIGNED
 
