@@ -1,6 +1,33 @@
 from django.apps import AppConfig
+from django.db.backends.signals import connection_created
+from django.db.models.signals import post_migrate, pre_migrate
+
+
+def _drop_guards(sender, using="default", **kwargs):
+    from django.db import connections
+
+    from .db_guards import drop_audit_guards
+
+    drop_audit_guards(connections[using])
+
+
+def _install_guards(sender, using="default", **kwargs):
+    from django.db import connections
+
+    from .db_guards import install_audit_guards
+    from .models import AuditEvent
+
+    install_audit_guards(connections[using], AuditEvent)
 
 
 class AuditConfig(AppConfig):
     name = "audit"
     verbose_name = "Audit trail"
+
+    def ready(self):
+        from .db_guards import register_sqlite_functions
+
+        connection_created.connect(register_sqlite_functions, dispatch_uid="hv_register_sqlite_functions")
+        # Migrations run without the append-only triggers (SQLite rebuilds tables); they are back afterwards.
+        pre_migrate.connect(_drop_guards, sender=self, dispatch_uid="hv_audit_drop_guards")
+        post_migrate.connect(_install_guards, sender=self, dispatch_uid="hv_audit_install_guards")

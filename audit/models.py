@@ -24,8 +24,9 @@ class AuditEvent(models.Model):
         MODEL_ACTIVATED = "model_activated", "Model activated"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Users are deactivated, never deleted: an event keeps pointing at its actor.
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     actor_email = models.CharField(max_length=254, blank=True)
     action = models.CharField(max_length=40, choices=Action.choices, db_index=True)
@@ -33,6 +34,10 @@ class AuditEvent(models.Model):
     object_id = models.CharField(max_length=64, blank=True)
     details = models.JSONField(default=dict, blank=True)
     ip_address = models.GenericIPAddressField(null=True, blank=True)
+    # The hash chain (audit.chain): filled in batches by `seal`, after the event is written, so recording an
+    # event stays one plain INSERT. The database lets an update fill these two and change nothing else.
+    chain_seq = models.PositiveBigIntegerField(null=True, blank=True, unique=True, editable=False)
+    chain_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -117,8 +117,11 @@ class World:
         self.pathologist = make_user(Role.PATHOLOGIST)
         self.case = self.fresh_case()
         self.image = self._stored_image(case=self.case)
-        self.signed_case = self.fresh_case(status=Case.Status.SIGNED, signed_by=self.pathologist)
+        # Cells are added before signing: the database refuses new cells in a signed case.
+        self.signed_case = self.fresh_case()
         self.signed_image = self._stored_image(case=self.signed_case)
+        Case.objects.filter(pk=self.signed_case.pk).update(status=Case.Status.SIGNED, signed_by=self.pathologist)
+        self.signed_case.refresh_from_db()
 
     def fresh_user(self, role):
         return self.make_user(role)
