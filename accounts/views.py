@@ -1,7 +1,7 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from .forms import RoleForm
 from .models import User
@@ -73,8 +73,18 @@ def set_role(request, pk):
 
 
 @capability_required("manage_users")
-@require_POST
+@require_http_methods(["GET", "POST"])
 def deactivate(request, pk):
+    """Asks first (a page that says what deactivation does), then deactivates on a confirmed POST."""
+    person = get_object_or_404(User, pk=pk)
+    if request.method == "GET" or request.POST.get("confirm") != "yes":
+        error = "" if request.method == "GET" else "Tick the box to confirm the deactivation."
+        return render(
+            request,
+            "accounts/deactivate_confirm.html",
+            {"person": person, "error": error},
+            status=200 if request.method == "GET" else 400,
+        )
     return _apply(
         request,
         pk,

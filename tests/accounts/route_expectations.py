@@ -118,7 +118,11 @@ ROUTES = [
         data={"role": Role.PATHOLOGIST},
     ),
     Route(
-        "accounts:deactivate", roles_with("manage_users"), method="post", kwargs=_fresh("fresh_user", Role.TECHNICIAN)
+        "accounts:deactivate",
+        roles_with("manage_users"),
+        kwargs=_fresh("fresh_user", Role.TECHNICIAN),
+        also=[Check("post", roles_with("manage_users"), data={"confirm": "yes"})],
+        note="GET asks first; the POST deactivates.",
     ),
     Route("api-me", SIGNED_IN, note="Describes the caller only; tells a pending client it has no role."),
     Route(
@@ -137,6 +141,8 @@ ROUTES = [
     ),
     Route("cases:detail", roles_with("view_cases"), kwargs=_pk("case")),
     Route("cases:cells", roles_with("view_cases"), kwargs=_pk("case")),
+    Route("cases:cards", roles_with("view_cases"), kwargs=_pk("case")),
+    Route("cases:events", roles_with("view_cases"), kwargs=_pk("case")),
     Route("cases:upload", roles_with("create_case"), method="post", kwargs=_pk("case"), data=lambda w: w.upload()),
     Route("cases:image", roles_with("view_cases"), kwargs=_pk("image")),
     Route("cases:retry", roles_with("retry_classification"), method="post", kwargs=_fresh("fresh_failed_image")),
