@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
 from PIL import Image
 
 from inference.preprocessing import to_rgb
 
 from . import storage
-from .models import Case, CellImage, Laboratory, Prediction, Review
+from .models import Case, CellImage, Laboratory, Prediction
 
 PENDING_STATUSES = (CellImage.Status.QUEUED, CellImage.Status.CLASSIFYING)
 THUMBNAIL_SIZE = 224
@@ -102,11 +102,41 @@ def retry_allowed(*, image: CellImage) -> bool:
     return image.status == CellImage.Status.FAILED or is_stale(image=image)
 
 
-def cell_cards(*, case: Case) -> list[CellCard]:
+def cell_cards(*, case: Case, image_ids=None) -> list[CellCard]:
+    """The case's cells as the page shows them; only those among `image_ids` when given."""
+    images = images_of_case(case=case)
+    if image_ids is not None:
+        images = images.filter(pk__in=list(image_ids))
     return [
         CellCard(image=image, prediction=latest_prediction(image=image), retry_allowed=retry_allowed(image=image))
-        for image in images_of_case(case=case)
+        for image in images
     ]
+
+
+def image_updates(*, case: Case, image_ids) -> dict:
+    """The push event's body (docs/events.md): the case's status and the current state of these images."""
+    images = []
+    for image in images_of_case(case=case).filter(pk__in=list(image_ids)):
+        prediction = latest_prediction(image=image)
+        images.append(
+            {
+                "id": image.pk,
+                "status": image.status,
+                "status_message": image.status_message,
+                "prediction": None
+                if prediction is None
+                else {
+                    "label": prediction.label,
+                    "confidence": round(prediction.confidence, 4),
+                    "flagged": prediction.flagged,
+                    "ood_score": prediction.ood_score,
+                    "model_version": prediction.model_version.name,
+                },
+            }
+        )
+    status = Case.objects.filter(pk=case.pk).values_list("status", flat=True).first()
+    pending = CellImage.objects.filter(case_id=case.pk, status__in=PENDING_STATUSES).count()
+    return {"case": {"id": case.pk, "status": status, "pending": pending}, "images": images}
 
 
 def has_pending_images(*, case: Case) -> bool:
@@ -155,9 +185,8 @@ def image_rendition(*, image: CellImage, variant: str = "full") -> tuple[bytes, 
 
 
 def confirmed_cells(*, signed_only: bool = False) -> list[tuple[CellImage, str]]:
-    """Every reviewed cell with its final label (its latest review's `to_label`)."""
-    latest_label = Review.objects.filter(image=OuterRef("pk")).order_by("-created_at", "-id").values("to_label")[:1]
-    images = CellImage.objects.annotate(final_label=Subquery(latest_label)).filter(final_label__isnull=False)
+    """Every reviewed cell with its final label (the stored one, see cases.final_labels)."""
+    images = CellImage.objects.exclude(final_label="")
     if signed_only:
         images = images.filter(case__status=Case.Status.SIGNED)
-    return [(image, image.final_label) for image in images.order_by("pk") if image.final_label]
+    return [(image, image.final_label) for image in images.order_by("pk")]

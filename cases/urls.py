@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views, views_laboratories, views_review
+from . import views, views_laboratories, views_live, views_review
 
 app_name = "cases"
 
@@ -30,4 +30,10 @@ urlpatterns += [
 urlpatterns += [
     path("laboratories/", views_laboratories.laboratory_list, name="laboratories"),
     path("laboratories/<int:pk>/", views_laboratories.laboratory_edit, name="laboratory_edit"),
+]
+
+# The live cell grid: pushed events and the changed cards (cases/views_live.py, docs/events.md).
+urlpatterns += [
+    path("<int:pk>/events/", views_live.case_events, name="events"),
+    path("<int:pk>/cards/", views_live.case_cards, name="cards"),
 ]

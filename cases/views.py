@@ -9,13 +9,14 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.permissions import capability_required, has_capability
 from audit.models import AuditEvent
 from audit.services import record
 
-from . import review_selectors, selectors, services
+from . import events, review_selectors, selectors, services
 from .forms import CaseFilterForm, CaseForm
 from .models import Case, CellImage
 from .storage import StoredImageError
@@ -80,6 +81,8 @@ def _cells_context(request, case: Case) -> dict:
         "cards": cards,
         "pending": any(card.pending for card in cards),
         "can_retry": has_capability(request.user, "retry_classification"),
+        # The grid listens to pushed events where they can reach this process, else it polls.
+        "events_url": reverse("cases:events", args=[case.pk]) if events.push_available() else "",
     }
 
 

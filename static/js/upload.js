@@ -1,9 +1,12 @@
-// Case page uploads: several files by drag and drop or picker, one request per file so each gets its
-// own progress bar, a limited number at a time. Results appear in the cell grid, which htmx refreshes.
+// Case page uploads: several files by drag and drop or picker, several files per request (each file keeps
+// its own progress bar), two requests at a time. The accepted files' ids go to the live grid
+// (live_grid.js), which shows each cell and its label as soon as the server has them.
 (function () {
   "use strict";
 
   const PARALLEL_UPLOADS = 2;
+  const FILES_PER_REQUEST = 10;
+  const BYTES_PER_REQUEST = 16 * 1024 * 1024; // below the server's 25 MB request limit
 
   function setup(form) {
     const input = form.querySelector('input[type="file"]');
@@ -16,11 +19,6 @@
 
     // With the script running, choosing or dropping files uploads them at once; the button is for no-JS use.
     if (submit) submit.classList.add("d-none");
-
-    function refreshCells() {
-      const grid = document.querySelector(form.dataset.cellsTarget);
-      if (grid && window.htmx) window.htmx.trigger(grid, "refresh");
-    }
 
     function addEntry(file) {
       const item = document.createElement("li");
@@ -62,26 +60,41 @@
       entry.message.textContent = text;
     }
 
-    function upload(job) {
+    // Several files per request (at most FILES_PER_REQUEST and BYTES_PER_REQUEST), each file with its own
+    // bar: the request's upload progress is shared out over its files in the order they are sent.
+    function upload(batch) {
       active += 1;
-      const entry = job.entry;
       const data = new FormData();
-      data.append("files", job.file, job.file.name);
+      const offsets = [];
+      let total = 0;
+      batch.forEach(function (job) {
+        data.append("files", job.file, job.file.name);
+        offsets.push(total);
+        total += job.file.size;
+        job.entry.bar.dataset.state = "uploading";
+        job.entry.message.textContent = "Uploading…";
+      });
       const request = new XMLHttpRequest();
       request.open("POST", form.action);
       request.setRequestHeader("Accept", "application/json");
       request.setRequestHeader("X-CSRFToken", csrf);
-      entry.bar.dataset.state = "uploading";
-      entry.message.textContent = "Uploading…";
+      if (grid()) grid().uploadStarted();
       request.upload.addEventListener("progress", function (event) {
         if (!event.lengthComputable) return;
-        const percent = Math.round((event.loaded / event.total) * 100);
-        entry.bar.style.width = percent + "%";
-        entry.bar.setAttribute("aria-valuenow", String(percent));
-        if (percent === 100) {
-          entry.bar.classList.add("progress-bar-striped", "progress-bar-animated");
-          entry.message.textContent = "Uploaded, checking the image…";
-        }
+        // Multipart headers make event.total a little larger than the files: scale to the files' bytes.
+        const sent = (event.loaded / event.total) * total;
+        batch.forEach(function (job, index) {
+          const size = job.file.size || 1;
+          const percent = Math.max(0, Math.min(100, Math.round(((sent - offsets[index]) / size) * 100)));
+          const entry = job.entry;
+          if (entry.bar.dataset.state !== "uploading") return;
+          entry.bar.style.width = percent + "%";
+          entry.bar.setAttribute("aria-valuenow", String(percent));
+          if (percent === 100 && !entry.bar.classList.contains("progress-bar-striped")) {
+            entry.bar.classList.add("progress-bar-striped", "progress-bar-animated");
+            entry.message.textContent = "Uploaded, checking the image…";
+          }
+        });
       });
       request.addEventListener("load", function () {
         let body = null;
@@ -90,32 +103,82 @@
         } catch (error) {
           body = null;
         }
-        if (body && body.accepted && body.accepted.length) {
-          finish(entry, "done", "Uploaded — queued for classification.");
-        } else if (body && body.rejected && body.rejected.length) {
-          finish(entry, "rejected", body.rejected.map(function (r) { return r.message; }).join(" "));
-        } else if (body && body.detail) {
-          finish(entry, "error", body.detail);
-        } else {
-          finish(entry, "error", "Upload failed (HTTP " + request.status + "). The file was not added; try again.");
-        }
+        settle(batch, body, request.status);
         done();
       });
       request.addEventListener("error", function () {
-        finish(entry, "error", "Upload failed: the server could not be reached. The file was not added; try again.");
+        batch.forEach(function (job) {
+          finish(job.entry, "error", "Upload failed: the server could not be reached. The file was not added; try again.");
+        });
         done();
       });
       request.send(data);
     }
 
+    // The answer lists accepted and rejected files by name, in the order sent: match them to the entries.
+    function settle(batch, body, status) {
+      const byName = {};
+      batch.forEach(function (job) {
+        (byName[job.file.name] = byName[job.file.name] || []).push(job);
+      });
+      function take(name) {
+        const jobs = byName[name];
+        return jobs && jobs.length ? jobs.shift() : null;
+      }
+      const acceptedIds = [];
+      if (body && body.accepted) {
+        body.accepted.forEach(function (item) {
+          acceptedIds.push(item.id);
+          const job = take(item.name);
+          if (job) finish(job.entry, "done", "Uploaded — queued for classification.");
+        });
+      }
+      if (body && body.rejected) {
+        body.rejected.forEach(function (item) {
+          const job = take(item.name);
+          if (job) finish(job.entry, "rejected", item.message);
+        });
+      }
+      const rest = Object.keys(byName).reduce(function (all, name) {
+        return all.concat(byName[name]);
+      }, []);
+      rest.forEach(function (job) {
+        if (body && body.accepted && body.accepted.length && !body.detail) {
+          // Accepted under a cleaned-up name (the server keeps only a printable base name).
+          finish(job.entry, "done", "Uploaded — queued for classification.");
+        } else if (body && body.detail) {
+          finish(job.entry, "error", body.detail);
+        } else {
+          finish(job.entry, "error", "Upload failed (HTTP " + status + "). The file was not added; try again.");
+        }
+      });
+      if (acceptedIds.length && grid()) grid().track(acceptedIds);
+    }
+
+    function grid() {
+      return window.HematoVisionGrid || null;
+    }
+
     function done() {
       active -= 1;
-      refreshCells();
+      if (grid()) grid().uploadFinished();
       next();
     }
 
+    function takeBatch() {
+      const batch = [];
+      let bytes = 0;
+      while (queue.length && batch.length < FILES_PER_REQUEST) {
+        const size = queue[0].file.size;
+        if (batch.length && bytes + size > BYTES_PER_REQUEST) break;
+        batch.push(queue.shift());
+        bytes += size;
+      }
+      return batch;
+    }
+
     function next() {
-      while (active < PARALLEL_UPLOADS && queue.length) upload(queue.shift());
+      while (active < PARALLEL_UPLOADS && queue.length) upload(takeBatch());
     }
 
     function enqueue(files) {

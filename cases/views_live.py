@@ -1,0 +1,142 @@
+"""The case page's live grid: server-sent events when a cell changes (cases:events) and the changed cards
+alone (cases:cards). The event stream is documented in docs/events.md.
+
+The stream is served both ways: an async iterator under ASGI (uvicorn workers in production: one event
+loop holds many open streams), a plain iterator under WSGI (the embedded default's runserver, the test
+client), where each open stream holds a thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIRequest
+from django.db import connection
+from django.http import HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from accounts.permissions import capability_required, has_capability
+
+from . import events, selectors
+from .views import _case_or_404
+
+logger = logging.getLogger(__name__)
+
+# A comment line this often keeps proxies from closing an idle stream.
+KEEPALIVE_SECONDS = 15.0
+# Streams end after this; the browser's EventSource reconnects on its own (and the page resynchronises).
+STREAM_SECONDS = 300.0
+# Messages arriving within this window after one are sent as one event.
+COALESCE_SECONDS = 0.02
+RECONNECT_MS = 2000
+MAX_IDS_PER_REQUEST = 500
+
+
+def _parse_ids(raw: str) -> list[int] | None:
+    try:
+        ids = sorted({int(part) for part in raw.split(",") if part.strip()})
+    except ValueError:
+        return None
+    return ids if len(ids) <= MAX_IDS_PER_REQUEST else None
+
+
+@require_GET
+@capability_required("view_cases")
+def case_cards(request, pk: int):
+    """The cards of the cells named in `ids` (comma-separated; all cells without it), and the case status
+    out of band: what live_grid.js puts in place of the cards it has."""
+    case = _case_or_404(pk)
+    image_ids = None
+    if "ids" in request.GET:
+        image_ids = _parse_ids(request.GET["ids"])
+        if image_ids is None:
+            return HttpResponseBadRequest(f"ids must be at most {MAX_IDS_PER_REQUEST} comma-separated numbers.")
+    cards = selectors.cell_cards(case=case, image_ids=image_ids)
+    context = {
+        "case": case,
+        "cards": cards,
+        "pending": any(card.pending for card in cards),
+        "can_retry": has_capability(request.user, "retry_classification"),
+    }
+    response = render(request, "cases/_cell_cards.html", context)
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@require_GET
+@capability_required("view_cases")
+def case_events(request, pk: int):
+    """text/event-stream of the case's cell updates (docs/events.md)."""
+    case = _case_or_404(pk)
+    if not events.push_available():
+        # Several processes and no Redis: a prediction stored by a worker would never reach this stream.
+        return JsonResponse(
+            {"detail": "Push is not available on this deployment (no Redis configured); poll instead."}, status=503
+        )
+    subscription = events.subscribe(case_id=case.pk)
+    if isinstance(request, ASGIRequest):
+        stream = _async_stream(case, subscription)
+    else:
+        subscription.open()  # subscribed before the first byte goes out: nothing published after is missed
+        stream = _sync_stream(case, subscription)
+    response = StreamingHttpResponse(stream, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache, no-store, private"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+    return response
+
+
+def _event(name: str, data: dict) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _ready(case) -> bytes:
+    return f"retry: {RECONNECT_MS}\n\n".encode() + _event("ready", {"case": case.pk})
+
+
+def _updates(case, image_ids: set[int]) -> bytes:
+    try:
+        return _event("images", selectors.image_updates(case=case, image_ids=image_ids))
+    finally:
+        # Between events the stream holds no database connection (a stream lives for minutes).
+        if not connection.in_atomic_block:
+            connection.close()
+
+
+def _sync_stream(case, subscription):
+    try:
+        yield _ready(case)
+        deadline = time.monotonic() + STREAM_SECONDS
+        while time.monotonic() < deadline:
+            message = subscription.get(timeout=min(KEEPALIVE_SECONDS, max(0.0, deadline - time.monotonic())))
+            if message is None:
+                yield b": keepalive\n\n"
+                continue
+            image_ids = set(message["images"])
+            while (more := subscription.get(timeout=COALESCE_SECONDS)) is not None:
+                image_ids.update(more["images"])
+            yield _updates(case, image_ids)
+    finally:
+        subscription.close()
+
+
+async def _async_stream(case, subscription):
+    updates = sync_to_async(_updates)
+    try:
+        await subscription.aopen()
+        yield _ready(case)
+        deadline = time.monotonic() + STREAM_SECONDS
+        while time.monotonic() < deadline:
+            message = await subscription.aget(timeout=min(KEEPALIVE_SECONDS, max(0.0, deadline - time.monotonic())))
+            if message is None:
+                yield b": keepalive\n\n"
+                continue
+            image_ids = set(message["images"])
+            while (more := await subscription.aget(timeout=COALESCE_SECONDS)) is not None:
+                image_ids.update(more["images"])
+            yield await updates(case, image_ids)
+    finally:
+        await subscription.aclose()
