@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageEnhance, UnidentifiedImageError
+from PIL import Image, ImageEnhance, ImageFilter, UnidentifiedImageError
 
 from .preprocessing import RESAMPLING_FILTERS, fit_to_input, to_rgb
 
@@ -163,6 +163,23 @@ class AugmentationConfig:
     rescale_sizes: tuple[int, int] = (180, 400)
     jpeg_probability: float = 0.8
     jpeg_quality: tuple[int, int] = (65, 95)
+    # Another lamp, filter or camera: each channel scaled by 1 ± white_balance (tints whole fields)...
+    white_balance: float = 0.0
+    # ...and another focus or objective: a Gaussian blur of a random radius, sometimes.
+    blur_probability: float = 0.0
+    blur_radius: tuple[float, float] = (0.3, 1.5)
+
+
+# Several laboratories' cells: stronger colour, focus and camera variation than one lab's analyser shows.
+MULTILAB_AUGMENTATION = AugmentationConfig(
+    zoom=(0.8, 1.0),
+    stain_gain=0.25,
+    stain_shift=0.08,
+    brightness=0.15,
+    saturation=0.3,
+    white_balance=0.2,
+    blur_probability=0.3,
+)
 
 
 def augment(image: Image.Image, *, rng: np.random.Generator, config: AugmentationConfig) -> Image.Image:
@@ -180,6 +197,11 @@ def augment(image: Image.Image, *, rng: np.random.Generator, config: Augmentatio
     top = int(rng.integers(0, height - side + 1))
     image = image.crop((left, top, left + side, top + side))
     image = _stain_jitter(image, rng=rng, config=config)
+    if config.white_balance:
+        gains = 1 + rng.uniform(-config.white_balance, config.white_balance, size=3)
+        image = Image.fromarray(np.clip(np.asarray(image, dtype=np.float32) * gains + 0.5, 0, 255).astype(np.uint8))
+    if config.blur_probability and rng.random() < config.blur_probability:
+        image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(*config.blur_radius))))
     if config.brightness:
         image = ImageEnhance.Brightness(image).enhance(1 + rng.uniform(-config.brightness, config.brightness))
     if config.saturation:
