@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import models, transaction
 
 
 class Laboratory(models.Model):
@@ -81,6 +81,11 @@ class CellImage(models.Model):
     status_message = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
     status_changed_at = models.DateTimeField(auto_now=True)
+    # The cell's final label: its latest review's label, "" while nobody has reviewed it. Written only by
+    # cases.final_labels.keep_final_label, in the transaction that adds the Review; reports and every page read it.
+    final_label = models.CharField(max_length=60, blank=True, default="", db_index=True)
+    final_reviewed_at = models.DateTimeField(null=True, blank=True)
+    reclassified = models.BooleanField(default=False, help_text="A pathologist changed its label at least once.")
 
     class Meta:
         ordering = ["id"]
@@ -102,6 +107,7 @@ class Prediction(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [models.Index(fields=["model_version", "created_at"], name="prediction_version_time")]
         constraints = [
             # A redelivered task must not store the same prediction twice.
             models.UniqueConstraint(fields=["image", "model_version"], name="one_prediction_per_model")
@@ -136,7 +142,11 @@ class Review(models.Model):
     def save(self, *args, **kwargs):
         if self.pk is not None:
             raise PermissionError("Reviews are append-only.")
-        super().save(*args, **kwargs)
+        from .final_labels import keep_final_label
+
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            keep_final_label(self)
 
     def delete(self, *args, **kwargs):
         raise PermissionError("Reviews are append-only.")

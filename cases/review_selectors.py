@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import Prefetch, QuerySet
 
 from inference.models import ModelVersion
 from inference.registry import get_active_version
@@ -27,8 +27,8 @@ class CellForReview:
 
     @property
     def final_label(self) -> str:
-        """The latest review's label; empty while nobody has reviewed the cell."""
-        return self.final_review.to_label if self.final_review else ""
+        """The cell's stored final label (cases.final_labels: its latest review's); empty while unreviewed."""
+        return self.image.final_label
 
     @property
     def predicted_label(self) -> str:
@@ -181,11 +181,10 @@ def case_reviews(*, case: Case) -> QuerySet[Review]:
 
 
 def critical_case_ids(*, case_ids) -> set[int]:
-    """Cases (of `case_ids`) where a reviewer's latest word on some cell is a critical label (other / abnormal)."""
-    latest = Review.objects.filter(image=OuterRef("image")).order_by("-created_at", "-id").values("pk")[:1]
+    """Cases (of `case_ids`) where some cell's final label is a critical label (other / abnormal)."""
     return set(
-        Review.objects.filter(image__case_id__in=list(case_ids), to_label__in=CRITICAL_LABELS, pk=Subquery(latest))
-        .values_list("image__case_id", flat=True)
+        CellImage.objects.filter(case_id__in=list(case_ids), final_label__in=CRITICAL_LABELS)
+        .values_list("case_id", flat=True)
         .distinct()
     )
 

@@ -115,7 +115,13 @@ class DashboardMetricsSerializer(serializers.Serializer):
     period_end = serializers.DateField()
     cases = serializers.IntegerField()
     cells = serializers.IntegerField()
-    reviewed_cells = serializers.IntegerField()
+    reviewed_cells = serializers.IntegerField(help_text="Cells with a final label.")
+    scored_cells = serializers.IntegerField(
+        help_text="Reviewed cells whose final label is one of the version's classes: what the metrics use."
+    )
+    other_labels = CountSerializer(
+        many=True, help_text="Reviewed cells whose final label the model does not have (e.g. smudge); not errors."
+    )
     accuracy = serializers.FloatField(allow_null=True)
     override_rate = serializers.FloatField(allow_null=True)
     flagged_cells = serializers.IntegerField()
@@ -141,6 +147,8 @@ def metrics_body(metrics: selectors.DashboardMetrics) -> dict:
         "cases": metrics.cases,
         "cells": metrics.cells,
         "reviewed_cells": metrics.reviewed_cells,
+        "scored_cells": metrics.scored_cells,
+        "other_labels": [{"label": label, "cells": count} for label, count in metrics.other_labels.items()],
         "accuracy": metrics.accuracy,
         "override_rate": metrics.override_rate,
         "flagged_cells": metrics.flagged_cells,
@@ -187,10 +195,12 @@ class CellExportAPI(APIView):
     @extend_schema(
         summary="Anonymized CSV of cells (one row per prediction); every export is audited",
         description=(
-            "Columns: case_pseudonym (HMAC-SHA256 of the case with the platform's secret key), cell_id, "
+            "Columns: case_pseudonym and cell_pseudonym (HMAC-SHA256 of the case and of the cell with the "
+            "platform's export key, EXPORT_PSEUDONYM_KEY), "
             "model_version, predicted_label, confidence, flagged, prob_<class> for every class, final_label, "
-            "reviewed, reclassified, uploaded_month, predicted_month, reviewed_month. No patient reference, "
-            "accession number, user, file name or free text."
+            "reviewed, reclassified, uploaded_month, predicted_month, reviewed_month. No database id, patient "
+            "reference, accession number, user, file name or free text; a text cell that a spreadsheet would "
+            "read as a formula starts with an apostrophe."
         ),
         parameters=[ExportQuerySerializer],
         responses={(200, "text/csv"): OpenApiTypes.STR},

@@ -1,7 +1,8 @@
 """Reads for supervisors, researchers and admins: model performance, export rows, audit trail, errors.
 
-Metrics are computed with numpy from predictions and final labels (a cell's latest review); the web
-process never imports scikit-learn or TensorFlow.
+Metrics are aggregated in the database from predictions and each cell's stored final label
+(cases.final_labels); only grouped counts reach Python. The web process never imports scikit-learn or
+TensorFlow.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from django.db.models import Q, QuerySet
+from django.db import connection
+from django.db.models import Count, F, Q, QuerySet
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -105,14 +108,19 @@ class DashboardMetrics:
     period: Period
     cases: int = 0
     cells: int = 0
-    reviewed_cells: int = 0
+    reviewed_cells: int = 0  # cells with a final label
+    # Reviewed cells whose final label is one of the version's classes: what accuracy, precision, recall,
+    # F1, the confusion matrix, ROC and the override rate are computed on.
+    scored_cells: int = 0
+    # Reviewed cells whose final label the model does not have (reviewer-only labels such as smudge): label -> cells.
+    other_labels: dict[str, int] = field(default_factory=dict)
     accuracy: float | None = None
     labels: list[str] = field(default_factory=list)
     per_class: list[ClassMetrics] = field(default_factory=list)
     # confusion[i][j]: reviewed cells whose final label is labels[i] and prediction labels[j].
     confusion: list[list[int]] = field(default_factory=list)
     roc: list[RocCurve] = field(default_factory=list)
-    # Share of reviewed cells that a pathologist reclassified at least once (override or amendment).
+    # Share of scored cells that a pathologist reclassified at least once (override or amendment).
     override_rate: float | None = None
     flagged_cells: int = 0
     flagged_rate: float | None = None
@@ -127,79 +135,150 @@ def _ratio(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def final_labels_of(*, image_ids) -> tuple[dict[int, str], set[int]]:
-    """Final label per image (its latest review) and the images a pathologist ever reclassified."""
-    final: dict[int, str] = {}
-    reclassified: set[int] = set()
-    reviews = (
-        Review.objects.filter(image_id__in=image_ids)
-        .order_by("image_id", "created_at", "id")
-        .values_list("image_id", "kind", "to_label")
+ROC_BINS = 100  # ROC curves are drawn from each class's score binned into hundredths
+
+
+def _predictions_in(*, model_version: ModelVersion, period: Period) -> QuerySet[Prediction]:
+    """The model version's predictions made within the period: one per cell (a field image's cells each have
+    their own prediction; the field itself has none, so counting predictions counts cells)."""
+    return Prediction.objects.filter(
+        model_version=model_version, created_at__gte=period.start_at, created_at__lt=period.end_before
     )
-    for image_id, kind, to_label in reviews.iterator():
-        final[image_id] = to_label
-        if kind in (Review.Kind.OVERRIDE, Review.Kind.AMENDMENT):
-            reclassified.add(image_id)
-    return final, reclassified
 
 
-def roc_curve(*, positives: np.ndarray, scores: np.ndarray) -> tuple[list[float], list[float], float]:
-    """One-vs-rest ROC: a point at each distinct score threshold, from (0, 0) to (1, 1); AUC by trapezoids."""
-    order = np.argsort(-scores, kind="mergesort")
-    scores, positives = scores[order], positives[order].astype(float)
-    last_of_each_threshold = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
-    true_positives = np.cumsum(positives)[last_of_each_threshold]
-    false_positives = last_of_each_threshold + 1 - true_positives
+# Templates around a queryset's own compiled SQL ({rows}, {cells}); every value is a query parameter.
+_CASES_AND_LATENCY_SQL = (
+    "SELECT count(DISTINCT rows.case_ref), percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP "
+    "(ORDER BY rows.latency) FROM ({rows}) AS rows"
+)
+_POSTGRESQL_SCORE_BINS_SQL = (
+    "SELECT score.key, LEAST(GREATEST(floor(score.value::float8 * %s)::int, 0), %s), "
+    "score.key = cells.truth, count(*) "
+    "FROM ({cells}) AS cells CROSS JOIN LATERAL jsonb_each_text(cells.scores) AS score GROUP BY 1, 2, 3"
+)
+_PORTABLE_SCORE_BINS_SQL = (
+    "SELECT score.key, MIN(MAX(CAST(score.value * %s AS INTEGER), 0), %s), "
+    "score.key = cells.truth, count(*) "
+    "FROM ({cells}) AS cells, json_each(cells.scores) AS score GROUP BY 1, 2, 3"
+)
+
+
+def _subquery(queryset: QuerySet) -> tuple[str, tuple]:
+    sql, params = queryset.query.sql_with_params()
+    return sql, tuple(params)
+
+
+def _cases_and_latency(predictions: QuerySet[Prediction], cells: int) -> tuple[int, float | None, float | None]:
+    """Distinct cases and the latency's 50th and 95th percentiles (linear interpolation, as numpy's default)."""
+    if not cells:
+        return 0, None, None
+    if connection.vendor == "postgresql":
+        sql, params = _subquery(predictions.order_by().values(case_ref=F("image__case_id"), latency=F("latency_ms")))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _CASES_AND_LATENCY_SQL.replace("{rows}", sql),
+                params,
+            )
+            cases, (p50, p95) = cursor.fetchone()
+        return cases, float(p50), float(p95)
+    cases = predictions.aggregate(cases=Count("image__case_id", distinct=True))["cases"]
+    ordered = predictions.order_by("latency_ms").values_list("latency_ms", flat=True)
+
+    def percentile(fraction: float) -> float:
+        rank = fraction * (cells - 1)
+        low = int(rank)
+        values = list(ordered[low : low + 2])
+        if len(values) == 1 or rank == low:
+            return float(values[0])
+        return float(values[0] + (rank - low) * (values[1] - values[0]))
+
+    return cases, percentile(0.5), percentile(0.95)
+
+
+def _score_bins(predictions: QuerySet[Prediction], classes: list[str]) -> dict[str, np.ndarray]:
+    """For each class, reviewed cells (final label a model class) per score bin: [bin, 0] final label is
+    another class, [bin, 1] final label is this class."""
+    scored = predictions.filter(image__final_label__in=classes).order_by()
+    sql, params = _subquery(scored.values(scores=F("probabilities"), truth=F("image__final_label")))
+    template = _POSTGRESQL_SCORE_BINS_SQL if connection.vendor == "postgresql" else _PORTABLE_SCORE_BINS_SQL
+    query = template.replace("{cells}", sql)
+    bins = {label: np.zeros((ROC_BINS, 2), dtype=np.int64) for label in classes}
+    with connection.cursor() as cursor:
+        cursor.execute(query, (ROC_BINS, ROC_BINS - 1, *params))
+        for label, score_bin, positive, count in cursor.fetchall():
+            if label in bins:
+                bins[label][int(score_bin), int(bool(positive))] += count
+    return bins
+
+
+def roc_from_bins(*, negatives: np.ndarray, positives: np.ndarray) -> tuple[list[float], list[float], float]:
+    """One-vs-rest ROC from cells per score bin: a point at each non-empty bin, from the highest score down,
+    after (0, 0); AUC by trapezoids (cells sharing a bin count as tied)."""
+    occupied = np.flatnonzero((negatives + positives)[::-1])
+    true_positives = np.cumsum(positives[::-1])[occupied]
+    false_positives = np.cumsum(negatives[::-1])[occupied]
     tpr = np.r_[0.0, true_positives / positives.sum()]
-    fpr = np.r_[0.0, false_positives / (positives.size - positives.sum())]
+    fpr = np.r_[0.0, false_positives / negatives.sum()]
     return fpr.tolist(), tpr.tolist(), float(np.trapezoid(tpr, fpr))
 
 
 def dashboard_metrics(*, model_version: ModelVersion, period: Period) -> DashboardMetrics:
-    """Performance of one model version on the cells it classified within the period."""
-    predictions = list(
-        Prediction.objects.filter(
-            model_version=model_version, created_at__gte=period.start_at, created_at__lt=period.end_before
-        ).values_list("image_id", "image__case_id", "label", "probabilities", "flagged", "latency_ms", "created_at")
+    """Performance of one model version on the cells it classified within the period, aggregated in the
+    database: a handful of grouped rows and 100 score bins per class reach Python, never the cells.
+
+    A cell counts as reviewed once it has a final label (cases.final_labels). Accuracy, precision, recall,
+    F1, the confusion matrix, ROC and the override rate use reviewed cells whose final label is one of the
+    version's classes; cells given a label the model does not have (a reviewer-only label such as smudge or
+    artefact, or a class of another version) are counted apart in `other_labels`, never as model errors."""
+    classes = list(model_version.classes)
+    metrics = DashboardMetrics(model_version=model_version, period=period, labels=classes)
+    predictions = _predictions_in(model_version=model_version, period=period)
+    groups = (
+        predictions.annotate(day=TruncDate("created_at"))
+        .values_list("day", "image__final_label", "label", "flagged", "image__reclassified")
+        .annotate(cells=Count("id"))
+        .order_by()
     )
-    metrics = DashboardMetrics(model_version=model_version, period=period, labels=list(model_version.classes))
-    per_day = Counter(timezone.localdate(row[6]) for row in predictions)
+    per_day: Counter = Counter()
+    index = {label: position for position, label in enumerate(classes)}
+    confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    flagged_outcomes: Counter = Counter()
+    other_labels: Counter = Counter()
+    correct = scored = reclassified = unknown_predictions = 0
+    for day, final_label, predicted, flagged, was_reclassified, count in groups:
+        per_day[day] += count
+        metrics.cells += count
+        if flagged:
+            metrics.flagged_cells += count
+            flagged_outcomes[final_label or NOT_REVIEWED] += count
+        if not final_label:
+            continue
+        metrics.reviewed_cells += count
+        if final_label not in index:
+            other_labels[final_label] += count
+            continue
+        scored += count
+        reclassified += count if was_reclassified else 0
+        correct += count if predicted == final_label else 0
+        if predicted in index:
+            confusion[index[final_label], index[predicted]] += count
+        else:
+            unknown_predictions += count
     metrics.cells_per_day = [(day, per_day.get(day, 0)) for day in period.days]
-    if not predictions:
+    if not metrics.cells:
         return metrics
-
-    image_ids = [row[0] for row in predictions]
-    final, reclassified = final_labels_of(image_ids=image_ids)
-    metrics.cases = len({row[1] for row in predictions})
-    metrics.cells = len(predictions)
-    latencies = np.array([row[5] for row in predictions], dtype=float)
-    metrics.latency_p50_ms = float(np.percentile(latencies, 50))
-    metrics.latency_p95_ms = float(np.percentile(latencies, 95))
-
-    flagged = [row for row in predictions if row[4]]
-    metrics.flagged_cells = len(flagged)
-    metrics.flagged_rate = _ratio(len(flagged), len(predictions))
-    metrics.flagged_outcomes = dict(Counter(final.get(row[0], NOT_REVIEWED) for row in flagged).most_common())
-
-    reviewed = [row for row in predictions if row[0] in final]
-    metrics.reviewed_cells = len(reviewed)
-    if not reviewed:
+    metrics.cases, metrics.latency_p50_ms, metrics.latency_p95_ms = _cases_and_latency(predictions, metrics.cells)
+    metrics.flagged_rate = _ratio(metrics.flagged_cells, metrics.cells)
+    metrics.flagged_outcomes = dict(flagged_outcomes.most_common())
+    metrics.other_labels = dict(other_labels.most_common())
+    metrics.scored_cells = scored
+    if not scored:
         return metrics
-    labels = list(model_version.classes)
-    labels.extend(sorted({final[row[0]] for row in reviewed} - set(labels)))
-    metrics.labels = labels
-    index = {label: position for position, label in enumerate(labels)}
-    truth = np.array([index[final[row[0]]] for row in reviewed])
-    predicted = np.array([index.get(row[2], -1) for row in reviewed])
-    confusion = np.zeros((len(labels), len(labels)), dtype=int)
-    for true_index, predicted_index in zip(truth, predicted, strict=True):
-        if predicted_index >= 0:
-            confusion[true_index, predicted_index] += 1
     metrics.confusion = confusion.tolist()
-    metrics.accuracy = float(np.mean(truth == predicted))
-    metrics.override_rate = _ratio(sum(1 for row in reviewed if row[0] in reclassified), len(reviewed))
-
-    for position, label in enumerate(labels):
+    metrics.accuracy = correct / scored
+    metrics.override_rate = reclassified / scored
+    bins = _score_bins(predictions, classes)
+    for position, label in enumerate(classes):
         true_positives = int(confusion[position, position])
         support = int(confusion[position, :].sum())
         predicted_count = int(confusion[:, position].sum())
@@ -210,10 +289,9 @@ def dashboard_metrics(*, model_version: ModelVersion, period: Period) -> Dashboa
         else:
             f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         metrics.per_class.append(ClassMetrics(label, support, predicted_count, precision, recall, f1))
-        positives = truth == position
-        if 0 < positives.sum() < positives.size:
-            scores = np.array([float(row[3].get(label, 0.0)) for row in reviewed])
-            fpr, tpr, auc = roc_curve(positives=positives, scores=scores)
+        negatives, positives = bins[label][:, 0], bins[label][:, 1]
+        if positives.sum() and negatives.sum():
+            fpr, tpr, auc = roc_from_bins(negatives=negatives, positives=positives)
             metrics.roc.append(RocCurve(label=label, fpr=fpr, tpr=tpr, auc=auc))
     return metrics
 
@@ -228,6 +306,7 @@ def dashboard_csv_rows(*, metrics: DashboardMetrics) -> Iterator[list]:
         ("cases", metrics.cases),
         ("cells", metrics.cells),
         ("reviewed_cells", metrics.reviewed_cells),
+        ("scored_cells", metrics.scored_cells),
         ("accuracy", metrics.accuracy),
         ("override_rate", metrics.override_rate),
         ("flagged_cells", metrics.flagged_cells),
@@ -246,6 +325,8 @@ def dashboard_csv_rows(*, metrics: DashboardMetrics) -> Iterator[list]:
     for true_index, counts in enumerate(metrics.confusion):
         for predicted_index, count in enumerate(counts):
             yield ["confusion", "cells", metrics.labels[true_index], metrics.labels[predicted_index], count]
+    for label, count in metrics.other_labels.items():
+        yield ["other_label", "cells", label, "", count]
     for outcome, count in metrics.flagged_outcomes.items():
         yield ["flagged_outcome", "cells", outcome, "", count]
     for day, count in metrics.cells_per_day:
@@ -263,7 +344,8 @@ class ExportFilter:
 
 
 def export_predictions(*, export_filter: ExportFilter) -> QuerySet[Prediction]:
-    predictions = Prediction.objects.select_related("model_version", "image").order_by("image_id", "id")
+    """The predictions an export holds, in the order of the (image, model version) unique index."""
+    predictions = Prediction.objects.order_by("image_id", "model_version_id")
     if export_filter.model_version is not None:
         predictions = predictions.filter(model_version=export_filter.model_version)
     if export_filter.period is not None:
@@ -271,7 +353,7 @@ def export_predictions(*, export_filter: ExportFilter) -> QuerySet[Prediction]:
             created_at__gte=export_filter.period.start_at, created_at__lt=export_filter.period.end_before
         )
     if export_filter.reviewed_only:
-        predictions = predictions.filter(image__reviews__isnull=False).distinct()
+        predictions = predictions.exclude(image__final_label="")
     return predictions
 
 

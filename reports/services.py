@@ -1,7 +1,8 @@
 """Exports: the researchers' anonymized cell table and the supervisors' audit trail, each one audited.
 
-The research export replaces the case with a keyed pseudonym, HMAC-SHA256(key, "case:<id>"), so the same
-case gets the same pseudonym in every export, while nobody without the key can link it back. The key is
+The research export replaces the case and the cell with keyed pseudonyms, HMAC-SHA256(key, "case:<id>") and
+HMAC-SHA256(key, "cell:<id>") (hex, first 32 characters), so the same case or cell gets the same pseudonym
+in every export, while nobody without the key can link a row back to a case or its patient reference. The key is
 settings.EXPORT_PSEUDONYM_KEY; when it is empty (the embedded default) a key is derived from SECRET_KEY,
 so pseudonyms are stable for one installation and change if its SECRET_KEY changes. The export carries no
 patient reference, accession number, user name or email, file name or free text (review reasons), and
@@ -17,12 +18,14 @@ from collections.abc import Iterator
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
+from django.db.models import DateField, FloatField
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Trunc
 from django.utils import timezone
 
 from accounts.permissions import has_capability
 from audit.models import AuditEvent
 from audit.services import record
-from cases.models import Review
 
 from .selectors import AuditFilter, ExportFilter, audit_events, export_classes, export_predictions
 
@@ -38,7 +41,11 @@ def pseudonym_key() -> bytes:
 
 
 def case_pseudonym(*, case_id: int, key: bytes) -> str:
-    return hmac.new(key, f"case:{case_id}".encode(), hashlib.sha256).hexdigest()[:32]
+    return hmac.digest(key, b"case:%d" % case_id, "sha256").hex()[:32]
+
+
+def cell_pseudonym(*, cell_id: int, key: bytes) -> str:
+    return hmac.digest(key, b"cell:%d" % cell_id, "sha256").hex()[:32]
 
 
 def month_of(moment) -> str:
@@ -73,7 +80,7 @@ def export_cells(*, actor, export_filter: ExportFilter, request=None) -> Iterato
 
 EXPORT_COLUMNS = [
     "case_pseudonym",
-    "cell_id",
+    "cell_pseudonym",
     "model_version",
     "predicted_label",
     "confidence",
@@ -87,34 +94,67 @@ EXPORT_TRAILING_COLUMNS = [
     "predicted_month",
     "reviewed_month",
 ]
+EXPORT_CHUNK_ROWS = 5000
+
+
+def _month(field: str):
+    return Trunc(field, "month", output_field=DateField())
 
 
 def _cell_rows(*, predictions, classes: list[str], key: bytes) -> Iterator[list]:
+    """Rows straight from the database: each class's probability is read out of the JSON there, months are
+    truncated there (in the installation's time zone), and the rows stream through a server-side cursor
+    on PostgreSQL, so memory stays flat whatever the size of the export."""
     yield EXPORT_COLUMNS + [f"{PROBABILITY_PREFIX}{name}" for name in classes] + EXPORT_TRAILING_COLUMNS
-    final: dict[int, Review] = {}
-    reclassified: set[int] = set()
-    reviews = Review.objects.filter(image_id__in=predictions.values("image_id")).order_by("created_at", "id")
-    for review in reviews.only("image_id", "kind", "to_label", "created_at").iterator():
-        final[review.image_id] = review
-        if review.kind != Review.Kind.CONFIRM:
-            reclassified.add(review.image_id)
-    for prediction in predictions.iterator(chunk_size=500):
-        image = prediction.image
-        review = final.get(image.pk)
+    probability_columns = {
+        f"_prob_{position}": Cast(KeyTextTransform(name, "probabilities"), FloatField())
+        for position, name in enumerate(classes)
+    }
+    rows = predictions.annotate(
+        **probability_columns,
+        _uploaded=_month("image__uploaded_at"),
+        _predicted=_month("created_at"),
+        _reviewed=_month("image__final_reviewed_at"),
+    ).values_list(
+        "image__case_id",
+        "image_id",
+        "model_version__name",
+        "label",
+        "confidence",
+        "flagged",
+        "image__final_label",
+        "image__reclassified",
+        "_uploaded",
+        "_predicted",
+        "_reviewed",
+        *probability_columns,
+    )
+    case_pseudonyms: dict[int, str] = {}
+    months: dict = {None: ""}
+    for case_id, cell_id, version, label, confidence, flagged, final, reclassified, *rest in rows.iterator(
+        chunk_size=EXPORT_CHUNK_ROWS
+    ):
+        uploaded, predicted, reviewed, *probabilities = rest
+        case = case_pseudonyms.get(case_id)
+        if case is None:
+            case = case_pseudonyms[case_id] = case_pseudonym(case_id=case_id, key=key)
+        for moment in (uploaded, predicted, reviewed):
+            if moment not in months:
+                months[moment] = moment.strftime("%Y-%m")
         yield [
-            case_pseudonym(case_id=image.case_id, key=key),
-            image.pk,
-            prediction.model_version.name,
-            prediction.label,
-            round(prediction.confidence, 6),
-            int(prediction.flagged),
-            *[round(float(prediction.probabilities.get(name, 0.0)), 6) for name in classes],
-            review.to_label if review else "",
-            int(review is not None),
-            int(image.pk in reclassified),
-            month_of(image.uploaded_at),
-            month_of(prediction.created_at),
-            month_of(review.created_at) if review else "",
+            case,
+            cell_pseudonym(cell_id=cell_id, key=key),
+            version,
+            label,
+            round(confidence, 6),
+            int(flagged),
+            *[0.0 if value is None else round(value, 6) for value in probabilities],
+            final,
+            int(bool(final)),
+            int(reclassified),
+            months[uploaded],
+            months[predicted],
+            months[reviewed],
         ]
 
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable
 
 from django.core.paginator import Paginator
@@ -10,6 +9,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.permissions import capability_required
+from hematovision.csv_safety import csv_text_chunks
 
 from . import selectors, services
 from .forms import AuditFilterForm, DashboardForm, ExportForm
@@ -17,14 +17,9 @@ from .forms import AuditFilterForm, DashboardForm, ExportForm
 PAGE_SIZE = 50
 
 
-class _Echo:
-    def write(self, value):
-        return value
-
-
 def csv_response(*, rows: Iterable[list], filename: str) -> StreamingHttpResponse:
-    writer = csv.writer(_Echo())
-    response = StreamingHttpResponse((writer.writerow(row) for row in rows), content_type="text/csv; charset=utf-8")
+    """Streams the rows as CSV, a chunk of rows at a time, with formulas neutralised (hematovision.csv_safety)."""
+    response = StreamingHttpResponse(csv_text_chunks(rows), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     response["Cache-Control"] = "no-store"
     return response

@@ -37,7 +37,7 @@ def test_columns_are_exactly_the_anonymized_ones(identified_case, researcher):
     header, _ = export_table(researcher)
     assert header == [
         "case_pseudonym",
-        "cell_id",
+        "cell_pseudonym",
         "model_version",
         "predicted_label",
         "confidence",
@@ -74,9 +74,38 @@ def test_case_pseudonym_is_the_keyed_hmac_of_the_case(identified_case, researche
     assert {row["case_pseudonym"] for row in rows} == {expected[:32]}
 
 
+def test_cell_pseudonym_is_the_keyed_hmac_of_the_cell_not_its_id(identified_case, researcher):
+    _, rows = export_table(researcher)
+    ids = sorted(identified_case.images.values_list("pk", flat=True))
+    expected = {hmac.new(b"test-pseudonym-key", f"cell:{pk}".encode(), hashlib.sha256).hexdigest()[:32] for pk in ids}
+    assert {row["cell_pseudonym"] for row in rows} == expected
+    assert not {str(pk) for pk in ids} & {value for row in rows for value in map(str, row.values())}
+
+
+def test_pseudonyms_are_stable_across_exports_and_change_with_the_key(identified_case, researcher, settings):
+    _, first = export_table(researcher)
+    _, again = export_table(researcher)
+    assert [(row["case_pseudonym"], row["cell_pseudonym"]) for row in first] == [
+        (row["case_pseudonym"], row["cell_pseudonym"]) for row in again
+    ]
+    settings.EXPORT_PSEUDONYM_KEY = "another-export-key"
+    _, rekeyed = export_table(researcher)
+    assert not {row["cell_pseudonym"] for row in first} & {row["cell_pseudonym"] for row in rekeyed}
+    assert not {row["case_pseudonym"] for row in first} & {row["case_pseudonym"] for row in rekeyed}
+
+
+def test_a_model_version_name_that_looks_like_a_formula_is_neutralised(db, researcher, client):
+    version = ModelVersionFactory(name='=HYPERLINK("http://x.test")', classes=["neutrophil", "lymphocyte"])
+    PredictionFactory(image=CellImageFactory(), model_version=version, label="neutrophil")
+    client.force_login(researcher)
+    response = client.post(reverse("reports:exports"), {"model_version": version.pk})
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[1][2] == '\'=HYPERLINK("http://x.test")'
+
+
 def test_final_label_and_review_state(identified_case, researcher):
     _, rows = export_table(researcher)
-    first, second = sorted(rows, key=lambda row: row["cell_id"])
+    first, second = sorted(rows, key=lambda row: row["predicted_label"], reverse=True)
     assert (first["predicted_label"], first["final_label"], first["reviewed"], first["reclassified"]) == (
         "neutrophil",
         "lymphocyte",

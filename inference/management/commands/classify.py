@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 from PIL import UnidentifiedImageError
 
+from hematovision.csv_safety import SafeWriter
 from inference.data import IMAGE_SUFFIXES, load_rgb
 from inference.predictor import ModelUnavailable, Predictor, get_predictor
 from inference.selectors import find_version
@@ -69,7 +69,7 @@ class Command(BaseCommand):
         if options["format"] == "json":
             self.stdout.write(json.dumps({"model": predictor.version.name, "predictions": rows}, indent=2))
             return
-        writer = csv.writer(self.stdout)
+        writer = SafeWriter(self.stdout)  # file names are the user's: no cell may start a formula
         writer.writerow(
             ["path", "label", "confidence", "flagged", "ood_score", "latency_ms", "error", *predictor.classes]
         )

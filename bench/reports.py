@@ -1,0 +1,308 @@
+"""Reports at a laboratory's scale: the supervisors' dashboard and the researchers' export on N reviewed cells.
+
+Seeds a fresh PostgreSQL database (dropped and created again; default `hv_bench_reports`) with N synthetic
+classified and reviewed cells spread evenly over the last 90 days (50 cells a case, 8 classes, about 8% of
+them reclassified, every other case signed and 1% of its cells amended after sign-off, 5% flagged), all
+generated inside PostgreSQL (INSERT ... SELECT generate_series), so a million cells seed in minutes. Then,
+through Django's test client with the project's settings:
+
+- `dashboard_s`: median of 5 warm requests of the 30-day dashboard page (after one request to warm up);
+- `dashboard_peak_mb`: peak Python allocations (tracemalloc) during one such request;
+- `export_rows_per_s`: the researchers' CSV export of every cell (no filter), read to the end.
+
+    .venv/bin/python bench/reports.py --cells 200000 --json
+    .venv/bin/python bench/reports.py --cells 1000000 --json
+    .venv/bin/python bench/reports.py --cells 1000000 --json --reuse   # measure again without re-seeding
+
+PostgreSQL comes from --postgres (default postgres://postgres@127.0.0.1:5432, trust auth as in CI). The
+script runs whatever code its folder holds, so the same file measures an older checkout (a git worktree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+CELLS_PER_CASE = 50
+DAYS = 90
+CLASSES = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
+PASSWORD = "bench-password-not-secret"  # noqa: S105
+BENCH_ROLES = ("technician", "pathologist", "supervisor", "researcher")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cells", type=int, default=200_000, help="reviewed cells to seed (default 200000)")
+    parser.add_argument("--database", default="hv_bench_reports", help="PostgreSQL database (dropped and made)")
+    parser.add_argument("--postgres", default=os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432"))
+    parser.add_argument("--reuse", action="store_true", help="keep an already seeded database of --cells cells")
+    parser.add_argument("--requests", type=int, default=5, help="warm dashboard requests (median reported)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    args = parser.parse_args()
+    if args.cells < CELLS_PER_CASE:
+        parser.error(f"--cells must be at least {CELLS_PER_CASE}")
+    if not args.database.replace("_", "").isalnum():
+        parser.error("--database may hold letters, digits and underscores only")
+    return args
+
+
+def recreate_database(*, server: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.execute(f'CREATE DATABASE "{name}"')
+
+
+def columns_of(cursor, table: str) -> set[str]:
+    cursor.execute("SELECT column_name FROM information_schema.columns WHERE table_name = %s", [table])
+    return {row[0] for row in cursor.fetchall()}
+
+
+def seed(*, cells: int, log) -> dict:
+    """Users, one model version and `cells` reviewed cells; returns the users and version to measure with."""
+    from allauth.account.models import EmailAddress
+    from allauth.mfa.totp.internal.auth import TOTP
+    from django.contrib.auth.models import Group
+    from django.db import connection, transaction
+
+    from accounts.models import User
+    from accounts.roles import Role
+    from inference.models import ModelVersion
+
+    users = {}
+    for role in BENCH_ROLES:
+        email = f"bench-{role}@bench.hematovision.local"
+        user = User.objects.create_user(email=email, password=PASSWORD)
+        user.groups.add(Group.objects.get(name=role))
+        EmailAddress.objects.create(user=user, email=email, verified=True, primary=True)
+        if role == Role.SUPERVISOR:
+            TOTP.activate(user, "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP")
+        users[role] = user
+    version = ModelVersion.objects.create(
+        name="bench-model",
+        source=ModelVersion.Source.TRAINED,
+        backbone="bench",
+        classes=CLASSES,
+        input_size=128,
+        preprocessing={"input_size": 128},
+        artifact_dir="bench-model",
+        serving_artifact="model.tflite",
+        is_active=True,
+    )
+    technician, pathologist = users[Role.TECHNICIAN].pk, users[Role.PATHOLOGIST].pk
+    cases = -(-cells // CELLS_PER_CASE)
+    started = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cursor:
+        image_columns = columns_of(cursor, "cases_cellimage")
+        case_columns = columns_of(cursor, "cases_case")
+        cursor.execute("SELECT setseed(0.42)")
+        cursor.execute(
+            """
+            CREATE TEMP TABLE synth ON COMMIT DROP AS
+            SELECT i,
+                   (i - 1) / %(per_case)s + 1 AS case_no,
+                   now() - interval '90 days' + (i - 0.5) * (interval '90 days' / %(cells)s) AS at,
+                   t.truth, t.predicted, t.confidence, t.flagged, t.latency, t.amend,
+                   array[random(), random(), random(), random(), random(), random(), random(), random()] AS noise
+            FROM generate_series(1, %(cells)s) AS i,
+            LATERAL (
+                SELECT truth,
+                       CASE WHEN r1 < 0.92 THEN truth ELSE (truth + 1 + floor(r2 * 7)::int) %% 8 END AS predicted,
+                       0.35 + 0.64 * sqrt(r3) AS confidence,
+                       r4 < 0.05 AS flagged,
+                       2.0 + 6.0 * r5 AS latency,
+                       r6 < 0.02 AS amend
+                FROM (SELECT floor(random() * 8)::int AS truth, random() AS r1, random() AS r2, random() AS r3,
+                             random() AS r4, random() AS r5, random() AS r6 OFFSET 0) AS r
+            ) AS t
+            """,
+            {"cells": cells, "per_case": CELLS_PER_CASE},
+        )
+        log(f"synthetic rows: {time.perf_counter() - started:.1f} s")
+        extra_case = ", laboratory_id" if "laboratory_id" in case_columns else ""
+        cursor.execute(
+            f"""
+            INSERT INTO cases_case (id, accession_id, patient_reference, status, created_by_id, created_at,
+                                    updated_at{extra_case})
+            SELECT case_no, 'BENCH-' || case_no, 'MRN' || lpad(case_no::text, 8, '0'), 'awaiting_review',
+                   %(technician)s, min(at), min(at){", NULL" if extra_case else ""}
+            FROM synth GROUP BY case_no
+            """,  # noqa: S608
+            {"technician": technician},
+        )
+        extra_names, extra_values = "", ""
+        if "kind" in image_columns:  # a field image holds several cells; these are all single cells
+            extra_names, extra_values = ", kind", ", 'cell'"
+        cursor.execute(
+            f"""
+            INSERT INTO cases_cellimage (id, case_id, storage_key, sha256, size_bytes, width, height, content_type,
+                original_name, uploaded_by_id, uploaded_at, status, status_message, attempts,
+                status_changed_at{extra_names})
+            SELECT i, case_no, 'bench/' || i, md5(i::text) || md5((-i)::text), 20000, 360, 363, 'image/jpeg',
+                   'cell_' || i || '.jpg', %(technician)s, at, 'classified', '', 1, at{extra_values}
+            FROM synth
+            """,  # noqa: S608
+            {"technician": technician},
+        )
+        log(f"cases and images: {time.perf_counter() - started:.1f} s")
+        # The predicted class gets `confidence`; the other classes share the rest in random proportions.
+        classes_sql = "ARRAY[" + ", ".join(f"'{name}'" for name in CLASSES) + "]"
+        cursor.execute(
+            f"""
+            INSERT INTO cases_prediction (image_id, model_version_id, label, confidence, probabilities, flagged,
+                                          ood_score, latency_ms, created_at)
+            SELECT i, %(version)s, ({classes_sql})[predicted + 1], confidence,
+                   (SELECT jsonb_object_agg(({classes_sql})[k],
+                        CASE WHEN k - 1 = predicted THEN confidence
+                             ELSE (1 - confidence) * noise[k] /
+                                  (SELECT sum(noise[j]) FROM generate_series(1, 8) j WHERE j - 1 <> predicted)
+                        END)
+                    FROM generate_series(1, 8) AS k),
+                   flagged, NULL, latency, at
+            FROM synth
+            """,  # noqa: S608
+            {"version": version.pk},
+        )
+        log(f"predictions: {time.perf_counter() - started:.1f} s")
+        cursor.execute(
+            f"""
+            INSERT INTO cases_review (image_id, reviewer_id, kind, from_label, to_label, reason, created_at)
+            SELECT i, %(pathologist)s, CASE WHEN truth = predicted THEN 'confirm' ELSE 'override' END,
+                   ({classes_sql})[predicted + 1], ({classes_sql})[truth + 1],
+                   CASE WHEN truth = predicted THEN '' ELSE 'morphology' END, at + interval '20 minutes'
+            FROM synth
+            """,  # noqa: S608
+            {"pathologist": pathologist},
+        )
+        cursor.execute(
+            "UPDATE cases_case SET status = 'signed', signed_by_id = %(pathologist)s, "
+            "signed_at = created_at + interval '1 hour' WHERE id %% 2 = 0",
+            {"pathologist": pathologist},
+        )
+        cursor.execute(
+            f"""
+            INSERT INTO cases_review (image_id, reviewer_id, kind, from_label, to_label, reason, created_at)
+            SELECT i, %(pathologist)s, 'amendment', ({classes_sql})[truth + 1], ({classes_sql})[(truth + 1) %% 8 + 1],
+                   'second opinion', at + interval '2 hours'
+            FROM synth WHERE amend AND case_no %% 2 = 0
+            """,  # noqa: S608
+            {"pathologist": pathologist},
+        )
+        log(f"reviews: {time.perf_counter() - started:.1f} s")
+        if "final_label" in image_columns:
+            # The stored final label is kept by the review services; rows made in SQL get it the way the
+            # migration backfilled existing cells.
+            from cases.final_labels import backfill_final_labels
+
+            backfill_final_labels(connection)
+            log(f"final labels: {time.perf_counter() - started:.1f} s")
+        for table in ("cases_case", "cases_cellimage", "cases_prediction", "cases_review"):
+            cursor.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"  # noqa: S608
+            )
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+    log(f"seeded {cells} cells in {cases} cases: {time.perf_counter() - started:.1f} s")
+    return {"version": version, "users": users}
+
+
+def measure(*, version, users, requests: int, log) -> dict:
+    from django.test import Client
+
+    from accounts.roles import Role
+
+    supervisor = Client()
+    supervisor.force_login(users[Role.SUPERVISOR])
+    researcher = Client()
+    researcher.force_login(users[Role.RESEARCHER])
+
+    def dashboard() -> float:
+        started = time.perf_counter()
+        response = supervisor.get("/reports/dashboard/")
+        elapsed = time.perf_counter() - started
+        if response.status_code != 200:
+            raise SystemExit(f"dashboard answered {response.status_code}")
+        return elapsed
+
+    first = dashboard()
+    log(f"dashboard, first request: {first:.2f} s")
+    timings = [dashboard() for _ in range(requests)]
+    log(f"dashboard, warm: {', '.join(f'{t:.3f}' for t in timings)} s")
+    tracemalloc.start()
+    dashboard()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    log(f"dashboard peak Python allocations: {peak / 2**20:.1f} MB")
+
+    started = time.perf_counter()
+    response = researcher.post("/reports/exports/", {"model_version": "", "start": "", "end": ""})
+    if response.status_code != 200 or not response.streaming:
+        raise SystemExit(f"export answered {response.status_code}")
+    lines = 0
+    size = 0
+    for chunk in response.streaming_content:
+        lines += chunk.count(b"\n")
+        size += len(chunk)
+    elapsed = time.perf_counter() - started
+    rows = lines - 1
+    log(f"export: {rows} rows, {size / 2**20:.0f} MB in {elapsed:.1f} s")
+    return {
+        "dashboard_first_s": round(first, 3),
+        "dashboard_s": round(statistics.median(timings), 3),
+        "dashboard_runs_s": [round(t, 3) for t in timings],
+        "dashboard_peak_mb": round(peak / 2**20, 1),
+        "export_rows": rows,
+        "export_s": round(elapsed, 2),
+        "export_rows_per_s": round(rows / elapsed),
+    }
+
+
+def main() -> None:
+    args = parse_args()
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    os.environ["DATABASE_URL"] = f"{args.postgres}/{args.database}"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hematovision.settings.test")
+    os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost")
+    sys.path.insert(0, str(PROJECT_DIR))
+    os.chdir(PROJECT_DIR)
+    if not args.reuse:
+        recreate_database(server=args.postgres, name=args.database)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from accounts.models import User
+    from inference.models import ModelVersion
+
+    if args.reuse:
+        version = ModelVersion.objects.get(name="bench-model")
+        users = {role: User.objects.get(email=f"bench-{role}@bench.hematovision.local") for role in BENCH_ROLES}
+        seeded = {"version": version, "users": users}
+    else:
+        started = time.perf_counter()
+        call_command("migrate", verbosity=0)
+        log(f"migrated: {time.perf_counter() - started:.1f} s")
+        seeded = seed(cells=args.cells, log=log)
+    from cases.models import CellImage
+
+    cells = CellImage.objects.count()
+    figures = measure(version=seeded["version"], users=seeded["users"], requests=args.requests, log=log)
+    result = {"cells": cells, **figures}
+    result["database"] = args.database
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
