@@ -172,7 +172,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
 CELERY_BROKER_CONNECTION_TIMEOUT = float(os.environ.get("CELERY_BROKER_CONNECTION_TIMEOUT", "2"))
 CELERY_BEAT_SCHEDULE = {
     "requeue-stale-images": {"task": "cases.tasks.requeue_stale_images", "schedule": 60.0},
+    "seal-audit-trail": {"task": "audit.tasks.seal_audit_trail", "schedule": 60.0},
 }
+# Key of the audit trail's hash chain (audit/chain.py). Empty: derived from SECRET_KEY. Keep it stable:
+# events sealed with another key no longer verify.
+AUDIT_CHAIN_KEY = os.environ.get("AUDIT_CHAIN_KEY", "")
 # Images queued or classifying longer than this are sent again by cases.tasks.requeue_stale_images.
 CLASSIFICATION_STALE_SECONDS = int(os.environ.get("CLASSIFICATION_STALE_SECONDS", "300"))
 # `manage.py train --include-confirmed` also trains on the cells pathologists labelled (one folder per class).
