@@ -160,24 +160,24 @@ def test_upload_to_a_signed_case_is_refused(client, technician):
     assert "signed" in response.json()["detail"]
 
 
-def test_cells_fragment_polls_while_images_are_queued(client, technician, case):
+def test_cells_fragment_marks_pending_cells_for_the_live_grid(client, technician, case):
     upload_one(case, technician)
     client.force_login(technician)
 
     response = client.get(reverse("cases:cells", args=[case.pk]))
 
     assert 'data-pending="true"' in response.text
-    assert "every 1s" in response.text
+    # live_grid.js keeps it current: it fetches changed cards from here (by push, else polling every second).
+    assert f'data-cards-url="{reverse("cases:cards", args=[case.pk])}"' in response.text
 
 
-def test_cells_fragment_stops_polling_when_everything_is_done(client, technician, case):
+def test_cells_fragment_has_nothing_pending_when_everything_is_done(client, technician, case):
     CellImageFactory(case=case, status=CellImage.Status.CLASSIFIED)
     client.force_login(technician)
 
     response = client.get(reverse("cases:cells", args=[case.pk]))
 
     assert 'data-pending="false"' in response.text
-    assert "every 1s" not in response.text
 
 
 def test_failed_cell_shows_its_message_and_a_retry_button(client, technician, case):
