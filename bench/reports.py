@@ -66,6 +66,25 @@ def columns_of(cursor, table: str) -> set[str]:
     return {row[0] for row in cursor.fetchall()}
 
 
+EMPTY_VALUES = {"character varying": "''", "text": "''", "boolean": "false", "jsonb": "'[]'::jsonb"}
+
+
+def other_required(cursor, table: str, given: str) -> tuple[str, str]:
+    """Columns of `table` not in `given` that need a value (Django sets no database defaults): their names and
+    an empty value each, as SQL fragments to append, so the seeding runs on whatever schema the code has."""
+    cursor.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_name = %s AND is_nullable = 'NO' AND column_default IS NULL",
+        [table],
+    )
+    named = {name.strip() for name in given.replace("\n", " ").split(",")}
+    missing = [(name, kind) for name, kind in cursor.fetchall() if name not in named and name != "id"]
+    unknown = [f"{name} ({kind})" for name, kind in missing if kind not in EMPTY_VALUES]
+    if unknown:
+        raise SystemExit(f"bench/reports.py does not know how to fill {table}: {', '.join(unknown)}")
+    return "".join(f", {name}" for name, _ in missing), "".join(f", {EMPTY_VALUES[kind]}" for _, kind in missing)
+
+
 def seed(*, cells: int, log) -> dict:
     """Users, one model version and `cells` reviewed cells; returns the users and version to measure with."""
     from allauth.account.models import EmailAddress
@@ -102,7 +121,6 @@ def seed(*, cells: int, log) -> dict:
     started = time.perf_counter()
     with transaction.atomic(), connection.cursor() as cursor:
         image_columns = columns_of(cursor, "cases_cellimage")
-        case_columns = columns_of(cursor, "cases_case")
         cursor.execute("SELECT setseed(0.42)")
         cursor.execute(
             """
@@ -127,27 +145,30 @@ def seed(*, cells: int, log) -> dict:
             {"cells": cells, "per_case": CELLS_PER_CASE},
         )
         log(f"synthetic rows: {time.perf_counter() - started:.1f} s")
-        extra_case = ", laboratory_id" if "laboratory_id" in case_columns else ""
+        case_names = "id, accession_id, patient_reference, status, created_by_id, created_at, updated_at"
+        case_extra, case_values = other_required(cursor, "cases_case", case_names)
         cursor.execute(
             f"""
-            INSERT INTO cases_case (id, accession_id, patient_reference, status, created_by_id, created_at,
-                                    updated_at{extra_case})
+            INSERT INTO cases_case ({case_names}{case_extra})
             SELECT case_no, 'BENCH-' || case_no, 'MRN' || lpad(case_no::text, 8, '0'), 'awaiting_review',
-                   %(technician)s, min(at), min(at){", NULL" if extra_case else ""}
+                   %(technician)s, min(at), min(at){case_values}
             FROM synth GROUP BY case_no
             """,  # noqa: S608
             {"technician": technician},
         )
-        extra_names, extra_values = "", ""
+        image_names = (
+            "id, case_id, storage_key, sha256, size_bytes, width, height, content_type, original_name, "
+            "uploaded_by_id, uploaded_at, status, status_message, attempts, status_changed_at"
+        )
         if "kind" in image_columns:  # a field image holds several cells; these are all single cells
-            extra_names, extra_values = ", kind", ", 'cell'"
+            image_names += ", kind"
+        image_extra, image_values = other_required(cursor, "cases_cellimage", image_names)
         cursor.execute(
             f"""
-            INSERT INTO cases_cellimage (id, case_id, storage_key, sha256, size_bytes, width, height, content_type,
-                original_name, uploaded_by_id, uploaded_at, status, status_message, attempts,
-                status_changed_at{extra_names})
+            INSERT INTO cases_cellimage ({image_names}{image_extra})
             SELECT i, case_no, 'bench/' || i, md5(i::text) || md5((-i)::text), 20000, 360, 363, 'image/jpeg',
-                   'cell_' || i || '.jpg', %(technician)s, at, 'classified', '', 1, at{extra_values}
+                   'cell_' || i || '.jpg', %(technician)s, at, 'classified', '', 1, at
+                   {", 'cell'" if "kind" in image_columns else ""}{image_values}
             FROM synth
             """,  # noqa: S608
             {"technician": technician},
@@ -155,10 +176,13 @@ def seed(*, cells: int, log) -> dict:
         log(f"cases and images: {time.perf_counter() - started:.1f} s")
         # The predicted class gets `confidence`; the other classes share the rest in random proportions.
         classes_sql = "ARRAY[" + ", ".join(f"'{name}'" for name in CLASSES) + "]"
+        prediction_names = (
+            "image_id, model_version_id, label, confidence, probabilities, flagged, ood_score, latency_ms, created_at"
+        )
+        prediction_extra, prediction_values = other_required(cursor, "cases_prediction", prediction_names)
         cursor.execute(
             f"""
-            INSERT INTO cases_prediction (image_id, model_version_id, label, confidence, probabilities, flagged,
-                                          ood_score, latency_ms, created_at)
+            INSERT INTO cases_prediction ({prediction_names}{prediction_extra})
             SELECT i, %(version)s, ({classes_sql})[predicted + 1], confidence,
                    (SELECT jsonb_object_agg(({classes_sql})[k],
                         CASE WHEN k - 1 = predicted THEN confidence
@@ -166,7 +190,7 @@ def seed(*, cells: int, log) -> dict:
                                   (SELECT sum(noise[j]) FROM generate_series(1, 8) j WHERE j - 1 <> predicted)
                         END)
                     FROM generate_series(1, 8) AS k),
-                   flagged, NULL, latency, at
+                   flagged, NULL, latency, at{prediction_values}
             FROM synth
             """,  # noqa: S608
             {"version": version.pk},
