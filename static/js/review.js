@@ -121,6 +121,7 @@
       return;
     }
     const focused = cardOf(document.activeElement);
+    const selection = new Set(selectedCards().map((card) => card.dataset.imageId));
     const body = new FormData(form, submitter || undefined);
     let focusAfter = focused ? focused.dataset.imageId : null;
     const usesSelection = !body.get("confirm_cell");
@@ -134,7 +135,7 @@
     busy = true;
     form.setAttribute("aria-busy", "true");
     try {
-      const response = await fetch(form.action, {
+      const response = await fetch(form.getAttribute("action"), {
         method: "POST",
         body,
         credentials: "same-origin",
@@ -145,6 +146,8 @@
         showAlert("danger", `The server answered ${response.status} without the review; reload the page. Nothing was lost.`);
         return;
       }
+      // The selection stays what it was (a key on the focused cell does not select it).
+      cards().forEach((card) => { checkbox(card).checked = selection.has(card.dataset.imageId); });
       refresh();
       applyTarget();
       window.scrollTo(0, scroll);

@@ -93,9 +93,13 @@ def test_pathologist_overrides_one_cell_signs_and_supervisor_opens_dashboard(
     )
 
     page.get_by_test_id("confirm-unreviewed").click()
+    page.get_by_test_id("confirm-yes").check()
+    page.get_by_test_id("confirm-unreviewed-submit").click()
     expect(page.locator('[data-testid=review-cell][data-reviewed="false"]')).to_have_count(0)
     page.get_by_test_id("sign-case").click()
-    page.wait_for_load_state("networkidle")
+    page.get_by_test_id("sign-password").fill(DEFAULT_PASSWORD)
+    page.get_by_test_id("sign-submit").click()
+    expect(page.get_by_test_id("review-status")).to_have_attribute("data-status", "signed")
     screenshot("review-signed")
 
     case.refresh_from_db()
