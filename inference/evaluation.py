@@ -21,9 +21,13 @@ def compute_metrics(
     probabilities: np.ndarray,
     classes: Sequence[str],
     flagged: np.ndarray | None = None,
+    found: np.ndarray | None = None,
 ) -> dict:
     """accuracy, per-class precision/recall/F1/support/ROC-AUC, macro-F1, confusion matrix (rows = true
-    class, columns = predicted), ECE, and the share and accuracy of predictions not flagged for review."""
+    class, columns = predicted), ECE, and the share and accuracy of predictions not flagged for review.
+
+    ``found`` marks the images where a cell was found: the others count as wrong and flagged, and are
+    counted per true class in ``no_cell_found`` (they have no column in the confusion matrix)."""
     from sklearn.metrics import roc_auc_score
 
     labels = np.asarray(labels, dtype=np.int64)
@@ -31,15 +35,16 @@ def compute_metrics(
     n_classes = len(classes)
     if len(labels) == 0:
         raise ValueError("cannot compute metrics on zero images")
-    predicted = probabilities.argmax(axis=1)
+    found = np.ones(len(labels), dtype=bool) if found is None else np.asarray(found, dtype=bool)
+    predicted = np.where(found, probabilities.argmax(axis=1), -1)
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(confusion, (labels, predicted), 1)
+    np.add.at(confusion, (labels[found], predicted[found]), 1)
     per_class = {}
     f1_values = []
     for index, name in enumerate(classes):
         true_positive = confusion[index, index]
         predicted_count = confusion[:, index].sum()
-        support = confusion[index, :].sum()
+        support = int((labels == index).sum())
         precision = true_positive / predicted_count if predicted_count else 0.0
         recall = true_positive / support if support else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -58,6 +63,7 @@ def compute_metrics(
             f1_values.append(f1)
     correct = predicted == labels
     flagged = np.zeros(len(labels), dtype=bool) if flagged is None else np.asarray(flagged, dtype=bool)
+    flagged = flagged | ~found
     kept = ~flagged
     aucs = [c["roc_auc"] for c in per_class.values() if c["roc_auc"] is not None]
     return {
@@ -72,6 +78,7 @@ def compute_metrics(
         "flagged_fraction": float(flagged.mean()),
         "accuracy_unflagged": float(correct[kept].mean()) if kept.any() else None,
         "errors_unflagged": int((~correct & kept).sum()),
+        "no_cell_found": {name: int(((labels == index) & ~found).sum()) for index, name in enumerate(classes)},
     }
 
 
@@ -80,34 +87,62 @@ def evaluate_images(
     predictor,
     paths: Sequence[Path],
     labels: np.ndarray,
-    batch_size: int = 32,
+    batch_size: int = 16,
     progress: Callable | None = None,
+    labelled_boxes: Sequence[Sequence[tuple]] | None = None,
+    laboratories: Sequence[str] | None = None,
 ) -> dict:
-    """Run the predictor on image files; returns compute_metrics(...) plus the probabilities and flags."""
-    from .data import load_rgb
+    """Run uploads' path (find the cells, classify them) on labelled image files and score one cell per
+    image (``field_data.scored_cell``: the cell matching its labelled box, else the only leukocyte, else
+    the one nearest the centre); an image where no cell is found counts as flagged and wrong.
 
-    probabilities, flagged, ood_scores = [], [], []
+    ``laboratories`` (per image) adds ``laboratories``: the same metrics per laboratory, when there are
+    several.
+    Returns compute_metrics(...) plus the probabilities, flags and out-of-distribution scores."""
+    from .analysis import analyse_images
+    from .data import load_rgb
+    from .field_data import scored_cell
+
+    n_classes = len(predictor.classes)
+    probabilities = np.zeros((len(paths), n_classes))
+    flagged = np.ones(len(paths), dtype=bool)
+    found = np.zeros(len(paths), dtype=bool)
+    ood_scores = np.full(len(paths), np.nan)
     bar = progress("evaluating", len(paths)) if progress else None
     for start in range(0, len(paths), batch_size):
-        images = [load_rgb(path) for path in paths[start : start + batch_size]]
-        for prediction in predictor.predict(images):
-            probabilities.append([prediction.probabilities[name] for name in predictor.classes])
-            flagged.append(prediction.flagged)
-            ood_scores.append(prediction.ood_score if prediction.ood_score is not None else np.nan)
+        rows = range(start, min(len(paths), start + batch_size))
+        analyses = analyse_images([load_rgb(paths[row]) for row in rows], predictor=predictor)
+        for row, analysis in zip(rows, analyses, strict=True):
+            boxes = [cell.box for cell in analysis.cells]
+            kinds = [cell.kind for cell in analysis.cells]
+            chosen = scored_cell(boxes, kinds, analysis.size, labelled_boxes[row] if labelled_boxes else ())
+            if chosen is not None:
+                prediction = analysis.cells[chosen].prediction
+                probabilities[row] = [prediction.probabilities[name] for name in predictor.classes]
+                flagged[row] = prediction.flagged
+                found[row] = True
+                ood_scores[row] = np.nan if prediction.ood_score is None else prediction.ood_score
         if bar:
-            bar.update(len(images))
+            bar.update(len(rows))
     if bar:
         bar.close()
-    probabilities = np.asarray(probabilities)
+    labels = np.asarray(labels, dtype=np.int64)
     metrics = compute_metrics(
-        labels=labels, probabilities=probabilities, classes=predictor.classes, flagged=np.asarray(flagged)
+        labels=labels, probabilities=probabilities, classes=predictor.classes, flagged=flagged, found=found
     )
-    return {
-        "metrics": metrics,
-        "probabilities": probabilities,
-        "flagged": np.asarray(flagged),
-        "ood_scores": np.asarray(ood_scores),
-    }
+    if laboratories is not None and len(set(laboratories)) > 1:
+        names = np.asarray(laboratories)
+        metrics["laboratories"] = {
+            name: compute_metrics(
+                labels=labels[names == name],
+                probabilities=probabilities[names == name],
+                classes=predictor.classes,
+                flagged=flagged[names == name],
+                found=found[names == name],
+            )
+            for name in sorted(set(laboratories))
+        }
+    return {"metrics": metrics, "probabilities": probabilities, "flagged": flagged, "ood_scores": ood_scores}
 
 
 def format_report(metrics: dict, *, title: str) -> str:

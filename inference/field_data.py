@@ -143,3 +143,86 @@ def export_cell_windows(root: Path, *, split: str, output_dir: Path) -> dict[str
         partial.rename(target)
         counts[sample.label] += 1
     return dict(counts)
+
+
+@dataclass
+class LabelledImages:
+    """Labelled images of one or several laboratories, in either layout, ready for ``evaluate_images``."""
+
+    classes: list[str]
+    paths: list[Path] = field(default_factory=list)
+    labels_list: list[int] = field(default_factory=list)
+    labelled_boxes: list[tuple[Box, ...]] = field(default_factory=list)
+    laboratories: list[str] = field(default_factory=list)
+
+    @property
+    def labels(self):
+        import numpy as np
+
+        return np.asarray(self.labels_list, dtype=np.int64)
+
+    def evaluation_arguments(self) -> dict:
+        return {
+            "paths": self.paths,
+            "labels": self.labels,
+            "labelled_boxes": self.labelled_boxes,
+            "laboratories": self.laboratories,
+        }
+
+
+SPLIT_NAMES = {"train", "val", "validation", "test"}
+
+
+def laboratory_name(root: Path) -> str:
+    """A folder's laboratory: its own name, or its parent's when it is a split (``pbc/test`` -> ``pbc``)."""
+    root = Path(root).resolve()
+    return root.parent.name if root.name.lower() in SPLIT_NAMES else root.name
+
+
+def load_labelled(roots: Sequence[Path], *, classes: Sequence[str], split: str = "test") -> LabelledImages:
+    """Class-folder roots (``root/<CLASS>/<image>``) and manifest-layout roots (fields of ``split`` with
+    their labels and leukocyte boxes) together; labels outside ``classes`` are an error."""
+    from .data import load_image_folder
+
+    result = LabelledImages(classes=list(classes))
+    for root in roots:
+        laboratory = laboratory_name(root)
+        if is_manifest_layout(root):
+            for sample in read_manifest(root, split=split):
+                if sample.label not in classes:
+                    raise DatasetError(f"label {sample.label!r} of {sample.path} is not a class of the model")
+                result.paths.append(sample.path)
+                result.labels_list.append(list(classes).index(sample.label))
+                result.labelled_boxes.append(sample.leukocyte_boxes)
+                result.laboratories.append(laboratory)
+        else:
+            dataset = load_image_folder([root], classes=classes)
+            result.paths.extend(dataset.paths)
+            result.labels_list.extend(int(label) for label in dataset.labels)
+            result.labelled_boxes.extend(() for _ in dataset.paths)
+            result.laboratories.extend(laboratory for _ in dataset.paths)
+    if not result.paths:
+        raise DatasetError("no labelled images found")
+    return result
+
+
+def detection_metrics(root: Path, *, split: str = "test") -> dict | None:
+    """Leukocyte detection on every field of ``split`` that has boxes (labelled or not), at IoU >= 0.5;
+    None for a folder without boxes."""
+    if not is_manifest_layout(root):
+        return None
+    fields = [sample for sample in read_manifest(root, split=split, labelled_only=False) if sample.has_boxes]
+    if not fields:
+        return None
+    totals = [0, 0, 0]
+    for sample in fields:
+        found = [cell.box for cell in locate_cells(load_rgb(sample.path)).cells if cell.kind == "leukocyte"]
+        for index, value in enumerate(detection_counts(found, sample.leukocyte_boxes)):
+            totals[index] += value
+    true_positives, false_negatives, false_positives = totals
+    return {
+        "detection_fields": len(fields),
+        "detection_true_boxes": true_positives + false_negatives,
+        "detection_recall": true_positives / max(1, true_positives + false_negatives),
+        "detection_precision": true_positives / max(1, true_positives + false_positives),
+    }
