@@ -52,7 +52,6 @@ class ModelImportRequestSerializer(serializers.Serializer):
     classes = serializers.CharField(required=False, allow_blank=True, help_text="Comma-separated, in output order.")
     input_size = serializers.IntegerField(required=False, min_value=16, max_value=1024)
     scale = serializers.ChoiceField(choices=list(SCALE_MODES), required=False, default=DEFAULT_SCALE)
-    activate = serializers.BooleanField(required=False, default=False)
 
 
 @extend_schema_view(
@@ -126,9 +125,17 @@ class ModelVersionActivateAPI(generics.GenericAPIView):
     serializer_class = ModelVersionSerializer
     queryset = ModelVersion.objects.all()
 
-    @extend_schema(summary="Make this the version that classifies new cells (audited)", request=None)
+    @extend_schema(
+        summary="Make this the version that classifies new cells (audited); refused (409) for a version "
+        "without a recorded evaluation",
+        request=None,
+        responses={200: ModelVersionSerializer, 409: OpenApiResponse(OpenApiTypes.OBJECT, description="`detail`")},
+    )
     def post(self, request, pk: int):
         version = self.get_object()
         if not version.is_active:
-            version = services.activate_version(version, request.user, request=request)
+            try:
+                version = services.activate_version(version, request.user, request=request, require_evaluation=True)
+            except services.ActivationRefused as exc:
+                return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(ModelVersionSerializer(version).data)

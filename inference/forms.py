@@ -42,12 +42,6 @@ class ModelImportForm(forms.Form):
         help_text="The pixel scaling the model was trained with.",
         widget=forms.Select(attrs={"class": "form-select"}),
     )
-    activate = forms.BooleanField(
-        required=False,
-        label="Activate after import",
-        widget=forms.CheckboxInput(attrs={"class": "form-check-input"}),
-    )
-
     def clean_file(self):
         upload = self.cleaned_data["file"]
         if not upload.name.lower().endswith(KERAS_SUFFIXES):
@@ -70,7 +64,6 @@ class ModelImportForm(forms.Form):
             "classes": self.cleaned_data["classes"],
             "input_size": self.cleaned_data["input_size"],
             "scale": self.cleaned_data["scale"],
-            "activate": self.cleaned_data["activate"],
         }
         return queue_model_import(upload=upload, options=options, actor=actor)
 
@@ -78,3 +71,45 @@ class ModelImportForm(forms.Form):
 def default_name(filename: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(filename).stem).strip("-._")[:100] or "model"
     return f"{stem}-{secrets.token_hex(4)}"
+
+
+class AdaptationForm(forms.Form):
+    """Start adapting the active model to a laboratory's reviewed cells. The laboratories come from
+    settings.LABORATORY_CHOICES (a `cases` function: `inference` knows nothing of cases)."""
+
+    name = forms.CharField(
+        max_length=120,
+        help_text="Name of the new version (it is registered inactive).",
+        widget=forms.TextInput(attrs={"class": "form-control"}),
+    )
+    laboratory = forms.ChoiceField(
+        help_text="Whose signed cases' reviewed cells to adapt on.",
+        widget=forms.Select(attrs={"class": "form-select"}),
+    )
+
+    ALL = "all"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from django.conf import settings
+        from django.utils.module_loading import import_string
+
+        provider = getattr(settings, "LABORATORY_CHOICES", "cases.lab_cells.laboratory_choices")
+        self.laboratories = [(str(pk), label) for pk, label in import_string(provider)()]
+        self.fields["laboratory"].choices = [(self.ALL, "All laboratories")] + self.laboratories
+
+    def clean_name(self):
+        name = self.cleaned_data["name"].strip()
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            raise forms.ValidationError("Use letters, digits, '.', '_' or '-'.")
+        return name
+
+    def clean(self):
+        cleaned = super().clean()
+        choice = cleaned.get("laboratory")
+        cleaned["laboratory_id"] = None if choice in (None, self.ALL) else int(choice)
+        return cleaned
+
+    def source_label(self) -> str:
+        choice = self.cleaned_data.get("laboratory")
+        return dict([(self.ALL, "all laboratories")] + self.laboratories).get(choice, "all laboratories")

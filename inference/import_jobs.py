@@ -68,7 +68,8 @@ def run_model_import(*, job_id: int) -> ModelImport:
             classes=options.get("classes"),
             input_size=options.get("input_size"),
             scale=options["scale"],
-            activate=bool(options.get("activate")),
+            # The page and the API never activate an import: a version needs a recorded evaluation first.
+            activate=False,
             actor=job.requested_by,
         )
     except ImportFailed as error:
@@ -77,8 +78,11 @@ def run_model_import(*, job_id: int) -> ModelImport:
         logger.exception("model import %s failed", job.pk)
         job.status, job.message, job.version = ModelImport.Status.FAILED, f"Not imported: {error}", None
     else:
-        state = "and activated" if version.is_active else "(not active)"
-        job.status, job.message, job.version = ModelImport.Status.DONE, f"Imported as {version.name} {state}.", version
+        job.status, job.version = ModelImport.Status.DONE, version
+        job.message = (
+            f"Imported as {version.name} (not active). To activate it, record an evaluation first: "
+            f"manage.py evaluate --model {version.name} --data DIR --record."
+        )
     job.finished_at = timezone.now()
     job.save(update_fields=["status", "message", "version", "finished_at"])
     path.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ class ModelVersion(models.Model):
         BUNDLED = "bundled", "Bundled with the platform"
         TRAINED = "trained", "Trained here"
         IMPORTED = "imported", "Imported file"
+        ADAPTED = "adapted", "Adapted to a laboratory"
 
     name = models.CharField(max_length=120, unique=True)
     source = models.CharField(max_length=20, choices=Source.choices)
@@ -35,6 +36,10 @@ class ModelVersion(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     activated_at = models.DateTimeField(null=True, blank=True)
+    # The version this one replaced when it was last activated: what a rollback brings back.
+    previous_version = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -76,3 +81,67 @@ class ModelImport(models.Model):
 
     def __str__(self) -> str:
         return f"import of {self.original_name} ({self.status})"
+
+
+class ModelEvaluation(models.Model):
+    """A recorded measurement of a version on labelled cells, beside the version that was active then.
+
+    The activation gate: a version without one cannot be activated from the page or the API.
+    """
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="evaluations")
+    data = models.CharField(max_length=300, help_text="What it was measured on (a lab's hold-out part, a folder).")
+    metrics = models.JSONField(help_text="The keys of `evaluate --json`.")
+    baseline = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    baseline_metrics = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.version} on {self.data}"
+
+
+class AdaptationJob(models.Model):
+    """Adapting the active model to a laboratory's reviewed cells, run by a `training` worker (or, in the
+    embedded default, a background process); this row is what the page shows meanwhile."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    FINISHED = (Status.DONE, Status.FAILED, Status.CANCELLED)
+
+    name = models.CharField(max_length=120, help_text="Name of the version it registers.")
+    source_label = models.CharField(max_length=200, help_text="Whose cells: a laboratory, a folder.")
+    options = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    progress = models.FloatField(default=0.0)
+    message = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    base_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    result = models.JSONField(default=dict, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"adaptation {self.name} ({self.status})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in self.FINISHED

@@ -44,3 +44,36 @@ def version_from_directory(directory: Path) -> ModelVersion:
         keras_artifact=metadata.get("keras_artifact", ""),
         checksums=metadata.get("checksums", {}),
     )
+
+
+def evaluations_of(version: ModelVersion) -> list:
+    from .models import ModelEvaluation
+
+    return list(ModelEvaluation.objects.filter(version=version).select_related("baseline", "created_by"))
+
+
+def comparison_rows(evaluation) -> dict:
+    """Candidate beside baseline on one recorded evaluation: the headline figures, per-class recall, and
+    the agreement of case differentials with the confirmed ones."""
+    candidate, baseline = evaluation.metrics or {}, evaluation.baseline_metrics or {}
+
+    def differential(metrics):
+        value = (metrics.get("case_differential") or {}).get("mean_abs_pp")
+        return None if value is None else value
+
+    headline = [
+        ("cells", candidate.get("n"), baseline.get("n"), "n"),
+        ("accuracy", candidate.get("accuracy"), baseline.get("accuracy"), "pct"),
+        ("macro-F1", candidate.get("macro_f1"), baseline.get("macro_f1"), "num"),
+        ("flagged for review", candidate.get("flagged_fraction"), baseline.get("flagged_fraction"), "pct"),
+        ("accuracy of unflagged", candidate.get("accuracy_unflagged"), baseline.get("accuracy_unflagged"), "pct"),
+        ("case differential, mean |difference| (points)", differential(candidate), differential(baseline), "num"),
+    ]
+    recall = []
+    for name, row in (candidate.get("per_class") or {}).items():
+        if not row.get("support"):
+            continue
+        other = (baseline.get("per_class") or {}).get(name, {})
+        recall.append((name, row.get("recall"), other.get("recall"), row.get("support")))
+    cases = (candidate.get("case_differential") or {}).get("cases")
+    return {"evaluation": evaluation, "headline": headline, "recall": recall, "cases": cases}

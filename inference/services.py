@@ -14,16 +14,26 @@ from audit.models import AuditEvent
 from audit.services import record
 
 from .artifacts import read_model_metadata
-from .models import ModelVersion
+from .models import ModelEvaluation, ModelVersion
 from .ood import OOD_STATISTICS_FILE
 from .preprocessing import validate_preprocessing
 from .runtimes import sha256_of_file
 
 logger = logging.getLogger(__name__)
 
+# Audit actions of the activation gate and of adaptation (plain strings, as cases' laboratory actions:
+# AuditEvent.action's choices are not enforced by the database).
+MODEL_ROLLED_BACK = "model_rolled_back"
+MODEL_EVALUATED = "model_evaluated"
+MODEL_ADAPTATION = "model_adaptation"
+
 
 class BundledModelMissing(RuntimeError):
     pass
+
+
+class ActivationRefused(Exception):
+    """The gate: a version without a recorded evaluation (or nothing to roll back to)."""
 
 
 def register_version(
@@ -87,28 +97,105 @@ def register_version(
     return version
 
 
-def activate_version(version: ModelVersion, actor=None, *, request=None) -> ModelVersion:
-    """Make this the one serving version; audited."""
-    with transaction.atomic():
-        previous = list(
-            ModelVersion.objects.select_for_update()
-            .filter(is_active=True)
-            .exclude(pk=version.pk)
-            .values_list("name", flat=True)
+def activate_version(
+    version: ModelVersion, actor=None, *, request=None, require_evaluation: bool = False, forced_reason: str = ""
+) -> ModelVersion:
+    """Make this the one serving version; audited. Pages and the API pass `require_evaluation` (the gate:
+    a version without a recorded evaluation is refused); the command line may force it with a reason."""
+    if require_evaluation and not is_evaluated(version):
+        raise ActivationRefused(
+            f"{version.name} has no recorded evaluation: evaluate it (manage.py evaluate --model {version.name} "
+            "--data DIR --record, or adapt it from the page) before activating it"
         )
+    with transaction.atomic():
+        previous_versions = list(ModelVersion.objects.select_for_update().filter(is_active=True).exclude(pk=version.pk))
+        previous = [v.name for v in previous_versions]
         ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).update(is_active=False)
         version.is_active = True
         version.activated_at = timezone.now()
-        version.save(update_fields=["is_active", "activated_at"])
+        fields = ["is_active", "activated_at"]
+        if previous_versions:
+            version.previous_version = previous_versions[0]
+            fields.append("previous_version")
+        version.save(update_fields=fields)
+        details = {"name": version.name, "previous": previous, "evaluated": is_evaluated(version)}
+        if forced_reason:
+            details["forced"] = True
+            details["reason"] = forced_reason
         record(
             action=AuditEvent.Action.MODEL_ACTIVATED,
             actor=actor,
             obj=version,
-            details={"name": version.name, "previous": previous},
+            details=details,
             request=request,
         )
     logger.info("activated model version %s", version.name)
     return version
+
+
+def is_evaluated(version: ModelVersion) -> bool:
+    return version.pk is not None and ModelEvaluation.objects.filter(version=version).exists()
+
+
+def rollback_version(actor=None, *, request=None) -> ModelVersion:
+    """Bring back the version the active one replaced; audited."""
+    active = ModelVersion.objects.filter(is_active=True).select_related("previous_version").first()
+    if active is None or active.previous_version is None:
+        raise ActivationRefused("there is no previous version to roll back to")
+    target = active.previous_version
+    with transaction.atomic():
+        ModelVersion.objects.select_for_update().filter(pk__in=[active.pk, target.pk]).exists()
+        ModelVersion.objects.filter(pk=active.pk).update(is_active=False)
+        target.is_active = True
+        target.activated_at = timezone.now()
+        target.previous_version = active
+        target.save(update_fields=["is_active", "activated_at", "previous_version"])
+        record(
+            action=MODEL_ROLLED_BACK,
+            actor=actor,
+            obj=target,
+            details={"name": target.name, "rolled_back": active.name},
+            request=request,
+        )
+    logger.info("rolled back model version %s to %s", active.name, target.name)
+    return target
+
+
+def record_evaluation(
+    *,
+    version: ModelVersion,
+    data: str,
+    metrics: dict,
+    baseline: ModelVersion | None = None,
+    baseline_metrics: dict | None = None,
+    actor=None,
+    request=None,
+) -> ModelEvaluation:
+    """Store a measurement of `version` (and of the baseline, on the same cells); audited. This is what
+    opens the activation gate."""
+    evaluation = ModelEvaluation.objects.create(
+        version=version,
+        data=data[:300],
+        metrics=metrics,
+        baseline=baseline if baseline is not None and baseline.pk else None,
+        baseline_metrics=baseline_metrics,
+        created_by=actor if getattr(actor, "is_authenticated", False) else None,
+    )
+    record(
+        action=MODEL_EVALUATED,
+        actor=actor,
+        obj=version,
+        details={
+            "name": version.name,
+            "data": evaluation.data,
+            "n": metrics.get("n"),
+            "accuracy": metrics.get("accuracy"),
+            "baseline": baseline.name if baseline is not None else None,
+            "baseline_accuracy": (baseline_metrics or {}).get("accuracy"),
+        },
+        request=request,
+    )
+    return evaluation
 
 
 def register_from_metadata(
@@ -167,6 +254,7 @@ def ensure_bundled_model() -> ModelVersion:
             version = ModelVersion.objects.filter(name=metadata["name"]).first()
             if version is None:
                 version = register_from_metadata(metadata=metadata, source=ModelVersion.Source.BUNDLED, artifact_dir="")
+                record_release_evaluations(version)
             return activate_version(version)
     except IntegrityError:
         # Another process activated a version at the same moment; serve that one.
@@ -174,3 +262,17 @@ def ensure_bundled_model() -> ModelVersion:
         if active is None:
             raise
         return active
+
+
+def record_release_evaluations(version: ModelVersion) -> list[ModelEvaluation]:
+    """The measurements a model folder ships with (metadata "metrics" per split, e.g. validation, test)
+    recorded as evaluations, so a bundled release passes the gate like any evaluated candidate."""
+    evaluations = []
+    for split, metrics in (version.metrics or {}).items():
+        if isinstance(metrics, dict) and "accuracy" in metrics:
+            evaluations.append(
+                record_evaluation(
+                    version=version, data=f"release {split} set ({metrics.get('n', '?')} cells)", metrics=metrics
+                )
+            )
+    return evaluations

@@ -252,7 +252,29 @@ ROUTES = [
         "api-model-version-detail", roles_with("manage_models", "view_dashboard"), kwargs=_fresh("fresh_model_version")
     ),
     Route(
-        "api-model-version-activate", roles_with("manage_models"), method="post", kwargs=_fresh("fresh_model_version")
+        "api-model-version-activate",
+        roles_with("manage_models"),
+        method="post",
+        kwargs=_fresh("fresh_model_version"),
+        ok_statuses=frozenset({409}),
+        note="409: a fresh version has no recorded evaluation, so the gate refuses it; access was granted.",
+    ),
+    Route(
+        "inference:compare", roles_with("manage_laboratories", "manage_models"), kwargs=_fresh("fresh_model_version")
+    ),
+    Route("inference:rollback", roles_with("manage_models"), method="post"),
+    Route(
+        "inference:adapt",
+        roles_with("manage_laboratories"),
+        also=[Check("post", roles_with("manage_laboratories"), data={}, ok_statuses=frozenset({400}))],
+        note="POST starts an adaptation; the empty POST gets past the permission check and fails validation (400).",
+    ),
+    Route("inference:adaptation", roles_with("manage_laboratories"), kwargs=_fresh("fresh_adaptation_job")),
+    Route(
+        "inference:adaptation_cancel",
+        roles_with("manage_laboratories"),
+        method="post",
+        kwargs=_fresh("fresh_adaptation_job"),
     ),
     Route("api-model-import-detail", roles_with("manage_models"), kwargs=_fresh("fresh_model_import")),
     # reports

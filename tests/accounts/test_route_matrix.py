@@ -19,7 +19,7 @@ from PIL import Image
 from accounts.roles import Role
 from cases import storage
 from cases.models import Case, CellImage, Review
-from inference.models import ModelImport
+from inference.models import AdaptationJob, ModelImport
 from tests.accounts.route_expectations import (
     ANONYMOUS,
     IGNORED_NAMES,
@@ -151,6 +151,9 @@ class World:
 
     def fresh_model_import(self):
         return ModelImport.objects.create(original_name="model.h5", stored_file="uploads/absent.h5")
+
+    def fresh_adaptation_job(self):
+        return AdaptationJob.objects.create(name=f"adapt-{self.new_accession()}", source_label="all laboratories")
 
     def fresh_failed_image(self):
         return CellImageFactory(case=self.case, status=CellImage.Status.FAILED, status_message="worker lost")

@@ -6,6 +6,7 @@ import pytest
 from audit.models import AuditEvent
 from cases.models import Case, Review
 from inference.models import ModelVersion
+from inference.services import record_evaluation
 from tests.factories import DEFAULT_PASSWORD, ModelVersionFactory
 from tests.reports.conftest import scored_version  # noqa: F401 - fixture
 
@@ -132,6 +133,7 @@ def test_audit_events_filter_by_action(review_world, supervisor):
 
 def test_activation_through_the_api(review_world, admin_user):
     spare = ModelVersionFactory()
+    record_evaluation(version=spare, data="a folder (10 cells)", metrics={"n": 10, "accuracy": 0.9})
     response = token_client(admin_user).post(f"/api/v1/model-versions/{spare.pk}/activate/")
     assert response.status_code == 200 and response.json()["is_active"] is True
     assert ModelVersion.objects.get(is_active=True) == spare

@@ -3,6 +3,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from audit.models import AuditEvent
+from inference import services
 from inference.models import ModelImport, ModelVersion
 from tests.factories import ModelVersionFactory
 
@@ -34,8 +35,9 @@ def test_model_pages_are_for_admins_only(versions, role_fixture, request, client
 
 def test_activation_switches_the_active_version_and_is_audited(versions, admin_user, client):
     active, spare = versions
+    services.record_evaluation(version=spare, data="a folder (100 cells)", metrics=spare.metrics)
     client.force_login(admin_user)
-    response = client.post(reverse("inference:activate", args=[spare.pk]))
+    response = client.post(reverse("inference:activate", args=[spare.pk]), {"confirm": "yes"})
     assert response.status_code == 302
     assert ModelVersion.objects.get(is_active=True) == spare
     event = AuditEvent.objects.get(action=AuditEvent.Action.MODEL_ACTIVATED)
