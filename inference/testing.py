@@ -29,7 +29,8 @@ _build_lock = threading.Lock()
 
 
 def synthetic_cell_image(class_index: int, n_classes: int, *, size: int = 48, seed: int = 0) -> Image.Image:
-    """An RGB image the tiny model learns to call class `class_index`: a disc of that class's hue."""
+    """An RGB image the tiny model learns to call class `class_index`: a disc of that class's hue (the
+    cytoplasm) around a purple nucleus, which is what `locate` looks for in a stained smear."""
     rng = np.random.default_rng(seed)
     red, green, blue = colorsys.hsv_to_rgb(class_index / n_classes, 0.85, 0.8)
     image = Image.new("RGB", (size, size), (235, 225, 230))
@@ -39,6 +40,8 @@ def synthetic_cell_image(class_index: int, n_classes: int, *, size: int = 48, se
     draw.ellipse(
         (cx - radius, cy - radius, cx + radius, cy + radius), fill=(int(red * 255), int(green * 255), int(blue * 255))
     )
+    nucleus = radius * 0.55
+    draw.ellipse((cx - nucleus, cy - nucleus, cx + nucleus, cy + nucleus), fill=(110, 40, 150))
     noise = rng.normal(0, 6, size=(size, size, 3))
     pixels = np.clip(np.asarray(image, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
     return Image.fromarray(pixels)
