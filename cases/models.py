@@ -59,12 +59,33 @@ class Case(models.Model):
         return self.accession_id
 
 
+class CellImageQuerySet(models.QuerySet):
+    def cells(self):
+        """Cells only: what galleries, reviews, differentials and reports list and count (never a field, nor an
+        upload in which no cell was found). An upload not yet analysed counts as a cell until it is."""
+        return self.filter(kind=CellImage.Kind.CELL)
+
+
 class CellImage(models.Model):
+    """An uploaded image or a cell found in one.
+
+    An upload is first a cell (kind "cell"). Analysis decides: a crop stays one cell (with its box); a whole
+    microscope field becomes kind "field" and gets one child cell (`parent`) per cell found, each with its box
+    in the field and its own stored crop; an upload in which no cell is found becomes kind "no_cell" with
+    status "no_cell", a final state that is neither a failure nor a prediction.
+    """
+
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         CLASSIFYING = "classifying", "Classifying"
         CLASSIFIED = "classified", "Classified"
         FAILED = "failed", "Failed"
+        NO_CELL = "no_cell", "No cell found"
+
+    class Kind(models.TextChoices):
+        CELL = "cell", "Cell"
+        FIELD = "field", "Microscope field"
+        NO_CELL = "no_cell", "Image without a cell"
 
     case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="images")
     # Path inside the private, encrypted image store; never a URL.
@@ -86,12 +107,38 @@ class CellImage(models.Model):
     final_label = models.CharField(max_length=60, blank=True, default="", db_index=True)
     final_reviewed_at = models.DateTimeField(null=True, blank=True)
     reclassified = models.BooleanField(default=False, help_text="A pathologist changed its label at least once.")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CELL, db_index=True)
+    # A cell found in a field: the field, and the cell's box in it (upright pixels, end-exclusive). A crop
+    # upload has a box in itself and no parent.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="cells")
+    box_x0 = models.PositiveIntegerField(null=True, blank=True)
+    box_y0 = models.PositiveIntegerField(null=True, blank=True)
+    box_x1 = models.PositiveIntegerField(null=True, blank=True)
+    box_y1 = models.PositiveIntegerField(null=True, blank=True)
+    located_as = models.CharField(
+        max_length=30, blank=True, help_text="What the cell finder took it for: leukocyte, platelet, nucleated red cell"
+    )
+    # Encrypted renditions in the image store: a small JPEG for galleries (every image), and for fields a
+    # larger JPEG the case page draws the boxes on. Stored once, so no page decodes the full image again.
+    thumbnail_key = models.CharField(max_length=255, blank=True)
+    preview_key = models.CharField(max_length=255, blank=True)
+    # The scale the upload was analysed at, and where it came from ("laboratory", "red_cells", "default").
+    um_per_pixel = models.FloatField(null=True, blank=True)
+    scale_source = models.CharField(max_length=20, blank=True)
+
+    objects = CellImageQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]
 
     def __str__(self) -> str:
-        return f"cell {self.pk} of {self.case_id}"
+        return f"{self.kind.replace('_', ' ')} {self.pk} of {self.case_id}"
+
+    @property
+    def box(self) -> tuple[int, int, int, int] | None:
+        if self.box_x0 is None:
+            return None
+        return (self.box_x0, self.box_y0, self.box_x1, self.box_y1)
 
 
 class Prediction(models.Model):
@@ -103,6 +150,8 @@ class Prediction(models.Model):
     flagged = models.BooleanField(default=False, help_text="Shown as 'unidentified — needs review'.")
     ood_score = models.FloatField(null=True, blank=True)
     latency_ms = models.FloatField()
+    # Stable codes of why it is flagged: "low_confidence", "out_of_distribution", "not_a_cell".
+    flag_reasons = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -150,3 +199,28 @@ class Review(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("Reviews are append-only.")
+
+
+class CaseComment(models.Model):
+    """A pathologist's comment on a case, printed in its report. Append-only: a correction is a new comment."""
+
+    case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="comments")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    text = models.TextField()
+    # Written after the case was signed: an addendum to the signed report.
+    after_signing = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"comment {self.pk} on {self.case_id}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise PermissionError("Comments are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("Comments are append-only.")
