@@ -50,7 +50,7 @@ class TokenView(APIView):
             )
         try:
             # Django's own request: allauth's rate limits and the authentication backends expect it.
-            token = issue_api_token(request=request._request, **form.validated_data)
+            token, key = issue_api_token(request=request._request, **form.validated_data)
         except TokenRefused as refusal:
             return Response({"detail": str(refusal)}, status=refusal.status)
-        return Response({"token": token.key}, status=status.HTTP_200_OK)
+        return Response({"token": key, "expires_at": token.expires_at}, status=status.HTTP_200_OK)

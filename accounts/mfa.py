@@ -15,12 +15,15 @@ def totp_authenticator(user) -> Authenticator | None:
     return Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).first()
 
 
-def needs_totp_setup(user) -> bool:
+def needs_second_factor(user) -> bool:
+    """The account's role (or superuser flag) requires TOTP; the demo accounts of DEMO_MODE excepted."""
     if not user.is_authenticated:
         return False
     if user.role not in MFA_REQUIRED_ROLES and not user.is_superuser:
         return False
     # In the embedded demo (DEMO_MODE) the demo supervisor and admin are exempt so a newcomer can click around.
-    if is_demo_user(user):
-        return False
-    return totp_authenticator(user) is None
+    return not is_demo_user(user)
+
+
+def needs_totp_setup(user) -> bool:
+    return needs_second_factor(user) and totp_authenticator(user) is None

@@ -19,8 +19,9 @@ def mfa_setup_path_prefixes() -> tuple[str, ...]:
 class MFARequiredMiddleware:
     """Sends a supervisor or admin without an authenticator to the TOTP activation page.
 
-    API clients authenticate by token inside DRF, after this middleware; the token endpoint
-    therefore refuses to issue a token until TOTP is active (accounts.services.issue_api_token).
+    API clients authenticate by token inside DRF, after this middleware: the token endpoint refuses
+    to issue a token until TOTP is active (accounts.services.issue_api_token), and the token
+    authentication applies the same rule to every request (accounts.authentication).
     """
 
     def __init__(self, get_response):

@@ -31,6 +31,11 @@ class User(AbstractUser):
     email = models.EmailField("email address", unique=True)
     approved_at = models.DateTimeField(null=True, blank=True)
     approved_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Who ended the account's access. An account an administrator deactivated (or one deactivated
+    # outside the people page, e.g. in Django's admin) can be given a role again only by an administrator.
+    deactivated_at = models.DateTimeField(null=True, blank=True)
+    deactivated_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    deactivated_by_admin = models.BooleanField(default=False)
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: list[str] = []
@@ -66,3 +71,27 @@ class User(AbstractUser):
     @property
     def is_pending(self) -> bool:
         return self.is_authenticated and self.role is None
+
+
+class ApiToken(models.Model):
+    """A credential for the API. Only a hash of the key is stored: the key is shown once, when issued.
+
+    Tokens expire (settings.API_TOKEN_TTL_DAYS) and are revoked when the password changes, the role
+    changes or the account is deactivated (accounts.services.revoke_api_tokens).
+    """
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    # The key's first characters, to tell one's tokens apart without revealing them.
+    prefix = models.CharField(max_length=8, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    # Issued after a TOTP code was checked; roles that require a second factor accept only such tokens.
+    second_factor = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"

@@ -19,7 +19,12 @@ class TokenRequestSerializer(serializers.Serializer):
 
 
 class TokenSerializer(serializers.Serializer):
-    token = serializers.CharField(help_text="Send as `Authorization: Token <token>`.")
+    token = serializers.CharField(
+        help_text="Send as `Authorization: Token <token>`. Shown only now: the platform keeps only a hash of it."
+    )
+    expires_at = serializers.DateTimeField(
+        help_text="After this the token is refused; it is also revoked by a password or role change."
+    )
 
 
 class ErrorSerializer(serializers.Serializer):

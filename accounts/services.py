@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import secrets
+from datetime import timedelta
+
+from allauth.account.adapter import get_adapter as get_account_adapter
 from allauth.account.models import EmailAddress
-from allauth.core import ratelimit
+from allauth.mfa.base.internal.flows import check_rate_limit as check_totp_rate_limit
 from allauth.mfa.totp.internal.auth import TOTP
-from django.contrib.auth import authenticate
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from audit.models import AuditEvent
 from audit.services import record
 
+from .authentication import hash_key
 from .mfa import TOTP_REQUIRED_MESSAGE, needs_totp_setup, totp_authenticator
-from .models import User
+from .models import ApiToken, User
 from .roles import ADMIN_ONLY_ROLES, Role, set_role
 
 
@@ -56,10 +61,30 @@ def approve_user(*, actor, user: User, role: str, request=None) -> User:
     if user.role is not None:
         raise UserManagementError(f"{user.email} already has the {user.role} role; change it instead.")
     _check_change_allowed(actor=actor, user=user, new_role=role)
+    if (
+        not user.is_active
+        and not can_manage_admin_roles(actor)
+        and (user.deactivated_by_id is None or user.deactivated_by_admin)
+    ):
+        raise UserManagementError(
+            f"{user.email} was deactivated by an administrator: only an administrator can give them a role again."
+        )
     user.is_active = True
     user.approved_at = timezone.now()
     user.approved_by = actor
-    user.save(update_fields=["is_active", "approved_at", "approved_by"])
+    user.deactivated_at = None
+    user.deactivated_by = None
+    user.deactivated_by_admin = False
+    user.save(
+        update_fields=[
+            "is_active",
+            "approved_at",
+            "approved_by",
+            "deactivated_at",
+            "deactivated_by",
+            "deactivated_by_admin",
+        ]
+    )
     set_role(user, role)
     record(
         action=AuditEvent.Action.USER_APPROVED,
@@ -81,11 +106,13 @@ def change_role(*, actor, user: User, role: str, request=None) -> User:
         raise UserManagementError(f"{user.email} already has the {role} role.")
     _check_change_allowed(actor=actor, user=user, new_role=role)
     set_role(user, role)
+    # A token carries the trust of the sign-in that issued it, under the old role: the client signs in again.
+    revoked = revoke_api_tokens(user=user)
     record(
         action=AuditEvent.Action.ROLE_CHANGED,
         actor=actor,
         obj=user,
-        details={"email": user.email, "from": previous, "to": role.value},
+        details={"email": user.email, "from": previous, "to": role.value, "api_tokens_revoked": revoked},
         request=request,
     )
     return user
@@ -102,9 +129,12 @@ def deactivate_user(*, actor, user: User, request=None) -> User:
     _check_change_allowed(actor=actor, user=user)
     previous = user.role
     user.is_active = False
-    user.save(update_fields=["is_active"])
+    user.deactivated_at = timezone.now()
+    user.deactivated_by = actor
+    user.deactivated_by_admin = can_manage_admin_roles(actor)
+    user.save(update_fields=["is_active", "deactivated_at", "deactivated_by", "deactivated_by_admin"])
     set_role(user, None)
-    Token.objects.filter(user=user).delete()
+    revoke_api_tokens(user=user)
     record(
         action=AuditEvent.Action.ROLE_CHANGED,
         actor=actor,
@@ -115,14 +145,34 @@ def deactivate_user(*, actor, user: User, request=None) -> User:
     return user
 
 
-def issue_api_token(*, request, email: str, password: str, code: str = "") -> Token:
+def create_api_token(*, user: User, second_factor: bool) -> tuple[ApiToken, str]:
+    """A new token and its key. The key is returned once and never stored; only its hash is."""
+    key = secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        user=user,
+        key_hash=hash_key(key),
+        prefix=key[:8],
+        expires_at=timezone.now() + timedelta(days=settings.API_TOKEN_TTL_DAYS),
+        second_factor=second_factor,
+    )
+    return token, key
+
+
+def revoke_api_tokens(*, user: User) -> int:
+    """Every API token of the user stops working at once; returns how many there were."""
+    deleted, _ = ApiToken.objects.filter(user=user).delete()
+    return deleted
+
+
+def issue_api_token(*, request, email: str, password: str, code: str = "") -> tuple[ApiToken, str]:
     """The API's sign-in: the same checks as the website's (verified email, approved role, TOTP)."""
-    rate_key = email.strip().lower()
-    if not ratelimit.consume(request, action="login_failed", key=rate_key, dry_run=True):
-        raise TokenRefused("Too many failed sign-in attempts. Wait a few minutes and try again.", status=429)
-    user = authenticate(request, email=email, password=password)
+    adapter = get_account_adapter(request)
+    try:
+        # The website's password check: the per-client and per-account buckets (accounts.adapters).
+        user = adapter.authenticate(request, email=email, password=password)
+    except ValidationError:
+        raise TokenRefused("Too many failed sign-in attempts. Wait a few minutes and try again.", status=429) from None
     if user is None:
-        ratelimit.consume(request, action="login_failed", key=rate_key)
         raise TokenRefused("The email address or password is not correct.", status=400)
     if not EmailAddress.objects.filter(user=user, email__iexact=user.email, verified=True).exists():
         raise TokenRefused("Verify your email address first by signing in on the website.", status=403)
@@ -134,10 +184,16 @@ def issue_api_token(*, request, email: str, password: str, code: str = "") -> To
     if needs_totp_setup(user):
         raise TokenRefused(TOTP_REQUIRED_MESSAGE, status=403)
     authenticator = totp_authenticator(user)
-    if authenticator is not None and not TOTP(authenticator).validate_code(code.strip()):
-        ratelimit.consume(request, action="login_failed", key=rate_key)
-        message = "Enter the current code from your authenticator app." if not code else "That code is not valid."
-        raise TokenRefused(message, status=400)
-    token, _ = Token.objects.get_or_create(user=user)
+    if authenticator is not None:
+        # The website's TOTP step's bucket: per user, apart from the passwords'.
+        try:
+            clear_totp_failures = check_totp_rate_limit(user)
+        except ValidationError:
+            raise TokenRefused("Too many wrong codes. Wait a few minutes and try again.", status=429) from None
+        if not TOTP(authenticator).validate_code(code.strip()):
+            message = "Enter the current code from your authenticator app." if not code else "That code is not valid."
+            raise TokenRefused(message, status=400)
+        clear_totp_failures()
+    token, key = create_api_token(user=user, second_factor=authenticator is not None)
     record(action=AuditEvent.Action.SIGN_IN, actor=user, obj=user, details={"via": "api_token"}, request=request)
-    return token
+    return token, key

@@ -1,8 +1,11 @@
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.db.models.signals import post_save
 from django.dispatch import receiver
 
 from audit.models import AuditEvent
 from audit.services import record
+
+from .models import User
 
 
 @receiver(user_logged_in)
@@ -23,3 +26,16 @@ def audit_failed_sign_in(sender, credentials, request=None, **kwargs):
         details={"email": str(credentials.get("email", credentials.get("username", "")))[:254]},
         request=request,
     )
+
+
+@receiver(post_save, sender=User)
+def revoke_api_tokens_on_password_change(sender, instance, created, **kwargs):
+    """A new password (changed, reset, set by an admin or `changepassword`) ends every API token.
+
+    Django keeps the new raw password on the instance until save() has run the validators'
+    password_changed hooks; it is set only by set_password().
+    """
+    if not created and getattr(instance, "_password", None) is not None:
+        from .services import revoke_api_tokens
+
+        revoke_api_tokens(user=instance)

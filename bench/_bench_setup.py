@@ -10,10 +10,10 @@ django.setup()
 
 from allauth.account.models import EmailAddress  # noqa: E402
 from django.contrib.auth.models import Group  # noqa: E402
-from rest_framework.authtoken.models import Token  # noqa: E402
 
 from accounts.models import User  # noqa: E402
 from accounts.roles import Role  # noqa: E402
+from accounts.services import create_api_token  # noqa: E402
 from inference.services import ensure_bundled_model  # noqa: E402
 
 
@@ -26,7 +26,7 @@ def main(users: int) -> dict:
         user, _ = User.objects.get_or_create(email=email)
         user.groups.add(group)
         EmailAddress.objects.get_or_create(user=user, email=email, defaults={"verified": True, "primary": True})
-        tokens.append(Token.objects.get_or_create(user=user)[0].key)
+        tokens.append(create_api_token(user=user, second_factor=False)[1])
     return {"model": version.name, "serving_artifact": version.serving_artifact, "tokens": tokens}
 
 

@@ -39,3 +39,15 @@ def test_production_refuses_to_start_without_a_secret_key():
 
     assert result.returncode != 0
     assert "SECRET_KEY must be set in production" in result.stderr
+
+
+def test_production_trusts_one_reverse_proxy_and_tokens_expire_by_default():
+    script = (
+        "from django.conf import settings; print(settings.ALLAUTH_TRUSTED_PROXY_COUNT, settings.API_TOKEN_TTL_DAYS)"
+    )
+
+    result = run_manage("shell", "-c", script, env=PRODUCTION_ENV)
+
+    assert result.returncode == 0, result.stderr
+    # The last line: Django's shell may first say what it imported.
+    assert result.stdout.strip().splitlines()[-1].split() == ["1", "30"]

@@ -39,7 +39,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     # Swagger UI served from our own static files: the API docs work on a lab network without internet.
     "drf_spectacular_sidecar",
@@ -224,11 +223,21 @@ ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
 ACCOUNT_EMAIL_NOTIFICATIONS = True
 # Merged over allauth's defaults. Verification codes keep allauth's own short resend limit: a
 # three-minute one left a person who mistyped their address unable to get a new code.
+# Sign-in lockout. "password_failed" (accounts.adapters; the website and the token endpoint): 10 wrong
+# passwords a minute per client address, 5 per 5 minutes per account. "login_failed": allauth's own,
+# here only the TOTP step's, per user. Client addresses come from X-Forwarded-For as appended by the
+# proxies in front (TRUSTED_PROXY_COUNT below), else every user behind the proxy would share one.
 ACCOUNT_RATE_LIMITS = {
+    "password_failed": "10/m/ip,5/5m/key",
     "login_failed": "10/m/ip,5/5m/key",
     "signup": "20/m/ip",
     "request_login_code": "20/m/ip,3/m/key",
 }
+# How many reverse proxies stand in front of the web process, each appending to X-Forwarded-For: the
+# client address is the one the outermost trusted proxy appended. 0 = use the TCP peer (no proxy).
+# Set it to exactly the number of proxies: a larger number lets clients pick their address.
+TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
+ALLAUTH_TRUSTED_PROXY_COUNT = TRUSTED_PROXY_COUNT
 ACCOUNT_ADAPTER = "accounts.adapters.AccountAdapter"
 SOCIALACCOUNT_ADAPTER = "accounts.adapters.SocialAccountAdapter"
 # Signing in to an existing account because a provider vouches for its email address is
@@ -279,13 +288,17 @@ SOCIALACCOUNT_PROVIDERS = _social_providers()
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        # `Authorization: Token <key>`: hashed, expiring keys under the second-factor rule (accounts/authentication.py).
+        "accounts.authentication.ApiTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+# API tokens (POST /api/v1/auth/token/) expire after this many days; a password or role change revokes them.
+API_TOKEN_TTL_DAYS = int(os.environ.get("API_TOKEN_TTL_DAYS", "30"))
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "HematoVision API",
     "DESCRIPTION": "White-blood-cell classification with a human in the loop.",

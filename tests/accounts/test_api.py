@@ -1,9 +1,10 @@
 """/api/v1/me/ and /api/v1/auth/token/."""
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from accounts.authentication import hash_key
+from accounts.models import ApiToken
 from accounts.roles import ROLE_CAPABILITIES, Role
 from audit.models import AuditEvent
 from tests.accounts.helpers import current_totp_code
@@ -48,7 +49,8 @@ def test_token_for_email_and_password(api, technician):
     response = api.post(TOKEN_URL, {"email": technician.email, "password": DEFAULT_PASSWORD}, format="json")
 
     assert response.status_code == 200
-    assert response.json()["token"] == Token.objects.get(user=technician).key
+    stored = ApiToken.objects.get(user=technician)
+    assert stored.key_hash == hash_key(response.json()["token"])
 
 
 @pytest.mark.django_db
@@ -81,7 +83,7 @@ def test_token_refused_for_a_pending_user_with_a_clear_message(api, pending_user
 
     assert response.status_code == 403
     assert "awaiting approval" in response.json()["detail"]
-    assert not Token.objects.filter(user=pending_user).exists()
+    assert not ApiToken.objects.filter(user=pending_user).exists()
 
 
 @pytest.mark.django_db
@@ -121,7 +123,7 @@ def test_token_refused_to_a_supervisor_without_totp(api, make_user):
 
 @pytest.mark.django_db
 def test_token_requests_are_rate_limited_after_failures(api, technician, settings):
-    settings.ACCOUNT_RATE_LIMITS = {"login_failed": "2/m/key"}
+    settings.ACCOUNT_RATE_LIMITS = {"password_failed": "2/m/key"}
     for _ in range(2):
         api.post(TOKEN_URL, {"email": technician.email, "password": "nope"}, format="json")
 

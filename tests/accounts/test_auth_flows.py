@@ -121,7 +121,7 @@ def test_correct_totp_code_completes_the_sign_in(client, make_user):
 
 @pytest.mark.django_db
 def test_failed_sign_ins_are_rate_limited(client, technician, settings):
-    settings.ACCOUNT_RATE_LIMITS = {"login_failed": "3/m/key"}
+    settings.ACCOUNT_RATE_LIMITS = {"password_failed": "3/m/key"}
     for _ in range(3):
         client.post(reverse("account_login"), {"login": technician.email, "password": "wrong-password"})
 

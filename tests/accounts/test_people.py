@@ -2,12 +2,11 @@
 
 import pytest
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 
-from accounts.models import User
+from accounts.models import ApiToken, User
 from accounts.roles import Role
 from accounts.selectors import list_people
-from accounts.services import UserManagementError, approve_user, change_role, deactivate_user
+from accounts.services import UserManagementError, approve_user, change_role, create_api_token, deactivate_user
 from audit.models import AuditEvent
 
 
@@ -159,13 +158,13 @@ def test_approving_someone_who_already_has_a_role_is_refused(supervisor, technic
 
 @pytest.mark.django_db
 def test_deactivation_signs_the_user_out_and_revokes_their_token(client, supervisor, technician):
-    Token.objects.create(user=technician)
+    create_api_token(user=technician, second_factor=False)
     client.force_login(technician)
 
     deactivate_user(actor=supervisor, user=technician)
 
     assert client.get(reverse("accounts:pending"))["Location"].startswith(reverse("account_login"))
-    assert not Token.objects.filter(user=technician).exists()
+    assert not ApiToken.objects.filter(user=technician).exists()
 
 
 @pytest.mark.django_db
@@ -191,3 +190,51 @@ def test_people_actions_refuse_get(client, supervisor, pending_user):
     client.force_login(supervisor)
 
     assert client.get(reverse("accounts:approve", args=[pending_user.pk])).status_code == 405
+
+
+@pytest.mark.django_db
+def test_supervisor_cannot_reapprove_someone_an_admin_deactivated(supervisor, admin_user, technician):
+    deactivate_user(actor=admin_user, user=technician)
+
+    with pytest.raises(UserManagementError, match="deactivated by an administrator"):
+        approve_user(actor=supervisor, user=User.objects.get(pk=technician.pk), role=Role.TECHNICIAN)
+
+    assert not User.objects.get(pk=technician.pk).is_active
+
+
+@pytest.mark.django_db
+def test_supervisor_cannot_reapprove_a_deactivated_admin(supervisor, admin_user, make_user):
+    other_admin = make_user(Role.ADMIN, mfa=True)
+    deactivate_user(actor=admin_user, user=other_admin)
+
+    with pytest.raises(UserManagementError):
+        approve_user(actor=supervisor, user=User.objects.get(pk=other_admin.pk), role=Role.TECHNICIAN)
+
+
+@pytest.mark.django_db
+def test_supervisor_cannot_reapprove_an_account_deactivated_outside_the_people_page(supervisor, technician):
+    User.objects.filter(pk=technician.pk).update(is_active=False)  # e.g. unticked in Django's admin
+
+    with pytest.raises(UserManagementError, match="only an administrator"):
+        approve_user(actor=supervisor, user=User.objects.get(pk=technician.pk), role=Role.TECHNICIAN)
+
+
+@pytest.mark.django_db
+def test_the_people_page_refuses_a_supervisors_reapproval_with_a_message(client, supervisor, admin_user, technician):
+    deactivate_user(actor=admin_user, user=technician)
+    client.force_login(supervisor)
+
+    response = client.post(reverse("accounts:approve", args=[technician.pk]), {"role": Role.TECHNICIAN}, follow=True)
+
+    assert "only an administrator" in response.content.decode()
+    assert not User.objects.get(pk=technician.pk).is_active
+
+
+@pytest.mark.django_db
+def test_admin_can_reapprove_what_an_admin_deactivated(admin_user, technician):
+    deactivate_user(actor=admin_user, user=technician)
+
+    approve_user(actor=admin_user, user=User.objects.get(pk=technician.pk), role=Role.TECHNICIAN)
+
+    user = User.objects.get(pk=technician.pk)
+    assert user.is_active and user.deactivated_by is None and not user.deactivated_by_admin

@@ -1,17 +1,20 @@
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from accounts.mfa import totp_authenticator
+from accounts.services import create_api_token
 from cases.models import Case
 from cases.review_services import review_cells, sign_case
 from tests.factories import CaseFactory, CellImageFactory, ModelVersionFactory, PredictionFactory
 
 
 def token_client(user) -> APIClient:
+    """A client with a fresh API token of the user, issued as the token endpoint would (with the
+    second factor where the user has TOTP)."""
     client = APIClient()
     if user is not None:
-        token, _ = Token.objects.get_or_create(user=user)
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        _, key = create_api_token(user=user, second_factor=totp_authenticator(user) is not None)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     return client
 
 

@@ -11,8 +11,9 @@ import schemathesis
 from django.core.wsgi import get_wsgi_application
 from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, settings
-from rest_framework.authtoken.models import Token
 from schemathesis.checks import positive_data_acceptance, status_code_conformance
+
+from accounts.services import create_api_token
 
 MAX_EXAMPLES = 15
 # DRF answers 400 (validation), 404 (unknown id, page out of range) and 403 on every operation, and
@@ -46,8 +47,8 @@ class SuperuserToken:
 
 @pytest.fixture
 def superuser_token(review_world, make_user):
-    superuser = make_user(None, is_superuser=True, is_staff=True)
-    current_token["key"] = Token.objects.create(user=superuser).key
+    superuser = make_user(None, is_superuser=True, is_staff=True, mfa=True)
+    _, current_token["key"] = create_api_token(user=superuser, second_factor=True)
     yield current_token["key"]
     current_token.clear()
 
