@@ -1,4 +1,5 @@
-"""manage.py classify PATH...: predictions of the active (or a named) model for image files and folders."""
+"""manage.py classify PATH...: every cell found in image files and folders (crops or whole fields), classified
+by the active (or a named) model."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from PIL import UnidentifiedImageError
 
 from hematovision.csv_safety import SafeWriter
+from inference.analysis import analyse_images
 from inference.data import IMAGE_SUFFIXES, load_rgb
 from inference.predictor import ModelUnavailable, Predictor, get_predictor
 from inference.selectors import find_version
@@ -53,37 +55,71 @@ class Command(BaseCommand):
                     chunk.append(path)
                 except (UnidentifiedImageError, OSError, ValueError) as exc:
                     rows.append({"path": str(path), "error": f"unreadable image: {exc}"})
-            for path, prediction in zip(chunk, predictor.predict(images), strict=True):
-                rows.append(
-                    {
-                        "path": str(path),
-                        "label": prediction.label,
-                        "confidence": round(prediction.confidence, 6),
-                        "flagged": prediction.flagged,
-                        "flag_reasons": list(prediction.flag_reasons),
-                        "ood_score": None if prediction.ood_score is None else round(prediction.ood_score, 4),
-                        "latency_ms": round(prediction.latency_ms, 2),
-                        "probabilities": {k: round(v, 6) for k, v in prediction.probabilities.items()},
-                    }
-                )
+            for path, analysis in zip(chunk, analyse_images(images, predictor=predictor), strict=True):
+                rows.append(_image_row(path, analysis))
         if options["format"] == "json":
             self.stdout.write(json.dumps({"model": predictor.version.name, "predictions": rows}, indent=2))
             return
         writer = SafeWriter(self.stdout)  # file names are the user's: no cell may start a formula
         writer.writerow(
-            ["path", "label", "confidence", "flagged", "ood_score", "latency_ms", "error", *predictor.classes]
-        )
+            ["path", "cell", "x0", "y0", "x1", "y1", "label", "confidence", "flagged", "flag_reasons", "ood_score",
+             "latency_ms", "error", *predictor.classes]
+        )  # fmt: skip
         for row in rows:
-            probabilities = row.get("probabilities", {})
-            writer.writerow(
-                [
-                    row["path"],
-                    row.get("label", ""),
-                    row.get("confidence", ""),
-                    row.get("flagged", ""),
-                    row.get("ood_score", ""),
-                    row.get("latency_ms", ""),
-                    row.get("error", ""),
-                    *[probabilities.get(name, "") for name in predictor.classes],
-                ]
-            )
+            # One row per found cell; an image without one (or unreadable) still gets its row.
+            for index, cell in enumerate(row.get("cells") or [{}]):
+                probabilities = cell.get("probabilities", {})
+                box = cell.get("box") or ["", "", "", ""]
+                error = row.get("error", "" if row.get("cells") else "no cell found")
+                writer.writerow(
+                    [
+                        row["path"],
+                        index if cell else "",
+                        *box,
+                        cell.get("label", ""),
+                        cell.get("confidence", ""),
+                        cell.get("flagged", ""),
+                        " ".join(cell.get("flag_reasons", [])),
+                        cell.get("ood_score", ""),
+                        row.get("latency_ms", ""),
+                        error,
+                        *[probabilities.get(name, "") for name in predictor.classes],
+                    ]
+                )
+
+
+def _cell_fields(prediction) -> dict:
+    return {
+        "label": prediction.label,
+        "confidence": round(prediction.confidence, 6),
+        "flagged": prediction.flagged,
+        "flag_reasons": list(prediction.flag_reasons),
+        "ood_score": None if prediction.ood_score is None else round(prediction.ood_score, 4),
+        "probabilities": {k: round(v, 6) for k, v in prediction.probabilities.items()},
+    }
+
+
+def _image_row(path: Path, analysis) -> dict:
+    """The image's main cell at the top level (label null when no cell is found), every cell in "cells"."""
+    cells = [{"box": list(cell.box), **_cell_fields(cell.prediction)} for cell in analysis.cells]
+    main = analysis.main
+    if main is None:
+        top = {
+            "label": None,
+            "confidence": None,
+            "flagged": True,
+            "flag_reasons": ["no_cell_found"],
+            "ood_score": None,
+            "probabilities": {},
+        }
+        latency = 0.0
+    else:
+        top = _cell_fields(main.prediction)
+        latency = main.prediction.latency_ms
+    return {
+        "path": str(path),
+        **top,
+        "latency_ms": round(latency, 2),
+        "layout": analysis.layout,
+        "cells": cells,
+    }
