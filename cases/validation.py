@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from io import BytesIO
 
 from django.conf import settings
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageMode, UnidentifiedImageError
 
 from inference.preprocessing import to_rgb
 
@@ -66,6 +66,10 @@ def read_upload(uploaded_file, *, limit: int) -> bytes:
 
 def validate_image(uploaded_file) -> ValidatedImage:
     """Raise ImageRejected with a clear message, or return the bytes and what was learnt from decoding them."""
+    # Set by the upload handler (hematovision/uploads.py) for a file it did not keep: too large, one too many.
+    refusal = getattr(uploaded_file, "upload_refusal", "")
+    if refusal:
+        raise ImageRejected(refusal)
     max_bytes = settings.MAX_UPLOAD_BYTES
     max_pixels = settings.MAX_UPLOAD_PIXELS
     declared_size = getattr(uploaded_file, "size", None)
@@ -100,6 +104,24 @@ def validate_image(uploaded_file) -> ValidatedImage:
             return _check_decoded(image, data, max_pixels=max_pixels)
 
 
+def decoded_bytes(image: Image.Image) -> int:
+    """What the picture takes once decoded, from its header: width × height × bands × bytes per sample at the
+    file's own depth (a 16-bit sample counts 2 bytes; Pillow may report a 16-bit RGB file as mode RGB, so the
+    raw mode of its tiles is read too), and at least 3 bytes a pixel, the RGB it becomes."""
+    mode = ImageMode.getmode(image.mode)
+    sample_bytes = int(mode.typestr[-1]) if mode.typestr[-1].isdigit() else 1
+    for tile in image.tile or ():
+        args = tile[3] if len(tile) > 3 else None
+        rawmode = args if isinstance(args, str) else (args[0] if isinstance(args, tuple) and args else "")
+        if isinstance(rawmode, str):
+            if ";16" in rawmode:
+                sample_bytes = max(sample_bytes, 2)
+            elif ";32" in rawmode:
+                sample_bytes = max(sample_bytes, 4)
+    per_pixel = max(len(mode.bands) * sample_bytes, 3)
+    return image.width * image.height * per_pixel
+
+
 def _check_decoded(image: Image.Image, data: bytes, *, max_pixels: int) -> ValidatedImage:
     image_format = image.format or "unknown"
     if image_format not in ACCEPTED_FORMATS:
@@ -112,6 +134,14 @@ def _check_decoded(image: Image.Image, data: bytes, *, max_pixels: int) -> Valid
         raise ImageRejected(
             f"declares {width:,} × {height:,} pixels ({width * height:,}); the limit is {max_pixels:,} pixels "
             "(40 megapixels) per image."
+        )
+    decoded = decoded_bytes(image)
+    max_decoded = settings.MAX_DECODED_BYTES
+    if decoded > max_decoded:
+        raise ImageRejected(
+            f"would take {human_size(decoded)} once decoded ({width:,} × {height:,} pixels at "
+            f"{decoded // (width * height)} bytes each); the limit is {human_size(max_decoded)} of decoded "
+            "pixels per image. It was not decoded."
         )
     frames = getattr(image, "n_frames", 1)
     if frames > 1:

@@ -58,6 +58,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "hematovision.uploads.UploadLimitsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -144,9 +145,19 @@ IMAGE_ENCRYPTION_KEYS = env_list("IMAGE_ENCRYPTION_KEYS")
 
 MAX_UPLOAD_BYTES = int(os.environ.get("MAX_UPLOAD_BYTES", 20 * 1024 * 1024))
 MAX_UPLOAD_PIXELS = int(os.environ.get("MAX_UPLOAD_PIXELS", 40_000_000))
+# Decoded pixels per image, in bytes (width x height x bands x bytes per sample, at least RGB): a small
+# 16-bit PNG can declare hundreds of MB. 120 MB = 40 megapixels of 8-bit RGB, 20 of 16-bit RGB.
+MAX_DECODED_BYTES = int(os.environ.get("MAX_DECODED_BYTES", 120 * 1024 * 1024))
+# Uploads stay in memory and are never spooled to the temp folder in clear (hematovision/uploads.py); a
+# request body over MAX_UPLOAD_REQUEST_BYTES is refused (413) before it is read. Files beyond the first
+# MAX_UPLOAD_FILES of a request are rejected one by one, the others kept.
+FILE_UPLOAD_HANDLERS = ["hematovision.uploads.InMemoryUploadHandler"]
+MAX_UPLOAD_REQUEST_BYTES = int(os.environ.get("MAX_UPLOAD_REQUEST_BYTES", 128 * 1024 * 1024))
+MAX_UPLOAD_FILES = int(os.environ.get("MAX_UPLOAD_FILES", 500))
 DATA_UPLOAD_MAX_MEMORY_SIZE = 25 * 1024 * 1024
-FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
-DATA_UPLOAD_MAX_NUMBER_FILES = 500
+FILE_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_REQUEST_BYTES
+# Django's own count refuses a whole request with an HTML page: only an outer bound here.
+DATA_UPLOAD_MAX_NUMBER_FILES = 10_000
 
 # Keyed pseudonyms in research exports (HMAC-SHA256).
 EXPORT_PSEUDONYM_KEY = os.environ.get("EXPORT_PSEUDONYM_KEY", "")

@@ -1,0 +1,145 @@
+"""Uploads: held in memory, never spooled to disk in clear, within hard limits, judged file by file.
+
+Django writes an upload larger than FILE_UPLOAD_MAX_MEMORY_SIZE to a temporary file in the system's temp
+folder, where a patient's image would sit unencrypted (and stay, if the process dies). Here:
+
+- `InMemoryUploadHandler` (the only FILE_UPLOAD_HANDLERS entry) keeps each file in memory. A file over
+  MAX_UPLOAD_BYTES, or beyond the first MAX_UPLOAD_FILES of a request, is read past and dropped; it still
+  arrives as a file carrying `upload_refusal`, so validation rejects that one file with the reason and the
+  others of the batch are kept.
+- `UploadLimitsMiddleware` refuses a request body over MAX_UPLOAD_REQUEST_BYTES before reading it (413), so
+  memory per request is bounded; it parses multipart bodies up front so that a malformed one is a clear 400
+  (JSON for the API and for clients asking for JSON) rather than a server error deep in a view.
+- Part headers may be up to 8 KB (Django's limit is 1 KB): a browser sends a 1,100-character file name as
+  it is, and that one long name must not drop the whole batch. The stored name is cut to 255 characters.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.core.files.uploadedfile import InMemoryUploadedFile
+from django.core.files.uploadhandler import FileUploadHandler
+from django.http import HttpResponse, JsonResponse, multipartparser
+from django.utils.html import escape
+
+logger = logging.getLogger(__name__)
+
+multipartparser.MAX_TOTAL_HEADER_SIZE = max(multipartparser.MAX_TOTAL_HEADER_SIZE, 8192)
+
+
+def _human_size(size: int) -> str:
+    from cases.validation import human_size
+
+    return human_size(size)
+
+
+class InMemoryUploadHandler(FileUploadHandler):
+    """Every uploaded file in memory (the request as a whole is bounded by the middleware)."""
+
+    def __init__(self, request=None):
+        super().__init__(request)
+        self.files_seen = 0
+
+    def new_file(self, *args, **kwargs):
+        super().new_file(*args, **kwargs)
+        self.files_seen += 1
+        self.buffer = io.BytesIO()
+        self.received = 0
+        max_files = settings.MAX_UPLOAD_FILES
+        self.refusal = (
+            f"was not uploaded: the request held more than {max_files} files; send the rest in another upload."
+            if self.files_seen > max_files
+            else ""
+        )
+
+    def receive_data_chunk(self, raw_data, start):
+        self.received += len(raw_data)
+        if self.refusal:
+            return None
+        if self.received > settings.MAX_UPLOAD_BYTES:
+            self.refusal = (
+                f"is larger than {_human_size(settings.MAX_UPLOAD_BYTES)}, the limit per image; it was not kept."
+            )
+            self.buffer = io.BytesIO()
+            return None
+        self.buffer.write(raw_data)
+        return None
+
+    def file_complete(self, file_size):
+        buffer = io.BytesIO() if self.refusal else self.buffer
+        buffer.seek(0)
+        uploaded = InMemoryUploadedFile(
+            file=buffer,
+            field_name=self.field_name,
+            name=self.file_name,
+            content_type=self.content_type,
+            size=file_size,
+            charset=self.charset,
+            content_type_extra=self.content_type_extra,
+        )
+        uploaded.upload_refusal = self.refusal
+        self.buffer = None
+        return uploaded
+
+
+def _wants_json(request) -> bool:
+    return request.path.startswith("/api/") or "application/json" in request.headers.get("Accept", "")
+
+
+def _refusal(request, message: str, status: int) -> HttpResponse:
+    if _wants_json(request):
+        response = JsonResponse({"detail": message, "accepted": [], "rejected": []}, status=status)
+    else:
+        page = (
+            '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Upload refused</title></head>'
+            f'<body><h1>Upload refused</h1><p>{escape(message)}</p><p><a href="javascript:history.back()">Back</a>'
+            "</p></body></html>"
+        )
+        response = HttpResponse(page, status=status)
+    response["Connection"] = "close"
+    return response
+
+
+class UploadLimitsMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.method in ("POST", "PUT", "PATCH"):
+            refused = self._check(request)
+            if refused is not None:
+                return refused
+        return self.get_response(request)
+
+    def _check(self, request) -> HttpResponse | None:
+        limit = settings.MAX_UPLOAD_REQUEST_BYTES
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return _refusal(request, "The request's Content-Length is not a number.", 400)
+        if length > limit:
+            logger.warning("upload refused path=%s bytes=%d limit=%d", request.path, length, limit)
+            return _refusal(
+                request,
+                f"The upload is {_human_size(length)}; at most {_human_size(limit)} can be sent in one request. "
+                "Nothing was kept: send the images in several smaller uploads.",
+                413,
+            )
+        if request.content_type != "multipart/form-data":
+            return None
+        try:
+            request.POST  # noqa: B018 - parse now, where a malformed body can be answered clearly
+            request.FILES  # noqa: B018
+        except (multipartparser.MultiPartParserError, TooManyFilesSent, TooManyFieldsSent, RequestDataTooBig) as exc:
+            logger.warning("multipart body refused path=%s: %s", request.path, exc)
+            return _refusal(
+                request,
+                f"The upload could not be read ({exc}). Nothing was kept; check the file names (at most a few "
+                "thousand characters each) and send it again.",
+                400,
+            )
+        return None
