@@ -276,3 +276,23 @@ def record_release_evaluations(version: ModelVersion) -> list[ModelEvaluation]:
                 )
             )
     return evaluations
+
+
+def register_bundled_candidate() -> ModelVersion | None:
+    """When the active version is not a bundled model, register the bundled model now on disk (once) as an
+    inactive candidate with the evaluations it ships with, so an admin can compare and activate it. A
+    bundled active version is ensure_bundled_model's (it replaces a superseded one by itself)."""
+    active = ModelVersion.objects.filter(is_active=True).first()
+    if active is None or active.source == ModelVersion.Source.BUNDLED:
+        return None
+    try:
+        metadata = read_model_metadata(Path(settings.BUNDLED_MODEL_DIR))
+    except FileNotFoundError:
+        return None
+    if ModelVersion.objects.filter(name=metadata["name"]).exists():
+        return None
+    with transaction.atomic():
+        version = register_from_metadata(metadata=metadata, source=ModelVersion.Source.BUNDLED, artifact_dir="")
+        record_release_evaluations(version)
+    logger.info("registered the new bundled model %s as a candidate (active: %s)", version.name, active.name)
+    return version

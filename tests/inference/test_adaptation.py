@@ -316,3 +316,33 @@ def test_the_embedded_default_runs_the_job_in_a_background_process(tiny_model, s
     assert kwargs["start_new_session"] is True
     settings.CELERY_TASK_ALWAYS_EAGER = False
     assert adaptation.adaptation_runner() == "celery"
+
+
+def _bundle_from(version, settings) -> dict:
+    """Make the tiny model's folder the 'bundled model on disk', with a release evaluation in its metadata."""
+    from inference.artifacts import read_model_metadata, write_model_metadata
+
+    folder = artifact_path(version, "model.keras").parent
+    metadata = read_model_metadata(folder)
+    metadata["name"] = "bundled-next"
+    metadata["metrics"] = {"test": {"n": 12, "accuracy": 0.9}}
+    bundle = Path(settings.MODEL_STORE_DIR) / "bundle-next"
+    bundle.mkdir(parents=True, exist_ok=True)
+    for name in ("model.tflite", "model.keras", "ood.npz"):
+        (bundle / name).write_bytes((folder / name).read_bytes())
+    write_model_metadata(bundle, metadata, with_checksums=True)
+    settings.BUNDLED_MODEL_DIR = bundle
+    return metadata
+
+
+def test_a_new_bundled_model_beside_an_adapted_active_one_is_a_candidate_not_a_replacement(tiny_model, settings):
+    ModelVersion.objects.filter(pk=tiny_model.pk).update(source=ModelVersion.Source.ADAPTED)
+    _bundle_from(tiny_model, settings)
+
+    candidate = services.register_bundled_candidate()
+
+    assert candidate.name == "bundled-next" and not candidate.is_active
+    assert services.is_evaluated(candidate)  # its release figures open the gate: an admin may activate it
+    assert ModelVersion.objects.get(is_active=True) == tiny_model
+    assert services.register_bundled_candidate() is None  # once
+    assert services.ensure_bundled_model() == ModelVersion.objects.get(pk=tiny_model.pk)
