@@ -105,9 +105,10 @@ def change_role(*, actor, user: User, role: str, request=None) -> User:
     if previous == role:
         raise UserManagementError(f"{user.email} already has the {role} role.")
     _check_change_allowed(actor=actor, user=user, new_role=role)
-    set_role(user, role)
-    # A token carries the trust of the sign-in that issued it, under the old role: the client signs in again.
+    # A token carries the trust of the sign-in that issued it, under the old role: the client signs in
+    # again (set_role would revoke them too, accounts.signals; here they are counted for the audit trail).
     revoked = revoke_api_tokens(user=user)
+    set_role(user, role)
     record(
         action=AuditEvent.Action.ROLE_CHANGED,
         actor=actor,

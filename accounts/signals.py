@@ -1,11 +1,13 @@
+from django.contrib.auth.models import Group
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
-from django.db.models.signals import post_save
+from django.db.models.signals import m2m_changed, post_save
 from django.dispatch import receiver
 
 from audit.models import AuditEvent
 from audit.services import record
 
 from .models import User
+from .roles import Role
 
 
 @receiver(user_logged_in)
@@ -38,4 +40,29 @@ def revoke_api_tokens_on_password_change(sender, instance, created, **kwargs):
     if not created and getattr(instance, "_password", None) is not None:
         from .services import revoke_api_tokens
 
+        revoke_api_tokens(user=instance)
+
+
+@receiver(m2m_changed, sender=User.groups.through)
+def revoke_api_tokens_on_role_change(sender, instance, action, reverse, pk_set, **kwargs):
+    """A role is a group: however it changes (the people page, Django's admin, a shell), the user's API
+    tokens end, since each carries the trust of a sign-in under the old role."""
+    from .services import revoke_api_tokens
+
+    if reverse:  # group.user_set changed: instance is the group
+        if instance.name not in Role.values:
+            return
+        if action == "pre_clear":
+            users = list(instance.user_set.all())
+        elif action in {"post_add", "post_remove"}:
+            users = list(User.objects.filter(pk__in=pk_set or ()))
+        else:
+            return
+        for user in users:
+            revoke_api_tokens(user=user)
+        return
+    role_groups_changed = action in {"post_add", "post_remove"} and (
+        Group.objects.filter(pk__in=pk_set or (), name__in=Role.values).exists()
+    )
+    if action == "post_clear" or role_groups_changed:
         revoke_api_tokens(user=instance)

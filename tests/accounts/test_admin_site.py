@@ -61,3 +61,19 @@ def test_staff_without_a_second_factor_do_not_reach_the_admin(client, make_user)
     assert client.session.get("_auth_user_id") == str(staff.pk)
 
     assert client.get("/admin/").status_code == 302
+
+
+@pytest.mark.django_db
+def test_the_admin_lists_api_tokens_by_prefix_without_their_hash(client, superuser, technician):
+    from accounts.services import create_api_token
+
+    token, key = create_api_token(user=technician, second_factor=False)
+    client.post(reverse("account_login"), {"login": superuser.email, "password": "superuser-password-1"})
+    client.post(reverse("mfa_authenticate"), {"code": current_totp_code()})
+
+    listing = client.get("/admin/accounts/apitoken/")
+    detail = client.get(f"/admin/accounts/apitoken/{token.pk}/change/")
+
+    assert listing.status_code == 200 and token.prefix in listing.content.decode()
+    assert detail.status_code == 200
+    assert token.key_hash not in detail.content.decode() and key not in detail.content.decode()

@@ -4,6 +4,7 @@ the same second-factor rule as the website."""
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Group
 from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
@@ -12,6 +13,7 @@ from rest_framework.test import APIClient
 from accounts.models import ApiToken
 from accounts.roles import Role
 from accounts.services import change_role, create_api_token, deactivate_user
+from audit.models import AuditEvent
 from tests.accounts.helpers import current_totp_code
 from tests.factories import DEFAULT_PASSWORD
 
@@ -113,6 +115,7 @@ def test_a_role_change_revokes_the_token(technician, admin_user):
     change_role(actor=admin_user, user=technician, role=Role.PATHOLOGIST)
 
     assert with_token(key).get(ME_URL).json()["detail"] == "Invalid token."
+    assert AuditEvent.objects.get(action=AuditEvent.Action.ROLE_CHANGED).details["api_tokens_revoked"] == 1
 
 
 @pytest.mark.django_db
@@ -125,12 +128,38 @@ def test_deactivation_revokes_the_token(technician, admin_user):
 
 
 @pytest.mark.django_db
-def test_a_technicians_token_does_not_open_supervisor_endpoints_after_a_promotion_without_totp(technician):
-    """The role changes outside the people page (e.g. Django's admin), so nothing revoked the token."""
-    from django.contrib.auth.models import Group
-
+def test_a_role_change_anywhere_revokes_the_token(technician):
+    """E.g. the groups edited in Django's admin, not through the people page."""
     key = issue(technician)
+
     technician.groups.set([Group.objects.get(name=Role.SUPERVISOR)])
+
+    assert with_token(key).get(ME_URL).json()["detail"] == "Invalid token."
+
+
+@pytest.mark.django_db
+def test_a_role_change_from_the_groups_side_revokes_the_token(technician):
+    key = issue(technician)
+
+    Group.objects.get(name=Role.TECHNICIAN).user_set.remove(technician)
+
+    assert with_token(key).get(ME_URL).json()["detail"] == "Invalid token."
+
+
+@pytest.mark.django_db
+def test_other_groups_leave_the_token_alone(technician):
+    key = issue(technician)
+
+    technician.groups.add(Group.objects.create(name="night shift"))
+
+    assert with_token(key).get(ME_URL).status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_supervisor_token_without_totp_set_up_is_refused_with_a_json_error(make_user):
+    """A token that outlived the rules (issued before them, or restored from a backup)."""
+    user = make_user(Role.SUPERVISOR)
+    _, key = create_api_token(user=user, second_factor=False)
 
     response = with_token(key).get(METRICS_URL)
 
@@ -139,15 +168,9 @@ def test_a_technicians_token_does_not_open_supervisor_endpoints_after_a_promotio
 
 
 @pytest.mark.django_db
-def test_a_token_issued_without_totp_is_refused_once_the_role_requires_it(technician):
-    from allauth.mfa.totp.internal.auth import TOTP
-    from django.contrib.auth.models import Group
-
-    from tests.conftest import TOTP_TEST_SECRET
-
-    key = issue(technician)
-    TOTP.activate(technician, TOTP_TEST_SECRET)
-    technician.groups.set([Group.objects.get(name=Role.ADMIN)])
+def test_a_token_issued_without_the_code_is_refused_to_a_role_that_requires_it(make_user):
+    user = make_user(Role.ADMIN, mfa=True)
+    _, key = create_api_token(user=user, second_factor=False)
 
     response = with_token(key).get(METRICS_URL)
 
