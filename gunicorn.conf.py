@@ -1,19 +1,28 @@
 """gunicorn for HematoVision's web process. Every value can be overridden from the environment.
 
-    gunicorn -c gunicorn.conf.py hematovision.wsgi
+    gunicorn -c gunicorn.conf.py
 
-Threads (gthread) rather than many processes: requests mostly wait on PostgreSQL, Redis and disk,
-and each process costs memory. The web process never imports TensorFlow.
+uvicorn workers serving Django's ASGI application (hematovision/asgi.py): one event loop per process holds
+the case pages' server-sent event streams (cases:events) without a thread each, while ordinary views run
+in Django's per-request threads. GUNICORN_WORKER_CLASS=gthread serves the WSGI application instead
+(threads, no long-lived streams: the pages then poll). The web process never imports TensorFlow.
 """
 
 import multiprocessing
 import os
 
-wsgi_app = "hematovision.wsgi:application"
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "uvicorn_worker.UvicornWorker")
+ASGI = worker_class != "gthread"
+wsgi_app = "hematovision.asgi:application" if ASGI else "hematovision.wsgi:application"
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000").split(",")
 workers = int(os.environ.get("WEB_CONCURRENCY", min(2 * multiprocessing.cpu_count() + 1, 8)))
-worker_class = "gthread"
+# gthread only: threads per process. Under uvicorn, Django runs each request's synchronous code in a
+# thread of its own and the event loop serves the streams.
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+if ASGI:
+    # Each request's thread would otherwise open (and leave) its own PostgreSQL connection: the web
+    # processes use a connection pool instead (hematovision/settings/production.py).
+    os.environ.setdefault("DB_POOL", "true")
 # An upload of a few hundred cells over a slow link must not be killed; anything longer is stuck.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))

@@ -46,3 +46,15 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 DEMO_MODE = False
+
+# The web processes under uvicorn (gunicorn.conf.py sets DB_POOL) run each request's synchronous code in a
+# thread of its own, so per-thread persistent connections would never be reused: they share a pool per
+# process instead (psycopg_pool; CONN_MAX_AGE must then be 0). Celery workers keep persistent connections.
+if env_bool("DB_POOL", False) and DATABASES["default"]["ENGINE"].endswith("postgresql"):  # noqa: F405
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False  # noqa: F405
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {  # noqa: F405
+        "min_size": int(os.environ.get("DB_POOL_MIN_SIZE", "2")),
+        "max_size": int(os.environ.get("DB_POOL_MAX_SIZE", "16")),
+        "timeout": float(os.environ.get("DB_POOL_TIMEOUT", "10")),
+    }
