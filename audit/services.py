@@ -2,7 +2,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from allauth.core.internal.httpkit import get_client_ip
+from django.core.exceptions import ImproperlyConfigured
+
 from .models import AuditEvent
+
+
+def client_address(request) -> str | None:
+    """The client's address as the sign-in lockout sees it: behind TRUSTED_PROXY_COUNT proxies, the entry
+    of X-Forwarded-For the outermost one appended (allauth's reading, ALLAUTH_TRUSTED_PROXY_COUNT), else
+    the TCP peer. A header that does not fit the setting falls back to the peer: an event is always kept."""
+    try:
+        address = get_client_ip(request)
+    except ImproperlyConfigured:
+        address = None
+    return address or request.META.get("REMOTE_ADDR") or None
 
 
 def record(
@@ -21,7 +35,7 @@ def record(
         object_id = object_id or obj.pk
     ip_address = None
     if request is not None:
-        ip_address = request.META.get("REMOTE_ADDR") or None
+        ip_address = client_address(request)
         if actor is None and getattr(request, "user", None) is not None and request.user.is_authenticated:
             actor = request.user
     if actor is not None and not getattr(actor, "is_authenticated", False):
