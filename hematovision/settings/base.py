@@ -68,6 +68,7 @@ MIDDLEWARE = [
     "allauth.account.middleware.AccountMiddleware",
     "accounts.middleware.MFARequiredMiddleware",
     "hematovision.middleware.DatabaseUnavailableMiddleware",
+    "hematovision.bad_input.BadInputMiddleware",
 ]
 
 ROOT_URLCONF = "hematovision.urls"
@@ -303,6 +304,12 @@ REST_FRAMEWORK = {
         "accounts.authentication.ApiTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON nested too deeply for Python's parser is a 400 (hematovision/bad_input.py), not a server error.
+    "DEFAULT_PARSER_CLASSES": [
+        "hematovision.bad_input.SafeJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
