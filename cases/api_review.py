@@ -98,6 +98,11 @@ class DifferentialSerializer(serializers.Serializer):
     unreviewed_cells = serializers.IntegerField()
     unlabelled_cells = serializers.IntegerField()
     rows = DifferentialRowSerializer(many=True)
+    model_warning = serializers.CharField(
+        allow_blank=True,
+        help_text="'This model is not validated for images like these.' when the case's cells as a whole look "
+        "unlike the training data (cases.selectors.model_validity), else empty.",
+    )
 
 
 def _refusal(exc: review_services.ReviewRefused) -> Response:
@@ -252,5 +257,6 @@ class CaseDifferentialAPI(APIView):
             "unreviewed_cells": differential.unreviewed_cells,
             "unlabelled_cells": differential.unlabelled_cells,
             "rows": differential.rows,
+            "model_warning": selectors.model_validity(case=case).message,
         }
         return Response(DifferentialSerializer(body).data)

@@ -140,6 +140,14 @@ class CellImage(models.Model):
             return None
         return (self.box_x0, self.box_y0, self.box_x1, self.box_y1)
 
+    @property
+    def box_width(self) -> int | None:
+        return None if self.box_x0 is None else self.box_x1 - self.box_x0
+
+    @property
+    def box_height(self) -> int | None:
+        return None if self.box_y0 is None else self.box_y1 - self.box_y0
+
 
 class Prediction(models.Model):
     image = models.ForeignKey(CellImage, on_delete=models.PROTECT, related_name="predictions")
@@ -164,6 +172,18 @@ class Prediction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.label} ({self.confidence:.2f})"
+
+    @property
+    def flag_reason_names(self) -> list[str]:
+        """The flag's reasons in words, for the pages (the codes stay in `flag_reasons`)."""
+        return [FLAG_REASON_NAMES.get(code, code.replace("_", " ")) for code in self.flag_reasons or ()]
+
+
+FLAG_REASON_NAMES = {
+    "low_confidence": "low confidence",
+    "out_of_distribution": "unlike the images the model was trained on",
+    "not_a_cell": "may not be a blood cell",
+}
 
 
 class Review(models.Model):

@@ -19,6 +19,7 @@ from .models import Case, CellImage, Laboratory, Prediction
 
 PENDING_STATUSES = (CellImage.Status.QUEUED, CellImage.Status.CLASSIFYING)
 THUMBNAIL_SIZE = 224
+PREVIEW_SIZE = 1280
 BROWSER_READY_TYPES = {"image/jpeg", "image/png"}
 
 
@@ -29,6 +30,16 @@ class CellCard:
     image: CellImage
     prediction: Prediction | None
     retry_allowed: bool
+    # A field's found cells (cards of their own too), in the order found: the boxes drawn on the field.
+    cells: tuple[CellCard, ...] = ()
+
+    @property
+    def is_field(self) -> bool:
+        return self.image.kind == CellImage.Kind.FIELD
+
+    @property
+    def no_cell(self) -> bool:
+        return self.image.status == CellImage.Status.NO_CELL
 
     @property
     def pending(self) -> bool:
@@ -44,7 +55,8 @@ def list_cases(*, status: str | None = None, accession: str | None = None) -> Qu
         Case.objects.select_related("created_by")
         .defer("patient_reference")
         .annotate(
-            image_count=Count("images", distinct=True),
+            image_count=Count("images", filter=Q(images__parent__isnull=True), distinct=True),
+            cell_count=Count("images", filter=Q(images__kind=CellImage.Kind.CELL), distinct=True),
             pending_count=Count("images", filter=Q(images__status__in=PENDING_STATUSES), distinct=True),
             failed_count=Count("images", filter=Q(images__status=CellImage.Status.FAILED), distinct=True),
         )
@@ -83,7 +95,8 @@ def images_of_case(*, case: Case) -> QuerySet[CellImage]:
             Prefetch(
                 "predictions",
                 queryset=Prediction.objects.select_related("model_version").order_by("-created_at", "-id"),
-            )
+            ),
+            Prefetch("cells", queryset=CellImage.objects.only("id", "parent_id")),
         )
         .order_by("id")
     )
@@ -107,10 +120,19 @@ def cell_cards(*, case: Case, image_ids=None) -> list[CellCard]:
     images = images_of_case(case=case)
     if image_ids is not None:
         images = images.filter(pk__in=list(image_ids))
-    return [
-        CellCard(image=image, prediction=latest_prediction(image=image), retry_allowed=retry_allowed(image=image))
-        for image in images
-    ]
+    images = list(images)
+    fields = [image.pk for image in images if image.kind == CellImage.Kind.FIELD]
+    found: dict[int, list[CellCard]] = {}
+    if fields:
+        for cell in images_of_case(case=case).filter(parent_id__in=fields):
+            found.setdefault(cell.parent_id, []).append(_card(cell))
+    return [_card(image, cells=tuple(found.get(image.pk, ()))) for image in images]
+
+
+def _card(image: CellImage, cells: tuple[CellCard, ...] = ()) -> CellCard:
+    return CellCard(
+        image=image, prediction=latest_prediction(image=image), retry_allowed=retry_allowed(image=image), cells=cells
+    )
 
 
 def image_updates(*, case: Case, image_ids) -> dict:
@@ -163,9 +185,15 @@ def open_cell_image(*, image: CellImage) -> Image.Image:
 def image_rendition(*, image: CellImage, variant: str = "full") -> tuple[bytes, str]:
     """Bytes and content type a browser can display: the upload itself when it is a plain RGB JPEG/PNG,
     else an upright RGB PNG; `thumb` is a JPEG at most THUMBNAIL_SIZE pixels on its longer side."""
-    if variant == "thumb":
+    if variant in ("thumb", "preview"):
+        # Stored at upload (thumbnails) and at analysis (a field's preview): decrypted, never decoded.
+        stored = image.thumbnail_key if variant == "thumb" else image.preview_key
+        if stored:
+            return storage.load(stored), "image/jpeg"
+        # Images stored before renditions were: made from the full image.
         rgb = open_cell_image(image=image)
-        rgb.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+        size = THUMBNAIL_SIZE if variant == "thumb" else PREVIEW_SIZE
+        rgb.thumbnail((size, size))
         buffer = io.BytesIO()
         rgb.save(buffer, format="JPEG", quality=85)
         return buffer.getvalue(), "image/jpeg"
@@ -190,3 +218,44 @@ def confirmed_cells(*, signed_only: bool = False) -> list[tuple[CellImage, str]]
     if signed_only:
         images = images.filter(case__status=Case.Status.SIGNED)
     return [(image, image.final_label) for image in images.order_by("pk")]
+
+
+# "This model is not validated for images like these": when a case's cells as a whole look unlike the
+# training data. The rule: at least UNLIKE_TRAINING_MIN_CELLS classified cells, and at least
+# UNLIKE_TRAINING_SHARE of them flagged for a reason that says "unlike the training data" (not merely unsure).
+NOT_VALIDATED_MESSAGE = "This model is not validated for images like these."
+UNLIKE_TRAINING_REASONS = frozenset({"out_of_distribution", "not_a_cell"})
+UNLIKE_TRAINING_SHARE = 0.30
+UNLIKE_TRAINING_MIN_CELLS = 3
+
+
+@dataclass(frozen=True)
+class ValidityWarning:
+    classified_cells: int
+    unlike_training: int
+
+    @property
+    def share(self) -> float:
+        return self.unlike_training / self.classified_cells if self.classified_cells else 0.0
+
+    @property
+    def warn(self) -> bool:
+        return self.classified_cells >= UNLIKE_TRAINING_MIN_CELLS and self.share >= UNLIKE_TRAINING_SHARE
+
+    @property
+    def message(self) -> str:
+        return NOT_VALIDATED_MESSAGE if self.warn else ""
+
+
+def model_validity(*, case: Case) -> ValidityWarning:
+    """How many of the case's classified cells (latest prediction of each) look unlike the training data."""
+    rows = (
+        Prediction.objects.filter(image__case=case, image__kind=CellImage.Kind.CELL)
+        .order_by("image_id", "-created_at", "-id")
+        .values_list("image_id", "flag_reasons")
+    )
+    latest: dict[int, list] = {}
+    for image_id, reasons in rows:
+        latest.setdefault(image_id, reasons or [])
+    unlike = sum(1 for reasons in latest.values() if UNLIKE_TRAINING_REASONS.intersection(reasons))
+    return ValidityWarning(classified_cells=len(latest), unlike_training=unlike)

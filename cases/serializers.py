@@ -56,6 +56,7 @@ class PredictionSerializer(serializers.ModelSerializer):
             "probabilities",
             "flagged",
             "ood_score",
+            "flag_reasons",
             "latency_ms",
             "created_at",
         ]
@@ -65,6 +66,11 @@ class PredictionSerializer(serializers.ModelSerializer):
 class CellImageSerializer(serializers.ModelSerializer):
     predictions = PredictionSerializer(many=True, read_only=True, help_text="Newest first.")
     image_url = serializers.SerializerMethodField()
+    box = serializers.SerializerMethodField(
+        help_text="[x0, y0, x1, y1]: the cell's box in its field (or in the crop it was uploaded as), upright "
+        "pixels, end-exclusive; null for a field, an upload not analysed yet, or one without a cell."
+    )
+    cells = serializers.SerializerMethodField(help_text="A field's found cells (their ids), in the order found.")
 
     class Meta:
         model = CellImage
@@ -81,10 +87,25 @@ class CellImageSerializer(serializers.ModelSerializer):
             "status_message",
             "attempts",
             "uploaded_at",
+            "kind",
+            "parent",
+            "box",
+            "located_as",
+            "um_per_pixel",
+            "scale_source",
+            "cells",
             "image_url",
             "predictions",
         ]
         read_only_fields = fields
+
+    def get_box(self, image: CellImage) -> list[int] | None:
+        return list(image.box) if image.box is not None else None
+
+    def get_cells(self, image: CellImage) -> list[int]:
+        if image.kind != CellImage.Kind.FIELD:
+            return []
+        return sorted(cell.pk for cell in image.cells.all())
 
     def get_image_url(self, image: CellImage) -> str:
         """The access-controlled image view (session sign-in), never a public file URL."""

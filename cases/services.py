@@ -3,6 +3,7 @@ and writing confirmed cells out as training data."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -13,24 +14,26 @@ from functools import partial
 from pathlib import Path
 
 from django.db import IntegrityError, transaction
-from django.utils import timezone
-from kombu.exceptions import KombuError
 from PIL import Image
 
 from audit.models import AuditEvent
 from audit.services import record
 from inference.preprocessing import to_rgb
 
-from . import selectors, storage
-from .models import Case, CellImage, Laboratory, Prediction
+from . import classification, selectors, storage
+from .models import Case, CellImage, Laboratory
 from .review_labels import is_reviewer_label
+from .tasks import enqueue_classification
 from .validation import ImageRejected, ValidatedImage, validate_image
 
 logger = logging.getLogger(__name__)
 
-# Images per classification task: several tasks let several workers share a large upload.
-IMAGES_PER_TASK = 16
 PENDING_STATUSES = selectors.PENDING_STATUSES
+# The classification workflow's state changes live in cases.classification (the task's side).
+claim_for_classification = classification.claim_for_classification
+mark_failed = classification.mark_failed
+mark_waiting = classification.mark_waiting
+refresh_case_statuses = classification.refresh_case_statuses
 
 
 class CaseError(Exception):
@@ -152,8 +155,8 @@ def add_images(*, case: Case, files: Iterable, uploaded_by, request=None) -> tup
     """
     if case.status == Case.Status.SIGNED:
         raise UploadRefused(f"Case {case.accession_id} is signed; no images can be added to it.")
-    known_hashes = dict(case.images.values_list("sha256", "original_name"))
-    stored: list[tuple[str, str, ValidatedImage]] = []
+    known_hashes = dict(case.images.filter(parent__isnull=True).values_list("sha256", "original_name"))
+    stored: list[tuple[str, str, str, ValidatedImage]] = []
     rejected: list[RejectedFile] = []
     for uploaded in files:
         name = clean_file_name(getattr(uploaded, "name", ""))
@@ -171,15 +174,22 @@ def add_images(*, case: Case, files: Iterable, uploaded_by, request=None) -> tup
             )
             continue
         known_hashes[image.sha256] = name
-        stored.append((name, storage.save(image.data), image))
+        # The picture validation decoded makes the thumbnail: no page decodes the full image for it again.
+        thumbnail = classification.thumbnail_jpeg(image.picture)
+        image = dataclasses.replace(image, picture=None)
+        try:
+            storage_key = storage.save(image.data)
+            stored.append((name, storage_key, storage.save(thumbnail), image))
+        except BaseException:
+            _delete_stored(stored)
+            raise
 
     accepted: list[CellImage] = []
     if stored:
         try:
             accepted = _register_images(case=case, stored=stored, uploaded_by=uploaded_by, request=request)
         except BaseException:
-            for _, storage_key, _ in stored:
-                storage.delete(storage_key)
+            _delete_stored(stored)
             raise
     for item in rejected:
         record(
@@ -194,25 +204,36 @@ def add_images(*, case: Case, files: Iterable, uploaded_by, request=None) -> tup
     return accepted, rejected
 
 
+def _delete_stored(stored: Sequence) -> None:
+    for _, storage_key, thumbnail_key, _ in stored:
+        storage.delete(storage_key)
+        storage.delete(thumbnail_key)
+
+
 def _register_images(*, case: Case, stored: Sequence, uploaded_by, request) -> list[CellImage]:
     with transaction.atomic():
         locked = Case.objects.select_for_update().get(pk=case.pk)
         if locked.status == Case.Status.SIGNED:
             raise UploadRefused(f"Case {locked.accession_id} is signed; no images can be added to it.")
-        accepted = []
-        for name, storage_key, image in stored:
-            cell = CellImage.objects.create(
-                case=locked,
-                storage_key=storage_key,
-                sha256=image.sha256,
-                size_bytes=image.size_bytes,
-                width=image.width,
-                height=image.height,
-                content_type=image.content_type,
-                original_name=name,
-                uploaded_by=uploaded_by,
-                status=CellImage.Status.QUEUED,
-            )
+        accepted = CellImage.objects.bulk_create(
+            [
+                CellImage(
+                    case=locked,
+                    storage_key=storage_key,
+                    thumbnail_key=thumbnail_key,
+                    sha256=image.sha256,
+                    size_bytes=image.size_bytes,
+                    width=image.width,
+                    height=image.height,
+                    content_type=image.content_type,
+                    original_name=name,
+                    uploaded_by=uploaded_by,
+                    status=CellImage.Status.QUEUED,
+                )
+                for name, storage_key, thumbnail_key, image in stored
+            ]
+        )
+        for cell, (name, _, _, image) in zip(accepted, stored, strict=True):
             record(
                 action=AuditEvent.Action.UPLOAD,
                 actor=uploaded_by,
@@ -220,7 +241,6 @@ def _register_images(*, case: Case, stored: Sequence, uploaded_by, request) -> l
                 details={"case": locked.pk, "file": name, "sha256": image.sha256, "bytes": image.size_bytes},
                 request=request,
             )
-            accepted.append(cell)
         _set_case_status(locked, Case.Status.CLASSIFYING)
         schedule_classification(image_ids=[cell.pk for cell in accepted])
     case.status = locked.status
@@ -236,31 +256,6 @@ def _set_case_status(case: Case, status: str) -> None:
 def schedule_classification(*, image_ids: Sequence[int]) -> None:
     """Enqueue classification once the current transaction commits (the rows exist for the worker)."""
     transaction.on_commit(partial(enqueue_classification, image_ids=list(image_ids)), robust=True)
-
-
-def enqueue_classification(*, image_ids: Sequence[int]) -> int:
-    """Send classification tasks now; returns how many were sent.
-
-    A broker that is down must not lose or fail the upload: the images stay queued and
-    `requeue_stale_images` sends them again later. In the embedded default the task runs right here,
-    and its failure is recorded on the images, never raised into the request.
-    """
-    from .tasks import classify_images
-
-    sent = 0
-    ids = list(image_ids)
-    for start in range(0, len(ids), IMAGES_PER_TASK):
-        chunk = ids[start : start + IMAGES_PER_TASK]
-        try:
-            classify_images.apply_async(args=[chunk], retry=False)
-        except KombuError as exc:
-            logger.error("broker unavailable, images %s stay queued until requeue_stale_images: %s", chunk, exc)
-            continue
-        except Exception:
-            logger.exception("could not enqueue images %s; they stay queued until requeue_stale_images", chunk)
-            continue
-        sent += 1
-    return sent
 
 
 def retry_classification(*, image: CellImage, actor, request=None) -> CellImage:
@@ -296,88 +291,6 @@ def _retry_refusal(image: CellImage) -> str:
         f"Image {image.original_name} is {image.get_status_display().lower()}; it can be retried if it is still "
         f"waiting after {minutes} minute(s)."
     )
-
-
-# The classification task's state changes.
-
-
-def claim_for_classification(*, image_ids: Sequence[int]) -> list[CellImage]:
-    """Mark the still-pending images of `image_ids` as classifying and return them.
-
-    Classified and failed images are left alone, so a redelivered task does no work twice.
-    """
-    with transaction.atomic():
-        images = list(
-            CellImage.objects.select_for_update()
-            .filter(pk__in=list(image_ids), status__in=PENDING_STATUSES)
-            .order_by("pk")
-        )
-        for image in images:
-            image.status = CellImage.Status.CLASSIFYING
-            image.attempts += 1
-            image.save(update_fields=["status", "attempts", "status_changed_at"])
-    return images
-
-
-def record_prediction(*, image: CellImage, model_version, result) -> Prediction:
-    """Store one predictor result; a second call for the same image and model version stores nothing new."""
-    with transaction.atomic():
-        prediction, created = Prediction.objects.get_or_create(
-            image=image,
-            model_version=model_version,
-            defaults={
-                "label": result.label,
-                "confidence": float(result.confidence),
-                "probabilities": {name: float(value) for name, value in result.probabilities.items()},
-                "flagged": bool(result.flagged),
-                "ood_score": None if result.ood_score is None else float(result.ood_score),
-                "latency_ms": float(result.latency_ms),
-            },
-        )
-        CellImage.objects.filter(pk=image.pk).update(
-            status=CellImage.Status.CLASSIFIED, status_message="", status_changed_at=timezone.now()
-        )
-    if not created:
-        logger.info("image %s already had a prediction by model version %s", image.pk, model_version.pk)
-    return prediction
-
-
-def mark_failed(*, image_ids: Sequence[int], message: str) -> None:
-    CellImage.objects.filter(pk__in=list(image_ids)).exclude(status=CellImage.Status.CLASSIFIED).update(
-        status=CellImage.Status.FAILED, status_message=message[:2000], status_changed_at=timezone.now()
-    )
-
-
-def mark_waiting(*, image_ids: Sequence[int], message: str) -> None:
-    """Back to queued with the reason (e.g. no usable model): kept, and picked up again later."""
-    CellImage.objects.filter(pk__in=list(image_ids), status__in=PENDING_STATUSES).update(
-        status=CellImage.Status.QUEUED, status_message=message[:2000], status_changed_at=timezone.now()
-    )
-
-
-def refresh_case_statuses(*, case_ids: Iterable[int]) -> None:
-    """draft (no images) -> classifying (any queued/classifying) -> awaiting review; signed stays signed."""
-    for case_id in sorted(set(case_ids)):
-        with transaction.atomic():
-            case = Case.objects.select_for_update().get(pk=case_id)
-            if case.status == Case.Status.SIGNED:
-                continue
-            images = CellImage.objects.filter(case_id=case_id)
-            if not images.exists():
-                status = Case.Status.DRAFT
-            elif images.filter(status__in=PENDING_STATUSES).exists():
-                status = Case.Status.CLASSIFYING
-            else:
-                status = Case.Status.AWAITING_REVIEW
-            _set_case_status(case, status)
-
-
-def requeue_stale(*, image_ids: Sequence[int]) -> int:
-    """Put stale images back to queued (what the user sees) and send them again."""
-    CellImage.objects.filter(pk__in=list(image_ids), status__in=PENDING_STATUSES).update(
-        status=CellImage.Status.QUEUED, status_changed_at=timezone.now()
-    )
-    return enqueue_classification(image_ids=image_ids)
 
 
 # Confirmed cells as training data.

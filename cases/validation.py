@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
 
 from django.conf import settings
@@ -35,6 +35,8 @@ class ValidatedImage:
     height: int
     image_format: str
     content_type: str
+    # The decoded upright RGB picture, for whoever needs its pixels next (the thumbnail): decoded once.
+    picture: Image.Image | None = field(default=None, repr=False, compare=False)
 
 
 def human_size(size: int) -> str:
@@ -163,4 +165,5 @@ def _check_decoded(image: Image.Image, data: bytes, *, max_pixels: int) -> Valid
         height=upright.height,
         image_format=image_format,
         content_type=ACCEPTED_FORMATS[image_format],
+        picture=upright,
     )

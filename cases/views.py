@@ -140,7 +140,8 @@ def upload_images(request, pk: int):
 def image_file(request, pk: int):
     """The decrypted image, only to users who may see cases, never cached by shared caches."""
     image = _image_or_404(pk)
-    variant = "thumb" if request.GET.get("variant") == "thumb" else "full"
+    # Renditions shown on the case page (a cell's thumbnail, a field's preview) are not audited; the full image is.
+    variant = request.GET.get("variant") if request.GET.get("variant") in ("thumb", "preview") else "full"
     try:
         data, content_type = selectors.image_rendition(image=image, variant=variant)
     except StoredImageError as exc:

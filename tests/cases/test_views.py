@@ -315,12 +315,12 @@ def test_cells_fragment_also_updates_the_case_status_badge(client, technician, c
 def test_a_crashing_in_process_classification_does_not_break_the_upload(
     client, technician, case, monkeypatch, django_capture_on_commit_callbacks
 ):
-    from cases import tasks
+    from cases import classification
 
     def crash(*, image_ids):
         raise RuntimeError("unexpected bug in classification")
 
-    monkeypatch.setattr(tasks, "classify", crash)
+    monkeypatch.setattr(classification, "classify", crash)
     client.force_login(technician)
 
     with django_capture_on_commit_callbacks(execute=True):

@@ -1,0 +1,405 @@
+"""The classification workflow: uploaded images -> cells found, cropped and classified -> stored.
+
+    classify(image_ids=[...])   # what the Celery task runs (cases/tasks.py only adds the retries)
+
+Each pending upload is claimed (status "classifying"), decoded once, and handed to the inference pipeline
+(`inference.analysis.analyse_images`) with its case's laboratory scale. The answer is stored in one
+transaction per batch, with batched writes:
+
+- a crop (the upload is one cell): the upload stays one cell, with the found cell's box and a Prediction;
+- a field (a whole microscope field): the upload becomes kind "field" (kept, with a stored preview to draw
+  the boxes on) and gets one child cell per cell found, each with its box in the field, its own encrypted
+  crop and thumbnail, and a Prediction;
+- no cell found: the upload becomes kind "no_cell" with status "no_cell", a final state (not a failure,
+  not a prediction).
+
+Anything wrong with one image (unreadable file, a pipeline error on it alone) is recorded on that image as a
+failure; ModelUnavailable and database errors propagate for the task to retry. Pages watching the case are
+told after the commit (cases.events).
+
+This module imports neither cases.services nor cases.tasks: tasks -> classification, services ->
+classification, never back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from django.db import InterfaceError, OperationalError, transaction
+from django.utils import timezone
+from PIL import Image
+
+from inference.analysis import analyse_images
+from inference.predictor import ModelUnavailable, get_predictor
+
+from . import events, selectors, storage
+from .models import Case, CellImage, Prediction
+
+logger = logging.getLogger(__name__)
+
+PENDING_STATUSES = selectors.PENDING_STATUSES
+TRANSIENT_DATABASE_ERRORS = (OperationalError, InterfaceError)
+# The field image the case page draws the boxes on: a JPEG at most this many pixels on its longer side.
+PREVIEW_SIZE = selectors.PREVIEW_SIZE
+THUMBNAIL_SIZE = selectors.THUMBNAIL_SIZE
+# Upload fields written when its analysis is stored.
+_UPLOAD_FIELDS = [
+    "kind",
+    "status",
+    "status_message",
+    "status_changed_at",
+    "box_x0",
+    "box_y0",
+    "box_x1",
+    "box_y1",
+    "located_as",
+    "um_per_pixel",
+    "scale_source",
+    "preview_key",
+]
+
+
+# Renditions.
+
+
+def thumbnail_jpeg(picture: Image.Image, *, size: int = THUMBNAIL_SIZE) -> bytes:
+    """A JPEG of an upright RGB picture, at most `size` pixels on its longer side."""
+    small = picture.copy()
+    small.thumbnail((size, size))
+    if small.mode != "RGB":
+        small = small.convert("RGB")
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def png_bytes(picture: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# State changes.
+
+
+def claim_for_classification(*, image_ids: Sequence[int]) -> list[CellImage]:
+    """Mark the still-pending images of `image_ids` as classifying and return them.
+
+    Classified, failed and no-cell images are left alone, so a redelivered task does no work twice.
+    """
+    with transaction.atomic():
+        images = list(
+            CellImage.objects.select_for_update()
+            .filter(pk__in=list(image_ids), status__in=PENDING_STATUSES)
+            .order_by("pk")
+        )
+        now = timezone.now()
+        for image in images:
+            image.status = CellImage.Status.CLASSIFYING
+            image.attempts += 1
+            image.status_changed_at = now
+        CellImage.objects.bulk_update(images, ["status", "attempts", "status_changed_at"])
+    return images
+
+
+def mark_failed(*, image_ids: Sequence[int], message: str) -> None:
+    CellImage.objects.filter(pk__in=list(image_ids)).exclude(
+        status__in=[CellImage.Status.CLASSIFIED, CellImage.Status.NO_CELL]
+    ).update(status=CellImage.Status.FAILED, status_message=message[:2000], status_changed_at=timezone.now())
+
+
+def mark_waiting(*, image_ids: Sequence[int], message: str) -> None:
+    """Back to queued with the reason (e.g. no usable model): kept, and picked up again later."""
+    CellImage.objects.filter(pk__in=list(image_ids), status__in=PENDING_STATUSES).update(
+        status=CellImage.Status.QUEUED, status_message=message[:2000], status_changed_at=timezone.now()
+    )
+
+
+def refresh_case_statuses(*, case_ids: Iterable[int]) -> None:
+    """draft (no images) -> classifying (any queued/classifying) -> awaiting review; signed stays signed."""
+    for case_id in sorted(set(case_ids)):
+        with transaction.atomic():
+            case = Case.objects.select_for_update().get(pk=case_id)
+            if case.status == Case.Status.SIGNED:
+                continue
+            images = CellImage.objects.filter(case_id=case_id)
+            if not images.exists():
+                status = Case.Status.DRAFT
+            elif images.filter(status__in=PENDING_STATUSES).exists():
+                status = Case.Status.CLASSIFYING
+            else:
+                status = Case.Status.AWAITING_REVIEW
+            if case.status != status:
+                case.status = status
+                case.save(update_fields=["status", "updated_at"])
+
+
+def requeue_stale(*, image_ids: Sequence[int]) -> None:
+    """Put stale images back to queued (what the user sees); the caller sends them again."""
+    CellImage.objects.filter(pk__in=list(image_ids), status__in=PENDING_STATUSES).update(
+        status=CellImage.Status.QUEUED, status_changed_at=timezone.now()
+    )
+
+
+def case_ids_of(image_ids: Sequence[int]) -> set[int]:
+    return set(CellImage.objects.filter(pk__in=list(image_ids)).values_list("case_id", flat=True))
+
+
+# The workflow.
+
+
+@dataclass
+class _Analysed:
+    image: CellImage
+    picture: Image.Image
+    analysis: object  # inference.analysis.ImageAnalysis
+
+
+def classify(*, image_ids: Sequence[int]) -> dict[str, int]:
+    """Find and classify the cells of the pending images among `image_ids` with the active model; store them.
+
+    Returns counts of uploads: classified (at least one cell), no_cell, failed, waiting. Raises ModelUnavailable
+    (before touching any image) and database errors for the task to retry.
+    """
+    predictor = get_predictor()
+    images = claim_for_classification(image_ids=image_ids)
+    counts = {"classified": 0, "no_cell": 0, "failed": 0, "waiting": 0, "cells": 0}
+    if not images:
+        return counts
+    scales = dict(
+        Case.objects.filter(pk__in={image.case_id for image in images}).values_list("pk", "laboratory__um_per_pixel")
+    )
+    for start in range(0, len(images), predictor.max_batch):
+        batch = images[start : start + predictor.max_batch]
+        analysed, failed = _analyse_batch(predictor, batch, scales)
+        counts["failed"] += len(failed)
+        created = store_analyses(analysed=analysed, model_version=predictor.version) if analysed else {}
+        for item in analysed:
+            cells = created.get(item.image.pk)
+            if cells is None:
+                continue  # another delivery of the task stored it first
+            if item.analysis.cells:
+                counts["classified"] += 1
+                counts["cells"] += len(item.analysis.cells)
+            else:
+                counts["no_cell"] += 1
+        _announce(batch, created)
+    refresh_case_statuses(case_ids={image.case_id for image in images})
+    logger.info("classified images %s with %s: %s", [i.pk for i in images], predictor.version.name, counts)
+    return counts
+
+
+def _analyse_batch(
+    predictor, images: Sequence[CellImage], scales: dict[int, float | None]
+) -> tuple[list[_Analysed], list[int]]:
+    """Decode each image once and analyse them, grouped by scale; failures are recorded on their images."""
+    decoded: list[tuple[CellImage, Image.Image]] = []
+    failed: list[int] = []
+    for image in images:
+        try:
+            decoded.append((image, selectors.open_cell_image(image=image)))
+        except (storage.StoredImageError, OSError, ValueError) as exc:
+            logger.error("image %s cannot be read for classification: %s", image.pk, exc)
+            mark_failed(image_ids=[image.pk], message=f"The stored image cannot be read: {exc}")
+            failed.append(image.pk)
+    by_scale: dict[float | None, list[tuple[CellImage, Image.Image]]] = {}
+    for image, picture in decoded:
+        by_scale.setdefault(scales.get(image.case_id), []).append((image, picture))
+    analysed: list[_Analysed] = []
+    for scale, group in by_scale.items():
+        try:
+            results = analyse_images([picture for _, picture in group], um_per_pixel=scale, predictor=predictor)
+        except (ModelUnavailable, *TRANSIENT_DATABASE_ERRORS):
+            raise
+        except Exception:
+            logger.exception("analysis failed for images %s; trying them one by one", [i.pk for i, _ in group])
+            one_by_one, failed_one_by_one = _analyse_one_by_one(predictor, group, scale)
+            analysed.extend(one_by_one)
+            failed.extend(failed_one_by_one)
+            continue
+        analysed.extend(
+            _Analysed(image=image, picture=picture, analysis=result)
+            for (image, picture), result in zip(group, results, strict=True)
+        )
+    return analysed, failed
+
+
+def _analyse_one_by_one(predictor, group, scale) -> tuple[list[_Analysed], list[int]]:
+    analysed, failed = [], []
+    for image, picture in group:
+        try:
+            (result,) = analyse_images([picture], um_per_pixel=scale, predictor=predictor)
+        except (ModelUnavailable, *TRANSIENT_DATABASE_ERRORS):
+            raise
+        except Exception as exc:
+            logger.exception("classification failed for image %s", image.pk)
+            mark_failed(image_ids=[image.pk], message=f"Classification failed: {exc}")
+            failed.append(image.pk)
+            continue
+        analysed.append(_Analysed(image=image, picture=picture, analysis=result))
+    return analysed, failed
+
+
+@dataclass
+class _FieldFiles:
+    """Encrypted files written for a field before its transaction (removed again if it fails)."""
+
+    preview_key: str = ""
+    cells: list[tuple[str, str, bytes]] = None  # (crop key, thumbnail key, crop PNG bytes) per found cell
+
+    def keys(self) -> list[str]:
+        keys = [self.preview_key] if self.preview_key else []
+        for crop_key, thumb_key, _ in self.cells or []:
+            keys.extend([crop_key, thumb_key])
+        return keys
+
+
+def _write_field_files(item: _Analysed) -> _FieldFiles:
+    files = _FieldFiles(cells=[])
+    try:
+        files.preview_key = storage.save(thumbnail_jpeg(item.picture, size=PREVIEW_SIZE))
+        for found in item.analysis.cells:
+            crop = found.crop if found.crop.mode == "RGB" else found.crop.convert("RGB")
+            data = png_bytes(crop)
+            files.cells.append((storage.save(data), storage.save(thumbnail_jpeg(crop)), data))
+    except BaseException:
+        _delete(files.keys())
+        raise
+    return files
+
+
+def _delete(keys: Iterable[str]) -> None:
+    for key in keys:
+        try:
+            storage.delete(key)
+        except Exception:  # noqa: BLE001 - cleaning up after a failure must not hide it
+            logger.warning("could not remove stored file %s", key)
+
+
+def _prediction(*, image_id: int, model_version, result) -> Prediction:
+    return Prediction(
+        image_id=image_id,
+        model_version=model_version,
+        label=result.label,
+        confidence=float(result.confidence),
+        probabilities={name: float(value) for name, value in result.probabilities.items()},
+        flagged=bool(result.flagged),
+        flag_reasons=list(getattr(result, "flag_reasons", ()) or ()),
+        ood_score=None if result.ood_score is None else float(result.ood_score),
+        latency_ms=float(result.latency_ms),
+    )
+
+
+def _set_box(image: CellImage, box) -> None:
+    image.box_x0, image.box_y0, image.box_x1, image.box_y1 = (int(value) for value in box)
+
+
+def store_analyses(*, analysed: Sequence[_Analysed], model_version) -> dict[int, list[int]]:
+    """Store a batch's analyses in one transaction. Returns, per upload stored, the ids of the cells it
+    became (itself for a crop, its children for a field, none when no cell was found); uploads another
+    delivery of the task already stored are left out."""
+    field_files = {
+        item.image.pk: _write_field_files(item)
+        for item in analysed
+        if item.analysis.layout == "field" and item.analysis.cells
+    }
+    try:
+        return _store(analysed, model_version, field_files)
+    except BaseException:
+        for files in field_files.values():
+            _delete(files.keys())
+        raise
+
+
+def _store(analysed, model_version, field_files: dict[int, _FieldFiles]) -> dict[int, list[int]]:
+    now = timezone.now()
+    created: dict[int, list[int]] = {}
+    with transaction.atomic():
+        live = set(
+            CellImage.objects.select_for_update()
+            .filter(pk__in=[item.image.pk for item in analysed], status=CellImage.Status.CLASSIFYING)
+            .values_list("pk", flat=True)
+        )
+        uploads: list[CellImage] = []
+        predictions: list[Prediction] = []
+        children: list[tuple[CellImage, object]] = []
+        for item in analysed:
+            image, analysis = item.image, item.analysis
+            if image.pk not in live:
+                logger.info("image %s was stored by another delivery of its task", image.pk)
+                continue
+            image.um_per_pixel = analysis.um_per_pixel
+            image.scale_source = analysis.scale_source or ""
+            image.status_message = ""
+            image.status_changed_at = now
+            uploads.append(image)
+            if not analysis.cells:
+                image.kind = CellImage.Kind.NO_CELL
+                image.status = CellImage.Status.NO_CELL
+                created[image.pk] = []
+                continue
+            image.status = CellImage.Status.CLASSIFIED
+            if analysis.layout != "field":
+                main = analysis.cells[analysis.main_cell if analysis.main_cell is not None else 0]
+                image.kind = CellImage.Kind.CELL
+                _set_box(image, main.box)
+                image.located_as = main.kind
+                predictions.append(_prediction(image_id=image.pk, model_version=model_version, result=main.prediction))
+                created[image.pk] = [image.pk]
+                continue
+            files = field_files[image.pk]
+            image.kind = CellImage.Kind.FIELD
+            image.preview_key = files.preview_key
+            for number, (found, (crop_key, thumb_key, data)) in enumerate(
+                zip(analysis.cells, files.cells, strict=True), start=1
+            ):
+                cell = CellImage(
+                    case_id=image.case_id,
+                    parent_id=image.pk,
+                    kind=CellImage.Kind.CELL,
+                    storage_key=crop_key,
+                    thumbnail_key=thumb_key,
+                    sha256=hashlib.sha256(data).hexdigest(),
+                    size_bytes=len(data),
+                    width=found.crop.width,
+                    height=found.crop.height,
+                    content_type="image/png",
+                    original_name=f"{image.original_name} · cell {number}"[:255],
+                    uploaded_by_id=image.uploaded_by_id,
+                    status=CellImage.Status.CLASSIFIED,
+                    located_as=found.kind,
+                    um_per_pixel=analysis.um_per_pixel,
+                    scale_source=analysis.scale_source or "",
+                )
+                _set_box(cell, found.box)
+                children.append((cell, found.prediction))
+        CellImage.objects.bulk_update(uploads, _UPLOAD_FIELDS)
+        if children:
+            CellImage.objects.bulk_create([cell for cell, _ in children])
+            for cell, result in children:
+                created.setdefault(cell.parent_id, []).append(cell.pk)
+                predictions.append(_prediction(image_id=cell.pk, model_version=model_version, result=result))
+        # A crop classified before by this model version (a redelivered task) keeps its first prediction.
+        Prediction.objects.bulk_create(predictions, ignore_conflicts=True)
+    unused = [files for pk, files in field_files.items() if pk not in live]
+    for files in unused:
+        _delete(files.keys())
+    return created
+
+
+def _announce(batch: Sequence[CellImage], created: dict[int, list[int]]) -> None:
+    """Tell the pages watching these cases which images changed (uploads and new cells), after the commit."""
+    by_case: dict[int, set[int]] = {}
+    for image in batch:
+        ids = by_case.setdefault(image.case_id, set())
+        ids.add(image.pk)
+        ids.update(created.get(image.pk, ()))
+    for case_id, ids in by_case.items():
+        transaction.on_commit(
+            partial(events.publish_image_updates, case_id=case_id, image_ids=sorted(ids)), robust=True
+        )
