@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api, api_review
+from . import api, api_report, api_review
 
 # Review and sign-off endpoints: append `urlpatterns += [...]` below (owned by cases/api_review.py).
 urlpatterns = [
@@ -22,4 +22,9 @@ urlpatterns += [
 # Laboratories (cases/api.py).
 urlpatterns += [
     path("laboratories/", api.LaboratoryListAPI.as_view(), name="api-laboratory-list"),
+]
+
+# The case report as FHIR R4 (cases/api_report.py).
+urlpatterns += [
+    path("cases/<int:pk>/fhir/", api_report.CaseFhirReportAPI.as_view(), name="api-case-fhir"),
 ]

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views, views_laboratories, views_live, views_review
+from . import views, views_laboratories, views_live, views_report, views_review
 
 app_name = "cases"
 
@@ -36,4 +36,12 @@ urlpatterns += [
 urlpatterns += [
     path("<int:pk>/events/", views_live.case_events, name="events"),
     path("<int:pk>/cards/", views_live.case_cards, name="cards"),
+]
+
+# The case report: page, PDF, FHIR R4 and comments (cases/views_report.py).
+urlpatterns += [
+    path("<int:pk>/report/", views_report.report_page, name="report"),
+    path("<int:pk>/report/pdf/", views_report.report_pdf, name="report_pdf"),
+    path("<int:pk>/report/fhir/", views_report.report_fhir, name="report_fhir"),
+    path("<int:pk>/report/comments/", views_report.report_comment, name="report_comment"),
 ]

@@ -163,6 +163,15 @@ DATA_UPLOAD_MAX_NUMBER_FILES = 10_000
 # Keyed pseudonyms in research exports (HMAC-SHA256).
 EXPORT_PSEUDONYM_KEY = os.environ.get("EXPORT_PSEUDONYM_KEY", "")
 
+# The laboratory named at the top of every signed report (page, PDF, FHIR DiagnosticReport.performer).
+REPORT_LAB_NAME = os.environ.get("REPORT_LAB_NAME", "HematoVision laboratory")
+REPORT_LAB_ADDRESS = os.environ.get("REPORT_LAB_ADDRESS", "")  # lines separated by "|"
+REPORT_LAB_CONTACT = os.environ.get("REPORT_LAB_CONTACT", "")  # phone, email
+REPORT_LAB_ACCREDITATION = os.environ.get("REPORT_LAB_ACCREDITATION", "")  # e.g. "ISO 15189 No. 1234"
+# Identifier system of accession numbers in FHIR (the laboratory's own URI; a placeholder by default).
+REPORT_FHIR_ACCESSION_SYSTEM = os.environ.get("REPORT_FHIR_ACCESSION_SYSTEM", "urn:hematovision:accession")
+REPORT_FHIR_PATIENT_SYSTEM = os.environ.get("REPORT_FHIR_PATIENT_SYSTEM", "urn:hematovision:patient-reference")
+
 # Models: the bundled model ships in inference/bundled; trained and imported ones go here.
 MODEL_STORE_DIR = Path(os.environ.get("MODEL_STORE_DIR", VAR_DIR / "models"))
 BUNDLED_MODEL_DIR = Path(os.environ.get("BUNDLED_MODEL_DIR", BASE_DIR / "inference" / "bundled"))

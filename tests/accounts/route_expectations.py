@@ -175,6 +175,16 @@ ROUTES = [
         data=lambda world: world.amendment(),
     ),
     Route("cases:differential", roles_with("view_cases", "review_cells"), kwargs=_pk("case")),
+    Route("cases:report", roles_with("view_cases", "review_cells"), kwargs=_pk("case")),
+    Route("cases:report_pdf", roles_with("view_cases", "review_cells"), kwargs=_pk("case")),
+    Route("cases:report_fhir", roles_with("view_cases", "review_cells"), kwargs=_pk("case")),
+    Route(
+        "cases:report_comment",
+        roles_with("review_cells"),
+        method="post",
+        kwargs=_pk("case"),
+        data={"text": "route matrix comment"},
+    ),
     Route(
         "cases:laboratories",
         roles_with("manage_laboratories"),
@@ -237,6 +247,7 @@ ROUTES = [
         data=lambda world: world.amendment(),
     ),
     Route("api-case-differential", roles_with("view_cases", "review_cells"), kwargs=_pk("case")),
+    Route("api-case-fhir", roles_with("view_cases", "review_cells"), kwargs=_pk("case")),
     Route("api-image-retry", roles_with("retry_classification"), method="post", kwargs=_fresh("fresh_failed_image")),
     # inference (model registry)
     Route("inference:list", roles_with("manage_models")),
