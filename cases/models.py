@@ -105,7 +105,7 @@ class CellImage(models.Model):
     # The cell's final label: its latest review's label, "" while nobody has reviewed it. Written only by
     # cases.final_labels.keep_final_label, in the transaction that adds the Review; reports and every page read it.
     final_label = models.CharField(max_length=60, blank=True, default="", db_index=True)
-    final_reviewed_at = models.DateTimeField(null=True, blank=True)
+    final_reviewed_at = models.DateTimeField(null=True, blank=True, db_index=True)
     reclassified = models.BooleanField(default=False, help_text="A pathologist changed its label at least once.")
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CELL, db_index=True)
     # A cell found in a field: the field, and the cell's box in it (upright pixels, end-exclusive). A crop

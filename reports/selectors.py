@@ -13,15 +13,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from django.db import connection
-from django.db.models import Count, F, Q, QuerySet
-from django.db.models.functions import TruncDate
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from audit.models import AuditEvent
 from cases.models import CellImage, Prediction, Review
 from inference.models import ModelVersion
 from inference.registry import get_active_version
+
+from .aggregates import ROC_BINS, percentile, period_aggregates
 
 DEFAULT_PERIOD_DAYS = 30
 NOT_REVIEWED = "not reviewed yet"
@@ -135,80 +135,12 @@ def _ratio(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
-ROC_BINS = 100  # ROC curves are drawn from each class's score binned into hundredths
-
-
 def _predictions_in(*, model_version: ModelVersion, period: Period) -> QuerySet[Prediction]:
     """The model version's predictions made within the period: one per cell (a field image's cells each have
     their own prediction; the field itself has none, so counting predictions counts cells)."""
     return Prediction.objects.filter(
         model_version=model_version, created_at__gte=period.start_at, created_at__lt=period.end_before
     )
-
-
-# Templates around a queryset's own compiled SQL ({rows}, {cells}); every value is a query parameter.
-_CASES_AND_LATENCY_SQL = (
-    "SELECT count(DISTINCT rows.case_ref), percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP "
-    "(ORDER BY rows.latency) FROM ({rows}) AS rows"
-)
-_POSTGRESQL_SCORE_BINS_SQL = (
-    "SELECT score.key, LEAST(GREATEST(floor(score.value::float8 * %s)::int, 0), %s), "
-    "score.key = cells.truth, count(*) "
-    "FROM ({cells}) AS cells CROSS JOIN LATERAL jsonb_each_text(cells.scores) AS score GROUP BY 1, 2, 3"
-)
-_PORTABLE_SCORE_BINS_SQL = (
-    "SELECT score.key, MIN(MAX(CAST(score.value * %s AS INTEGER), 0), %s), "
-    "score.key = cells.truth, count(*) "
-    "FROM ({cells}) AS cells, json_each(cells.scores) AS score GROUP BY 1, 2, 3"
-)
-
-
-def _subquery(queryset: QuerySet) -> tuple[str, tuple]:
-    sql, params = queryset.query.sql_with_params()
-    return sql, tuple(params)
-
-
-def _cases_and_latency(predictions: QuerySet[Prediction], cells: int) -> tuple[int, float | None, float | None]:
-    """Distinct cases and the latency's 50th and 95th percentiles (linear interpolation, as numpy's default)."""
-    if not cells:
-        return 0, None, None
-    if connection.vendor == "postgresql":
-        sql, params = _subquery(predictions.order_by().values(case_ref=F("image__case_id"), latency=F("latency_ms")))
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _CASES_AND_LATENCY_SQL.replace("{rows}", sql),
-                params,
-            )
-            cases, (p50, p95) = cursor.fetchone()
-        return cases, float(p50), float(p95)
-    cases = predictions.aggregate(cases=Count("image__case_id", distinct=True))["cases"]
-    ordered = predictions.order_by("latency_ms").values_list("latency_ms", flat=True)
-
-    def percentile(fraction: float) -> float:
-        rank = fraction * (cells - 1)
-        low = int(rank)
-        values = list(ordered[low : low + 2])
-        if len(values) == 1 or rank == low:
-            return float(values[0])
-        return float(values[0] + (rank - low) * (values[1] - values[0]))
-
-    return cases, percentile(0.5), percentile(0.95)
-
-
-def _score_bins(predictions: QuerySet[Prediction], classes: list[str]) -> dict[str, np.ndarray]:
-    """For each class, reviewed cells (final label a model class) per score bin: [bin, 0] final label is
-    another class, [bin, 1] final label is this class."""
-    scored = predictions.filter(image__final_label__in=classes).order_by()
-    sql, params = _subquery(scored.values(scores=F("probabilities"), truth=F("image__final_label")))
-    template = _POSTGRESQL_SCORE_BINS_SQL if connection.vendor == "postgresql" else _PORTABLE_SCORE_BINS_SQL
-    query = template.replace("{cells}", sql)
-    bins = {label: np.zeros((ROC_BINS, 2), dtype=np.int64) for label in classes}
-    with connection.cursor() as cursor:
-        cursor.execute(query, (ROC_BINS, ROC_BINS - 1, *params))
-        for label, score_bin, positive, count in cursor.fetchall():
-            if label in bins:
-                bins[label][int(score_bin), int(bool(positive))] += count
-    return bins
 
 
 def roc_from_bins(*, negatives: np.ndarray, positives: np.ndarray) -> tuple[list[float], list[float], float]:
@@ -223,51 +155,57 @@ def roc_from_bins(*, negatives: np.ndarray, positives: np.ndarray) -> tuple[list
 
 
 def dashboard_metrics(*, model_version: ModelVersion, period: Period) -> DashboardMetrics:
-    """Performance of one model version on the cells it classified within the period, aggregated in the
-    database: a handful of grouped rows and 100 score bins per class reach Python, never the cells.
+    """Performance of one model version on the cells it classified within the period, added up from per-day
+    aggregates computed in the database (reports.aggregates): grouped counts, 100 score bins per class and
+    latency counts reach Python, never the cells.
 
     A cell counts as reviewed once it has a final label (cases.final_labels). Accuracy, precision, recall,
     F1, the confusion matrix, ROC and the override rate use reviewed cells whose final label is one of the
     version's classes; cells given a label the model does not have (a reviewer-only label such as smudge or
-    artefact, or a class of another version) are counted apart in `other_labels`, never as model errors."""
+    artefact, or a class of another version) are counted apart in `other_labels`, never as model errors.
+    Latency percentiles interpolate linearly between latencies rounded to 0.01 ms."""
     classes = list(model_version.classes)
     metrics = DashboardMetrics(model_version=model_version, period=period, labels=classes)
     predictions = _predictions_in(model_version=model_version, period=period)
-    groups = (
-        predictions.annotate(day=TruncDate("created_at"))
-        .values_list("day", "image__final_label", "label", "flagged", "image__reclassified")
-        .annotate(cells=Count("id"))
-        .order_by()
-    )
-    per_day: Counter = Counter()
+    days = period_aggregates(model_version=model_version, predictions=predictions)
+    metrics.cells_per_day = [(day, days[day].cells if day in days else 0) for day in period.days]
     index = {label: position for position, label in enumerate(classes)}
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    bins = np.zeros((len(classes), 2 * ROC_BINS), dtype=np.int64)
     flagged_outcomes: Counter = Counter()
     other_labels: Counter = Counter()
-    correct = scored = reclassified = unknown_predictions = 0
-    for day, final_label, predicted, flagged, was_reclassified, count in groups:
-        per_day[day] += count
-        metrics.cells += count
-        if flagged:
-            metrics.flagged_cells += count
-            flagged_outcomes[final_label or NOT_REVIEWED] += count
-        if not final_label:
-            continue
-        metrics.reviewed_cells += count
-        if final_label not in index:
-            other_labels[final_label] += count
-            continue
-        scored += count
-        reclassified += count if was_reclassified else 0
-        correct += count if predicted == final_label else 0
-        if predicted in index:
-            confusion[index[final_label], index[predicted]] += count
-        else:
-            unknown_predictions += count
-    metrics.cells_per_day = [(day, per_day.get(day, 0)) for day in period.days]
+    latency: Counter = Counter()
+    cases: set[int] = set()
+    correct = scored = reclassified = 0
+    for aggregate in days.values():
+        cases.update(aggregate.cases)
+        for value, count in aggregate.latency:
+            latency[value] += count
+        for label, counts in aggregate.bins.items():
+            if label in index:
+                bins[index[label]] += np.asarray(counts, dtype=np.int64)
+        for final_label, predicted, flagged, was_reclassified, count in aggregate.groups:
+            metrics.cells += count
+            if flagged:
+                metrics.flagged_cells += count
+                flagged_outcomes[final_label or NOT_REVIEWED] += count
+            if not final_label:
+                continue
+            metrics.reviewed_cells += count
+            if final_label not in index:
+                other_labels[final_label] += count
+                continue
+            scored += count
+            reclassified += count if was_reclassified else 0
+            correct += count if predicted == final_label else 0
+            if predicted in index:
+                confusion[index[final_label], index[predicted]] += count
     if not metrics.cells:
         return metrics
-    metrics.cases, metrics.latency_p50_ms, metrics.latency_p95_ms = _cases_and_latency(predictions, metrics.cells)
+    metrics.cases = len(cases)
+    latency_counts = sorted(latency.items())
+    metrics.latency_p50_ms = percentile(latency_counts, 0.5)
+    metrics.latency_p95_ms = percentile(latency_counts, 0.95)
     metrics.flagged_rate = _ratio(metrics.flagged_cells, metrics.cells)
     metrics.flagged_outcomes = dict(flagged_outcomes.most_common())
     metrics.other_labels = dict(other_labels.most_common())
@@ -277,7 +215,6 @@ def dashboard_metrics(*, model_version: ModelVersion, period: Period) -> Dashboa
     metrics.confusion = confusion.tolist()
     metrics.accuracy = correct / scored
     metrics.override_rate = reclassified / scored
-    bins = _score_bins(predictions, classes)
     for position, label in enumerate(classes):
         true_positives = int(confusion[position, position])
         support = int(confusion[position, :].sum())
@@ -289,7 +226,7 @@ def dashboard_metrics(*, model_version: ModelVersion, period: Period) -> Dashboa
         else:
             f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         metrics.per_class.append(ClassMetrics(label, support, predicted_count, precision, recall, f1))
-        negatives, positives = bins[label][:, 0], bins[label][:, 1]
+        negatives, positives = bins[position, :ROC_BINS], bins[position, ROC_BINS:]
         if positives.sum() and negatives.sum():
             fpr, tpr, auc = roc_from_bins(negatives=negatives, positives=positives)
             metrics.roc.append(RocCurve(label=label, fpr=fpr, tpr=tpr, auc=auc))
