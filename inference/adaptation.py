@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -295,7 +296,7 @@ def start_background_process(job_id: int) -> subprocess.Popen:
     log = open(log_dir / f"job-{job_id}.log", "ab")  # noqa: SIM115 - handed to the child process
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", settings.SETTINGS_MODULE)}
     try:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "adapt", "--job", str(job_id)],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -305,6 +306,9 @@ def start_background_process(job_id: int) -> subprocess.Popen:
         )
     finally:
         log.close()
+    # Reap it when it ends, so the web process keeps no zombie.
+    threading.Thread(target=process.wait, name=f"adaptation-{job_id}", daemon=True).start()
+    return process
 
 
 def cancel_adaptation(*, job: AdaptationJob, actor, request=None) -> AdaptationJob:
@@ -365,6 +369,13 @@ def run_adaptation_job(*, job_id: int, config: AdaptConfig | None = None) -> Ada
             )
             if should_stop():
                 raise AdaptationCancelled("adaptation cancelled")
+            if not sum(exported.get("counts", {}).get("adapt", {}).values()):
+                raise AdaptationError(f"there are no reviewed cells of signed cases of {job.source_label} to adapt on")
+            if not exported.get("cases", {}).get("holdout"):
+                raise AdaptationError(
+                    f"{job.source_label} has a single signed case with reviewed cells: at least two are needed, "
+                    "one of them held out to measure the candidate on"
+                )
             progress(0.0, "adapting")
             summary = adapt_and_evaluate(
                 adapt_dir=exported["adapt_dir"],

@@ -290,7 +290,8 @@ def test_a_job_without_data_fails_with_a_message_and_registers_nothing(tiny_mode
     monkeypatch.setattr(adaptation, "dispatch_adaptation", lambda job_id: None)
     job = adaptation.queue_adaptation(name="empty-1", laboratory_id=None, source_label="all", actor=supervisor)
     job = adaptation.run_adaptation_job(job_id=job.pk, config=TINY)
-    assert job.status == AdaptationJob.Status.FAILED and job.message.startswith("Not adapted:")
+    assert job.status == AdaptationJob.Status.FAILED
+    assert job.message == "Not adapted: there are no reviewed cells of signed cases of all to adapt on"
     assert not ModelVersion.objects.filter(name="empty-1").exists()
 
 
@@ -306,6 +307,9 @@ def test_the_embedded_default_runs_the_job_in_a_background_process(tiny_model, s
     class FakePopen:
         def __init__(self, argv, **kwargs):
             started.append((argv, kwargs))
+
+        def wait(self):
+            return 0
 
     monkeypatch.setattr(adaptation.subprocess, "Popen", FakePopen)
     settings.CELERY_TASK_ALWAYS_EAGER = True
