@@ -32,12 +32,14 @@ install-dev: $(VENV)/.installed-dev
 run: install-run
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py create_demo_users
+	$(BIN)/python manage.py recover
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 # For developers: the same with DEBUG on (Django's debug pages, static files re-read on change).
 dev: install-run
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py create_demo_users
+	$(BIN)/python manage.py recover
 	DEBUG=1 $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 # Debian's Chromium drives the browser tests (Playwright's own browser download is not used).
