@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from functools import wraps
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
@@ -18,6 +19,9 @@ from django.db import connection
 from django.http import HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
+from rest_framework.settings import api_settings
 
 from accounts.permissions import capability_required, has_capability
 
@@ -67,7 +71,32 @@ def case_cards(request, pk: int):
     return response
 
 
+def _token_or_session(view):
+    """API clients may use their token (`Authorization: Token ...`) instead of a session."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not request.user.is_authenticated and request.headers.get("Authorization"):
+            # The API's own authentication classes (accounts.authentication: hashed, expiring tokens).
+            for authentication in api_settings.DEFAULT_AUTHENTICATION_CLASSES:
+                if issubclass(authentication, SessionAuthentication):
+                    continue
+                try:
+                    found = authentication().authenticate(request)
+                except AuthenticationFailed as exc:
+                    return JsonResponse({"detail": str(exc.detail)}, status=401)
+                except PermissionDenied as exc:
+                    return JsonResponse({"detail": str(exc.detail)}, status=403)
+                if found is not None:
+                    request.user = found[0]
+                    break
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
 @require_GET
+@_token_or_session
 @capability_required("view_cases")
 def case_events(request, pk: int):
     """text/event-stream of the case's cell updates (docs/events.md)."""

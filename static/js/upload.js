@@ -6,6 +6,7 @@
 
   const PARALLEL_UPLOADS = 2;
   const FILES_PER_REQUEST = 10;
+  const FIRST_REQUEST_FILES = 2;
   const BYTES_PER_REQUEST = 16 * 1024 * 1024; // below the server's 25 MB request limit
 
   function setup(form) {
@@ -165,10 +166,15 @@
       next();
     }
 
+    // The first requests are small so that the first labels come quickly; later ones carry FILES_PER_REQUEST.
+    let requestsSent = 0;
+
     function takeBatch() {
       const batch = [];
       let bytes = 0;
-      while (queue.length && batch.length < FILES_PER_REQUEST) {
+      const limit = Math.min(FILES_PER_REQUEST, FIRST_REQUEST_FILES * (requestsSent + 1));
+      requestsSent += 1;
+      while (queue.length && batch.length < limit) {
         const size = queue[0].file.size;
         if (batch.length && bytes + size > BYTES_PER_REQUEST) break;
         batch.push(queue.shift());

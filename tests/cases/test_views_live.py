@@ -197,3 +197,18 @@ def test_events_need_view_cases(client, make_user, in_process):
 
     assert client.get(reverse("cases:events", args=[case.pk])).status_code == 403
     assert client.get(reverse("cases:cards", args=[case.pk])).status_code == 403
+
+
+def test_api_clients_stream_with_their_token(client, technician, in_process):
+    from accounts.services import create_api_token
+
+    case = CaseFactory(created_by=technician)
+    _, key = create_api_token(user=technician, second_factor=False)
+
+    response = client.get(reverse("cases:events", args=[case.pk]), headers={"authorization": f"Token {key}"})
+    assert response.status_code == 200
+    assert next(iter(response.streaming_content)).startswith(b"retry: ")
+    wrong = client.get(reverse("cases:events", args=[case.pk]), headers={"authorization": "Token not-a-token"})
+    assert wrong.status_code == 401, wrong.content[:2000]
+    anonymous = client.get(reverse("cases:events", args=[case.pk]))
+    assert anonymous.status_code == 302
