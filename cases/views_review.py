@@ -12,6 +12,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.permissions import capability_required, has_capability
+from audit.models import AuditEvent
+from audit.services import record
 from inference.gradcam import GradCamUnavailable, gradcam_map, heatmap_image, overlay_heatmap
 
 from . import review_selectors, review_services, selectors
@@ -286,6 +288,13 @@ def gradcam(request, pk: int):
         return _plain(f"This image cannot be read: {exc}.", status=500)
     buffer = io.BytesIO()
     overlay.save(buffer, format="PNG")
+    # The overlay shows the cell's pixels: audited like the image itself.
+    record(
+        action=AuditEvent.Action.IMAGE_VIEWED,
+        obj=image,
+        details={"case": image.case_id, "variant": "gradcam", "class": class_name or cell.prediction.label},
+        request=request,
+    )
     response = HttpResponse(buffer.getvalue(), content_type="image/png")
     response["Cache-Control"] = "private, no-store"
     response["X-Content-Type-Options"] = "nosniff"
