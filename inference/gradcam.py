@@ -51,6 +51,38 @@ def _last_feature_map_layer(keras_model, traced):
     raise ValueError(f"{keras_model.name} has no layer with a 4-D (convolutional) output")
 
 
+# The heat map of the last convolutional layer of a small-input network is a handful of cells (4x4 for the
+# bundled model, which sees cells at 128 px) and comes out nearly uniform; the deepest layer whose map has at
+# least this many cells on its shorter side keeps the class evidence and shows where in the cell it lies.
+FINE_MAP_MIN_SIDE = 8
+_fine_layers: dict[int, tuple] = {}
+
+
+def fine_feature_layer_name(keras_model) -> str | None:
+    """The deepest top-level layer with a 4-D output at least FINE_MAP_MIN_SIDE on its shorter side; None when
+    the last feature map is already that fine or no layer is (then Grad-CAM uses the last one)."""
+    cached = _fine_layers.get(id(keras_model))
+    if cached is not None and cached[0]() is keras_model:
+        return cached[1]
+    from .backbones.tracing import trace_layers
+
+    traced = trace_layers(keras_model)
+    last = _last_feature_map_layer(keras_model, traced)
+    name = None
+    if min(traced.layers[last.name][1].shape[1:3]) < FINE_MAP_MIN_SIDE:
+        for layer in reversed(keras_model.layers):
+            if layer.__class__.__name__ == "InputLayer" or layer.name not in traced.layers:
+                continue
+            output = traced.layers[layer.name][1]
+            if isinstance(output, (list, tuple, dict)) or len(output.shape) != 4:
+                continue
+            if min(output.shape[1:3]) >= FINE_MAP_MIN_SIDE:
+                name = layer.name
+                break
+    _fine_layers[id(keras_model)] = (weakref.ref(keras_model), name)
+    return name
+
+
 def _softmax_dense(layer) -> bool:
     activation = getattr(layer, "activation", None)
     return layer.__class__.__name__ == "Dense" and getattr(activation, "__name__", "") == "softmax"
@@ -244,9 +276,12 @@ def heatmap_image(size: tuple[int, int], heatmap: np.ndarray, *, box: tuple[int,
     return Image.fromarray(rgba, mode="RGBA")
 
 
-def gradcam_map(image: Image.Image, class_name: str | None = None, version: ModelVersion | None = None):
+def gradcam_map(
+    image: Image.Image, class_name: str | None = None, version: ModelVersion | None = None, *, fine: bool = True
+):
     """(upright RGB image, heat map [h, w] in [0, 1], the box of the image the model saw) for ``class_name``
-    (default: the predicted class) under ``version`` (default: the active one)."""
+    (default: the predicted class) under ``version`` (default: the active one). ``fine``: from the deepest
+    feature map at least FINE_MAP_MIN_SIDE cells wide (fine_feature_layer_name), else from the last one."""
     version = version or get_active_version()
     if version is None:
         raise GradCamUnavailable("no active model version")
@@ -262,7 +297,8 @@ def gradcam_map(image: Image.Image, class_name: str | None = None, version: Mode
             class_index = _predicted_class(model, array)
         else:
             class_index = classes.index(class_name)
-        heatmap = gradcam_heatmap(model, array, class_index)
+        layer_name = fine_feature_layer_name(model) if fine else None
+        heatmap = gradcam_heatmap(model, array, class_index, layer_name)
     return rgb, heatmap, _input_box(rgb, preprocessing)
 
 
