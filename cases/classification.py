@@ -325,6 +325,10 @@ def _store(analysed, model_version, field_files: dict[int, _FieldFiles]) -> dict
             .filter(pk__in=[item.image.pk for item in analysed], status=CellImage.Status.CLASSIFYING)
             .values_list("pk", flat=True)
         )
+        # A field whose cells are already stored (a task delivered again after its commit) keeps them.
+        kept: dict[int, list[int]] = {}
+        for parent_id, cell_id in CellImage.objects.filter(parent_id__in=live).values_list("parent_id", "pk"):
+            kept.setdefault(parent_id, []).append(cell_id)
         uploads: list[CellImage] = []
         predictions: list[Prediction] = []
         children: list[tuple[CellImage, object]] = []
@@ -352,8 +356,11 @@ def _store(analysed, model_version, field_files: dict[int, _FieldFiles]) -> dict
                 predictions.append(_prediction(image_id=image.pk, model_version=model_version, result=main.prediction))
                 created[image.pk] = [image.pk]
                 continue
-            files = field_files[image.pk]
             image.kind = CellImage.Kind.FIELD
+            if image.pk in kept:
+                created[image.pk] = sorted(kept[image.pk])
+                continue
+            files = field_files[image.pk]
             image.preview_key = files.preview_key
             for number, (found, (crop_key, thumb_key, data)) in enumerate(
                 zip(analysis.cells, files.cells, strict=True), start=1
@@ -386,7 +393,7 @@ def _store(analysed, model_version, field_files: dict[int, _FieldFiles]) -> dict
                 predictions.append(_prediction(image_id=cell.pk, model_version=model_version, result=result))
         # A crop classified before by this model version (a redelivered task) keeps its first prediction.
         Prediction.objects.bulk_create(predictions, ignore_conflicts=True)
-    unused = [files for pk, files in field_files.items() if pk not in live]
+    unused = [files for pk, files in field_files.items() if pk not in live or pk in kept]
     for files in unused:
         _delete(files.keys())
     return created
