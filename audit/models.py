@@ -22,6 +22,8 @@ class AuditEvent(models.Model):
         EXPORT = "export", "Export"
         MODEL_IMPORTED = "model_imported", "Model imported"
         MODEL_ACTIVATED = "model_activated", "Model activated"
+        LABORATORY_CREATED = "laboratory_created", "Laboratory added"
+        LABORATORY_CHANGED = "laboratory_changed", "Laboratory changed"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # Users are deactivated, never deleted: an event keeps pointing at its actor.

@@ -94,8 +94,8 @@ def create_case(
 
 LABORATORY_FIELDS = ("name", "instrument", "um_per_pixel")
 # Audit actions of laboratory changes.
-LABORATORY_CREATED = "laboratory_created"
-LABORATORY_CHANGED = "laboratory_changed"
+LABORATORY_CREATED = AuditEvent.Action.LABORATORY_CREATED
+LABORATORY_CHANGED = AuditEvent.Action.LABORATORY_CHANGED
 
 
 def create_laboratory(*, name: str, instrument: str = "", um_per_pixel: float | None = None, actor, request=None):
