@@ -96,8 +96,8 @@ def _refusal(request, message: str, status: int) -> HttpResponse:
     else:
         page = (
             '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Upload refused</title></head>'
-            f'<body><h1>Upload refused</h1><p>{escape(message)}</p><p><a href="javascript:history.back()">Back</a>'
-            "</p></body></html>"
+            f"<body><h1>Upload refused</h1><p>{escape(message)}</p><p>Go back to the case page to try again.</p>"
+            "</body></html>"
         )
         response = HttpResponse(page, status=status)
     response["Connection"] = "close"

@@ -1,0 +1,62 @@
+"""Security headers on every page: a Content-Security-Policy, a Permissions-Policy, and no caching.
+
+- Content-Security-Policy (HTML responses): scripts only from this site's static files, no inline script,
+  no eval, no plugins, not framed. Inline `style="..."` attributes stay allowed (templates and Bootstrap use
+  them; they cannot run code). Pages keep their scripts in static/js (tests/test_security_headers.py scans
+  the templates for inline scripts and handlers).
+- Permissions-Policy: no camera, microphone, geolocation, payment, USB or motion sensors for any page.
+- Cache-Control: responses that set none get `no-store, private` (Django's never-cache headers): pages and
+  API answers carry patient references and cell images, which must not stay in a browser or proxy cache.
+  Static files are served before this middleware (WhiteNoise) and keep their own long-lived caching.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.utils.cache import add_never_cache_headers, patch_cache_control
+
+DEFAULT_CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data: blob:",
+        "font-src 'self' data:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+DEFAULT_PERMISSIONS_POLICY = ", ".join(
+    f"{feature}=()"
+    for feature in (
+        "accelerometer",
+        "camera",
+        "geolocation",
+        "gyroscope",
+        "magnetometer",
+        "microphone",
+        "payment",
+        "usb",
+    )
+)
+
+
+class SecurityHeadersMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.content_security_policy = getattr(settings, "CONTENT_SECURITY_POLICY", DEFAULT_CONTENT_SECURITY_POLICY)
+        self.permissions_policy = getattr(settings, "PERMISSIONS_POLICY", DEFAULT_PERMISSIONS_POLICY)
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if self.content_security_policy and response.get("Content-Type", "").startswith("text/html"):
+            response.headers.setdefault("Content-Security-Policy", self.content_security_policy)
+        if self.permissions_policy:
+            response.headers.setdefault("Permissions-Policy", self.permissions_policy)
+        if "Cache-Control" not in response:
+            add_never_cache_headers(response)
+        elif "no-store" not in response["Cache-Control"] and "public" not in response["Cache-Control"]:
+            patch_cache_control(response, no_store=True, private=True)
+        return response
