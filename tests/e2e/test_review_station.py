@@ -1,9 +1,11 @@
 """The review station in Chromium: a pathologist reviews a small case without a page reload, reclassifies by key,
-adds a smudge cell, signs with re-authentication and downloads the report."""
+adds a smudge cell, signs with re-authentication and downloads the report (PDF and FHIR R4)."""
 
+import json
 from pathlib import Path
 
 import pytest
+from fhir.resources.diagnosticreport import DiagnosticReport
 from playwright.sync_api import expect
 
 from cases.models import Case, CellImage, Review
@@ -117,6 +119,24 @@ def test_pathologist_reviews_without_reload_reclassifies_by_key_and_signs_again(
     page.get_by_test_id("sign-password").fill(DEFAULT_PASSWORD)
     page.get_by_test_id("sign-submit").click()
     expect(page.get_by_test_id("review-status")).to_have_attribute("data-status", "signed")
+
+    # The signed report: the page, then its PDF and its FHIR R4 DiagnosticReport as downloads.
+    page.get_by_test_id("open-report").click()
+    expect(page.get_by_test_id("report-status")).to_have_text("Final")
+    expect(page.get_by_test_id("report-apart")).to_contain_text("Smudge cell 1")
+    screenshot("report-1366")
+    with page.expect_download() as pdf_download:
+        page.get_by_test_id("report-pdf").click()
+    pdf = Path(pdf_download.value.path()).read_bytes()
+    assert pdf.startswith(b"%PDF-") and pdf_download.value.suggested_filename == "report-E2E-REVIEW.pdf"
+    with page.expect_download() as fhir_download:
+        page.get_by_test_id("report-fhir").click()
+    fhir = DiagnosticReport.parse_obj(json.loads(Path(fhir_download.value.path()).read_text()))
+    assert (fhir.status, fhir.identifier[0].value) == ("final", "E2E-REVIEW")
+    assert {observation.code.coding[0].code for observation in fhir.contained if observation.code.coding} >= {
+        "26511-6",
+        "26478-8",
+    }
 
     case.refresh_from_db()
     assert (case.status, case.signed_by) == (Case.Status.SIGNED, pathologist)
