@@ -138,7 +138,7 @@ def seed(*, cells: int, log) -> dict:
                        r4 < 0.05 AS flagged,
                        2.0 + 6.0 * r5 AS latency,
                        r6 < 0.02 AS amend
-                FROM (SELECT floor(random() * 8)::int AS truth, random() AS r1, random() AS r2, random() AS r3,
+                FROM (SELECT floor(random() * 8)::int + 0 * i AS truth, random() AS r1, random() AS r2, random() AS r3,
                              random() AS r4, random() AS r5, random() AS r6 OFFSET 0) AS r
             ) AS t
             """,
