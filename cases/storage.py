@@ -104,6 +104,17 @@ def _path_for(storage_key: str) -> Path:
     return _root() / storage_key
 
 
+def _make_private_dirs(folder: Path) -> None:
+    """Create `folder` and its missing parents with mode 700 (mkdir's own mode is filtered by the umask)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        created.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(created, 0o700)
+
+
 def encrypt(data: bytes) -> bytes:
     key = encryption_keys()[0]
     nonce = os.urandom(NONCE_BYTES)
@@ -132,15 +143,46 @@ def save(data: bytes) -> str:
     name = secrets.token_hex(16)
     storage_key = f"{name[:2]}/{name}"
     path = _root() / storage_key
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.parent.is_dir():
+        _make_private_dirs(path.parent)
+    _write_atomically(path, encrypt(data))
+    return storage_key
+
+
+def _write_atomically(path: Path, blob: bytes) -> None:
     temporary = path.with_suffix(".part")
     with open(temporary, "xb") as stream:
-        stream.write(encrypt(data))
+        stream.write(blob)
         stream.flush()
         os.fsync(stream.fileno())
     os.chmod(temporary, 0o600)
     temporary.replace(path)
-    return storage_key
+
+
+def stored_keys() -> list[str]:
+    """Every file in the store (images, thumbnails, previews; `.part` temporaries excluded), as storage keys."""
+    root = _root()
+    if not root.is_dir():
+        return []
+    keys = (path.relative_to(root).as_posix() for path in root.glob("*/*") if path.is_file())
+    return sorted(key for key in keys if STORAGE_KEY_PATTERN.fullmatch(key))
+
+
+def key_id_of(storage_key: str) -> bytes:
+    """The id of the key that encrypted a stored file (read from its header)."""
+    with open(_path_for(storage_key), "rb") as stream:
+        header = stream.read(HEADER_BYTES)
+    if len(header) < HEADER_BYTES or not header.startswith(MAGIC):
+        raise StoredImageCorrupt(f"stored image {storage_key} is not an encrypted HematoVision image file")
+    return header[len(MAGIC) : len(MAGIC) + KEY_ID_BYTES]
+
+
+def reencrypt(storage_key: str) -> bool:
+    """Rewrite a stored file under the newest key (same storage key, atomic replace); False if it already is."""
+    if key_id_of(storage_key) == encryption_keys()[0].key_id:
+        return False
+    _write_atomically(_path_for(storage_key), encrypt(load(storage_key)))
+    return True
 
 
 def load(storage_key: str) -> bytes:
