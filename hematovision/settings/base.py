@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "inference",
     "cases",
     "reports",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -87,6 +88,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "accounts.context_processors.roles",
+                "notifications.context_processors.notifications",
             ],
         },
     },
@@ -198,6 +200,8 @@ CELERY_BEAT_SCHEDULE = {
 # Key of the audit trail's hash chain (audit/chain.py). Empty: derived from SECRET_KEY. Keep it stable:
 # events sealed with another key no longer verify.
 AUDIT_CHAIN_KEY = os.environ.get("AUDIT_CHAIN_KEY", "")
+# `manage.py recover` removes files of the private store that no row refers to once they are this old.
+ORPHAN_FILE_GRACE_SECONDS = int(os.environ.get("ORPHAN_FILE_GRACE_SECONDS", "3600"))
 # Images queued or classifying longer than this are sent again by cases.tasks.requeue_stale_images.
 CLASSIFICATION_STALE_SECONDS = int(os.environ.get("CLASSIFICATION_STALE_SECONDS", "300"))
 # `manage.py train --include-confirmed` also trains on the cells pathologists labelled (one folder per class).
@@ -229,6 +233,10 @@ EVENTS_REDIS_URL = _events_redis_url()
 
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "HematoVision <no-reply@hematovision.local>")
+# Emails name the product, not the host they were sent from ("[HematoVision] ...", "Hello from HematoVision").
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[HematoVision] "
+# The address people open HematoVision at: links in notification emails point there.
+SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000")
 
 # django-allauth
 SITE_NAME = "HematoVision"
