@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "inference",
     "cases",
     "reports",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -87,6 +88,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "accounts.context_processors.roles",
+                "notifications.context_processors.notifications",
             ],
         },
     },
@@ -231,6 +233,10 @@ EVENTS_REDIS_URL = _events_redis_url()
 
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "HematoVision <no-reply@hematovision.local>")
+# Emails name the product, not the host they were sent from ("[HematoVision] ...", "Hello from HematoVision").
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[HematoVision] "
+# The address people open HematoVision at: links in notification emails point there.
+SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000")
 
 # django-allauth
 SITE_NAME = "HematoVision"

@@ -124,6 +124,10 @@ ROUTES = [
         also=[Check("post", roles_with("manage_users"), data={"confirm": "yes"})],
         note="GET asks first; the POST deactivates.",
     ),
+    Route(
+        "notifications:inbox", SIGNED_IN, note="Each person's own notifications; pending people are told of approval."
+    ),
+    Route("notifications:mark_read", SIGNED_IN, method="post", data={}),
     Route("api-me", SIGNED_IN, note="Describes the caller only; tells a pending client it has no role."),
     Route(
         "api-token",

@@ -1,0 +1,70 @@
+"""The four events people are told about, wired to the signals of the apps where they happen."""
+
+from __future__ import annotations
+
+from allauth.account.signals import user_signed_up
+from django.contrib.auth import get_user_model
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+from django.urls import reverse
+
+from cases.models import Case, CellImage
+
+from .models import Notification
+from .services import notify, users_with
+
+
+@receiver(user_signed_up)
+def signup_awaits_approval(sender, request, user, **kwargs):
+    notify(
+        recipients=users_with("manage_users"),
+        kind=Notification.Kind.SIGNUP_PENDING,
+        title=f"{user.email} signed up and awaits approval",
+        body="Give them a role on the people page, or leave them pending.",
+        link=reverse("accounts:people"),
+        key=f"signup:{user.pk}",
+    )
+
+
+@receiver(post_save, sender=get_user_model())
+def account_approved(sender, instance, created, update_fields=None, **kwargs):
+    if created or not update_fields or "approved_at" not in update_fields or instance.approved_at is None:
+        return
+    notify(
+        recipients=[instance],
+        kind=Notification.Kind.ACCOUNT_APPROVED,
+        title="Your HematoVision account is approved",
+        body="You can now sign in and use the pages of your role.",
+        link=reverse("home"),
+        key=f"approved:{instance.pk}:{instance.approved_at.isoformat()}",
+        once="ever",
+    )
+
+
+@receiver(post_save, sender=Case)
+def case_status_changed(sender, instance, created, update_fields=None, **kwargs):
+    if created or instance.status != Case.Status.AWAITING_REVIEW:
+        return
+    if update_fields is not None and "status" not in update_fields:
+        return
+    images = CellImage.objects.filter(case=instance)
+    if images.filter(predictions__isnull=False).exists():
+        notify(
+            recipients=users_with("review_cells"),
+            kind=Notification.Kind.CASE_AWAITING_REVIEW,
+            title=f"Case {instance.accession_id} awaits review",
+            body=f"{images.count()} image(s) are classified or finished; the case can be reviewed and signed.",
+            link=reverse("cases:review", args=[instance.pk]),
+            key=f"review:{instance.pk}",
+        )
+    failed = list(images.filter(status=CellImage.Status.FAILED).order_by("pk").values_list("pk", "status_message"))
+    for image_id, message in failed:
+        notify(
+            recipients=users_with("view_errors"),
+            kind=Notification.Kind.CLASSIFICATION_FAILED,
+            title=f"Classification failed for image {image_id} of case {instance.accession_id}",
+            body=message or "No reason was recorded.",
+            link=reverse("cases:detail", args=[instance.pk]),
+            key=f"failed:{image_id}",
+            once="ever",
+        )
