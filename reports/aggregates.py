@@ -23,7 +23,7 @@ from django.db.models import Count, F, Max, Q, QuerySet
 from django.db.models.functions import Round, TruncDate
 from django.utils import timezone
 
-from cases.models import Prediction
+from cases.models import CellImage, Prediction
 from inference.models import ModelVersion
 
 from .models import DailyMetrics
@@ -60,7 +60,7 @@ class DayAggregate:
 
     @classmethod
     def from_row(cls, row: DailyMetrics) -> DayAggregate:
-        return cls(cells=row.cells, **row.data)
+        return cls(cells=sum(group[-1] for group in row.data["groups"]), **row.data)
 
 
 def _as_date(value) -> dt.date:
@@ -83,7 +83,9 @@ def _compute(predictions: QuerySet[Prediction], days: list[dt.date], classes: li
     """Aggregate the predictions of the given days in the database."""
     if not days:
         return {}
-    rows = predictions.filter(_day_ranges(days)).annotate(on_day=TruncDate("created_at")).order_by()
+    # Cells only: a field image holds cells and is never one itself (cases.CellImage.Kind).
+    cells = predictions.filter(image__kind=CellImage.Kind.CELL)
+    rows = cells.filter(_day_ranges(days)).annotate(on_day=TruncDate("created_at")).order_by()
     result: dict[dt.date, DayAggregate] = {}
 
     def day_of(value) -> DayAggregate:
@@ -145,7 +147,7 @@ def period_aggregates(*, model_version: ModelVersion, predictions: QuerySet[Pred
     for day, row in stored.items():
         last_review = reviewed_since.get(day)
         reviewed_after = last_review is not None and last_review > row.computed_at - REVIEW_COMMIT_MARGIN
-        if row.cells == live_counts[day] and not reviewed_after:
+        if row.predictions == live_counts[day] and not reviewed_after:
             fresh[day] = DayAggregate.from_row(row)
     computed_at = timezone.now()
     computed = _compute(predictions, [day for day in live_counts if day not in fresh], classes)
@@ -154,7 +156,7 @@ def period_aggregates(*, model_version: ModelVersion, predictions: QuerySet[Pred
             model_version=model_version,
             day=day,
             time_zone=time_zone,
-            cells=aggregate.cells,
+            predictions=live_counts[day],
             computed_at=computed_at,
             data=aggregate.as_data(),
         )
@@ -166,7 +168,7 @@ def period_aggregates(*, model_version: ModelVersion, predictions: QuerySet[Pred
             closed,
             update_conflicts=True,
             unique_fields=["model_version", "day"],
-            update_fields=["time_zone", "cells", "computed_at", "data"],
+            update_fields=["time_zone", "predictions", "computed_at", "data"],
         )
     return {**fresh, **computed}
 

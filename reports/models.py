@@ -9,7 +9,8 @@ class DailyMetrics(models.Model):
     model_version = models.ForeignKey("inference.ModelVersion", on_delete=models.CASCADE, related_name="+")
     day = models.DateField()
     time_zone = models.CharField(max_length=64)
-    cells = models.PositiveIntegerField()
+    # The version's predictions that day when it was computed (cells or not): another count makes it stale.
+    predictions = models.PositiveIntegerField()
     computed_at = models.DateTimeField()
     # groups: [final_label, label, flagged, reclassified, cells]; bins: {class: 100 counts of other final labels
     # then 100 of this class}; cases: case ids; latency: [latency rounded to 0.01 ms, cells]

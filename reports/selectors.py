@@ -136,8 +136,7 @@ def _ratio(numerator: int, denominator: int) -> float | None:
 
 
 def _predictions_in(*, model_version: ModelVersion, period: Period) -> QuerySet[Prediction]:
-    """The model version's predictions made within the period: one per cell (a field image's cells each have
-    their own prediction; the field itself has none, so counting predictions counts cells)."""
+    """The model version's predictions made within the period (the aggregates keep those of cells)."""
     return Prediction.objects.filter(
         model_version=model_version, created_at__gte=period.start_at, created_at__lt=period.end_before
     )
@@ -281,8 +280,9 @@ class ExportFilter:
 
 
 def export_predictions(*, export_filter: ExportFilter) -> QuerySet[Prediction]:
-    """The predictions an export holds, in the order of the (image, model version) unique index."""
-    predictions = Prediction.objects.order_by("image_id", "model_version_id")
+    """The predictions an export holds (of cells, never of a field image holding them), in the order of the
+    (image, model version) unique index."""
+    predictions = Prediction.objects.filter(image__kind=CellImage.Kind.CELL).order_by("image_id", "model_version_id")
     if export_filter.model_version is not None:
         predictions = predictions.filter(model_version=export_filter.model_version)
     if export_filter.period is not None:

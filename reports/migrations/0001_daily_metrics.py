@@ -19,7 +19,7 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('day', models.DateField()),
                 ('time_zone', models.CharField(max_length=64)),
-                ('cells', models.PositiveIntegerField()),
+                ('predictions', models.PositiveIntegerField()),
                 ('computed_at', models.DateTimeField()),
                 ('data', models.JSONField()),
                 ('model_version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='inference.modelversion')),

@@ -27,7 +27,7 @@ def age_stored_days():
 
 def test_closed_days_are_stored_and_reused(scored_version):
     first = dashboard_metrics(model_version=scored_version, period=PERIOD)
-    assert sorted(DailyMetrics.objects.values_list("day", "cells")) == [(DAY_2, 5), (DAY_3, 1)]
+    assert sorted(DailyMetrics.objects.values_list("day", "predictions")) == [(DAY_2, 5), (DAY_3, 1)]
     age_stored_days()
     with CaptureQueriesContext(connection) as queries:
         again = dashboard_metrics(model_version=scored_version, period=PERIOD)
@@ -76,7 +76,7 @@ def test_another_time_zone_computes_the_days_again(scored_version, settings):
             model_version=scored_version, period=Period(start=DAY_2, end=DAY_3 + dt.timedelta(1))
         )
     assert [count for _, count in metrics.cells_per_day] == [0, 5, 1]
-    stored = {row.day: (row.time_zone, row.cells) for row in DailyMetrics.objects.all()}
+    stored = {row.day: (row.time_zone, row.predictions) for row in DailyMetrics.objects.all()}
     assert stored[DAY_3] == ("Pacific/Kiritimati", 5)
 
 
