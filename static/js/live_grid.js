@@ -113,6 +113,17 @@
     fetchWaiting();
   }
 
+  // Accepted uploads: cells the page already shows as classified or failed (their event came before the
+  // upload's answer, as in the embedded default) need no second fetch.
+  function trackNew(ids) {
+    track(
+      ids.filter(function (id) {
+        const card = grid.querySelector('[data-testid="cell-card"][data-image-id="' + Number(id) + '"]');
+        return !card || PENDING[card.dataset.status];
+      })
+    );
+  }
+
   function schedulePoll() {
     if (pollTimer) return;
     const interval = pushConnected ? SAFETY_POLL_MS : POLL_MS;
@@ -163,7 +174,7 @@
   }
 
   window.HematoVisionGrid = {
-    track: track,
+    track: trackNew,
     uploadStarted: function () {
       uploadsInProgress += 1;
       schedulePoll();
