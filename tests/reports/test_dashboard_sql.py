@@ -190,3 +190,18 @@ def test_a_reviewer_only_label_is_not_a_model_error(fixture, pathologist):
         before.confusion,
     )
     assert after.other_labels["artefact"] == before.other_labels.get("artefact", 0) + 1
+
+
+def test_only_cells_are_counted_never_a_field_image(fixture, researcher):
+    from reports.selectors import ExportFilter
+    from reports.services import export_cells
+
+    before = dashboard_metrics(model_version=fixture, period=PERIOD)
+    rows_before = len(list(export_cells(actor=researcher, export_filter=ExportFilter(model_version=fixture))))
+    field = CellImageFactory(kind=CellImage.Kind.FIELD)
+    prediction = PredictionFactory(image=field, model_version=fixture, label="neutrophil")
+    Prediction.objects.filter(pk=prediction.pk).update(created_at=at_noon(START))
+    after = dashboard_metrics(model_version=fixture, period=PERIOD)
+    rows_after = len(list(export_cells(actor=researcher, export_filter=ExportFilter(model_version=fixture))))
+    assert (after.cells, after.cases) == (before.cells, before.cases)
+    assert rows_after == rows_before
