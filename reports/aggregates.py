@@ -5,8 +5,9 @@ flag and "reclassified"; bins every class's score into hundredths, split by whet
 class (the ROC curves); lists the day's cases; and counts latencies rounded to 0.01 ms (the percentiles).
 Only these grouped rows reach Python.
 
-A closed day's aggregate (before today) is kept in `DailyMetrics`, so a 30-day dashboard reads 29 stored rows
-and aggregates today alone. A stored day is used only while it is fresh: the same number of predictions, no
+Each day's aggregate is kept in `DailyMetrics`, so a 30-day dashboard reads 30 stored rows and aggregates
+again only the days that changed (today, while cells arrive). A stored day is used only while it is fresh:
+the same number of predictions (they are never edited, only added), no
 cell of that day given a final label since it was computed (`CellImage.final_reviewed_at`, indexed, with a
 margin for reviews still committing), and the same time zone. Otherwise it is computed again and replaced.
 """
@@ -125,17 +126,16 @@ def _compute(predictions: QuerySet[Prediction], days: list[dt.date], classes: li
 
 
 def period_aggregates(*, model_version: ModelVersion, predictions: QuerySet[Prediction]) -> dict:
-    """Aggregate of each day of the period that has predictions: stored ones while fresh, the rest computed
-    (and stored, for closed days)."""
+    """Aggregate of each day of the period that has predictions: stored ones while fresh, the others computed
+    and stored."""
     classes = list(model_version.classes)
     time_zone = timezone.get_current_timezone_name()
-    today = timezone.localdate()
     by_day = predictions.annotate(on_day=TruncDate("created_at")).order_by().values_list("on_day")
     live_counts = {_as_date(day): count for day, count in by_day.annotate(n=Count("id"))}
     stored = {
         row.day: row
         for row in DailyMetrics.objects.filter(
-            model_version=model_version, day__in=[day for day in live_counts if day < today], time_zone=time_zone
+            model_version=model_version, day__in=list(live_counts), time_zone=time_zone
         )
     }
     reviewed_since: dict[dt.date, dt.datetime] = {}
@@ -161,7 +161,6 @@ def period_aggregates(*, model_version: ModelVersion, predictions: QuerySet[Pred
             data=aggregate.as_data(),
         )
         for day, aggregate in computed.items()
-        if day < today
     ]
     if closed:
         DailyMetrics.objects.bulk_create(

@@ -2,7 +2,7 @@ from django.db import models
 
 
 class DailyMetrics(models.Model):
-    """One model version's aggregates over the cells it classified on one closed local day (see
+    """One model version's aggregates over the cells it classified on one local day (see
     reports.daily_metrics): what the dashboard adds up instead of reading every cell. Derived data, rebuilt
     whenever it is stale (a cell of that day reviewed since, a prediction added to it, another time zone)."""
 

@@ -60,12 +60,14 @@ def test_a_prediction_added_to_a_stored_day_is_counted(scored_version):
     assert dashboard_metrics(model_version=scored_version, period=PERIOD).cells_per_day[-1] == (DAY_3, 2)
 
 
-def test_today_is_never_stored(db, scored_version):
+def test_today_is_stored_and_computed_again_when_a_cell_arrives(db, scored_version):
     PredictionFactory(image=CellImageFactory(), model_version=scored_version, label="monocyte")
     today = timezone.localdate()
-    metrics = dashboard_metrics(model_version=scored_version, period=Period(start=today, end=today))
-    assert metrics.cells == 1
-    assert not DailyMetrics.objects.filter(day=today).exists()
+    period = Period(start=today, end=today)
+    assert dashboard_metrics(model_version=scored_version, period=period).cells == 1
+    assert DailyMetrics.objects.get(day=today).predictions == 1
+    PredictionFactory(image=CellImageFactory(), model_version=scored_version, label="neutrophil")
+    assert dashboard_metrics(model_version=scored_version, period=period).cells == 2
 
 
 def test_another_time_zone_computes_the_days_again(scored_version, settings):
