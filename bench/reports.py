@@ -2,7 +2,7 @@
 
 Seeds a fresh PostgreSQL database (dropped and created again; default `hv_bench_reports`) with N synthetic
 classified and reviewed cells spread evenly over the last 90 days (50 cells a case, 8 classes, about 8% of
-them reclassified, every other case signed and 1% of its cells amended after sign-off, 5% flagged), all
+them reclassified, every other case signed and 2% of its cells amended after sign-off, 5% flagged), all
 generated inside PostgreSQL (INSERT ... SELECT generate_series), so a million cells seed in minutes. Then,
 through Django's test client with the project's settings:
 
