@@ -53,7 +53,7 @@ def case_status_changed(sender, instance, created, update_fields=None, **kwargs)
             recipients=users_with("review_cells"),
             kind=Notification.Kind.CASE_AWAITING_REVIEW,
             title=f"Case {instance.accession_id} awaits review",
-            body=f"{images.count()} image(s) are classified or finished; the case can be reviewed and signed.",
+            body=f"{images.cells().count()} cell(s) are classified or finished; the case can be reviewed and signed.",
             link=reverse("cases:review", args=[instance.pk]),
             key=f"review:{instance.pk}",
         )
