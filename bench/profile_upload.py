@@ -25,6 +25,23 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DATASET = PROJECT_DIR.parent / "shared" / "datasets" / "pbc" / "test"
 
 
+# (file name ending, function): the steps a cell goes through, before and after the push work.
+STAGES = {
+    "upload request (view)": ("cases/views.py", "upload_images"),
+    "  validation (decode, checks)": ("cases/validation.py", "validate_image"),
+    "  encrypt + write to the image store": ("cases/storage.py", "save"),
+    "  audit records": ("audit/services.py", "record"),
+    "  classification task (in-process)": ("cases/tasks.py", "classify_images"),
+    "    predictor.predict (LiteRT + OOD)": ("inference/predictor.py", "predict"),
+    "    cell finding (inference.locate)": ("inference/locate.py", "locate_cells"),
+    "    storing predictions (before)": ("cases/services.py", "record_prediction"),
+    "    storing results (after)": ("cases/classification.py", "store_analyses"),
+    "grid refresh: whole grid (before)": ("cases/views.py", "case_cells"),
+    "grid refresh: changed cards (after)": ("cases/views_live.py", "case_cards"),
+    "thumbnail requests": ("cases/views.py", "image_file"),
+}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cells", type=int, default=100)
@@ -110,6 +127,14 @@ def main() -> int:
         f"({cpu * 1000 / arguments.cells:.1f} ms per cell), wall {wall:.2f} s, "
         f"database {'PostgreSQL' if arguments.database_url else 'SQLite'}"
     )
+    stats = pstats.Stats(profile)
+    print("\nCPU by stage (cumulative seconds; stages overlap where one calls another):")
+    for label, (file_end, function) in STAGES.items():
+        seconds = sum(
+            row[3] for (path, _, name), row in stats.stats.items() if name == function and path.endswith(file_end)
+        )
+        if seconds:
+            print(f"  {label:<48} {seconds:6.2f} s  {seconds * 1000 / arguments.cells:6.1f} ms per cell")
     for order in ("tottime", "cumulative"):
         out = io.StringIO()
         pstats.Stats(profile, stream=out).strip_dirs().sort_stats(order).print_stats(arguments.top)
