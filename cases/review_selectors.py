@@ -105,7 +105,8 @@ def to_cell(image: CellImage) -> CellForReview:
 
 
 def cells_for_review(*, case: Case, image_ids: list[int] | None = None) -> list[CellForReview]:
-    images = CellImage.objects.cells().filter(case=case).order_by("id")  # never a field nor a no-cell upload
+    # Never a field nor a no-cell upload; a cell found in a field brings its field (shown around it in the zoom).
+    images = CellImage.objects.cells().filter(case=case).select_related("parent").order_by("id")
     if image_ids is not None:
         images = images.filter(pk__in=image_ids)
     return [to_cell(image) for image in images_with_review_data(images)]

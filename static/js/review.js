@@ -308,7 +308,17 @@
     const field = zoom.querySelector("[data-zoom-field]");
     field.classList.toggle("d-none", !card.dataset.fieldSrc);
     if (card.dataset.fieldSrc) {
+      // The field's preview with the cell's box drawn over it, in the field's own pixel coordinates.
       field.querySelector("img").src = card.dataset.fieldSrc;
+      const [width, height] = card.dataset.fieldSize.split(",").map(Number);
+      const [x0, y0, x1, y1] = card.dataset.box.split(",").map(Number);
+      const svg = field.querySelector("svg");
+      svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+      const rect = svg.querySelector("rect");
+      rect.setAttribute("x", String(x0));
+      rect.setAttribute("y", String(y0));
+      rect.setAttribute("width", String(x1 - x0));
+      rect.setAttribute("height", String(y1 - y0));
     }
     window.bootstrap.Modal.getOrCreateInstance(zoom).show();
   }

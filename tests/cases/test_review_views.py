@@ -265,3 +265,16 @@ def test_gradcam_overlay_is_a_png_of_the_cell(tiny_model, pathologist, client):
     response = client.get(reverse("cases:review_gradcam", args=[image.pk]))
     assert response.status_code == 200
     assert Image.open(io.BytesIO(response.content)).size == (48, 48)
+
+
+def test_a_cell_found_in_a_field_shows_its_field_and_box_in_the_zoom(case, pathologist, client):
+    field = CellImageFactory(case=case, kind="field", width=1200, height=900)
+    cell = CellImageFactory(case=case, parent=field, box_x0=100, box_y0=50, box_x1=180, box_y1=140)
+    PredictionFactory(image=cell, label="monocyte")
+    client.force_login(pathologist)
+    content = client.get(reverse("cases:review", args=[case.pk])).content.decode()
+    assert content.count('data-testid="review-cell"') == 3  # the two cells of the fixture and this one, not the field
+    assert (
+        f'data-field-src="{reverse("cases:image", args=[field.pk])}?variant=preview" '
+        'data-field-size="1200,900" data-box="100,50,180,140"'
+    ) in content
