@@ -42,6 +42,10 @@ STAIN_SPREADS = 3.0
 # ...and a whole object (nucleus, platelet) when its mean does.
 OBJECT_MIN_STAIN = 0.35
 OBJECT_SPREADS = 3.5
+# Stained objects absorb at least this much more green than red (optical density)...
+OBJECT_MIN_GREEN_OVER_RED = 0.08
+# ...and are round or lobed: a disc fills pi/4 of its box, rectangles and bands fill it all.
+OBJECT_MAX_EXTENT = 0.9
 # Leukocyte nuclei (with their lobes merged) cover at least this share of a red cell's area; platelets less.
 LEUKOCYTE_MIN_RBC_AREA = 0.30
 PLATELET_MIN_RBC_AREA = 0.03
@@ -92,12 +96,17 @@ def _background(pixels: np.ndarray) -> np.ndarray:
     return np.median(pixels[brightness >= cutoff], axis=0)
 
 
+def optical_density(pixels: np.ndarray) -> np.ndarray:
+    """Per-channel optical density against the smear's own background (its white balance)."""
+    background = np.maximum(_background(pixels), 1.0)
+    return -np.log(np.clip((pixels + 1.0) / (background + 1.0), 1e-3, 1.0))
+
+
 def stain_map(pixels: np.ndarray) -> np.ndarray:
     """Purple-stain strength per pixel: green optical density minus blue optical density, both against
     the smear's own background. Nuclei and platelets (azure/haematoxylin-like dyes) absorb green far more
     than blue; red cells, background and cytoplasm do not, whatever tint the lamp or camera gives a field."""
-    background = np.maximum(_background(pixels), 1.0)
-    density = -np.log(np.clip((pixels + 1.0) / (background + 1.0), 1e-3, 1.0))
+    density = optical_density(pixels)
     return density[..., 1] - density[..., 2]
 
 
@@ -138,7 +147,10 @@ def locate_cells(image: Image.Image, *, um_per_pixel: float | None = None) -> Lo
     if min(width, height) < 16:
         return Location("crop", (width, height), [], None, um_per_pixel, _source(um_per_pixel), 0, None, "too_small")
     pixels, factor = _analysis_image(image)
-    stain = stain_map(pixels)
+    density = optical_density(pixels)
+    stain = density[..., 1] - density[..., 2]
+    # Purple absorbs green more than red too; blue and cyan things (buttons, ink, lamps) do not.
+    green_over_red = density[..., 1] - density[..., 0]
     # Thresholds follow the image's own spread of stain on red cells and background: faded fields have
     # faint nuclei but fainter red cells, purplish-stained red cells raise the bar.
     # A crop's cell covers too much of it for a spread measured on the whole image: absolute bars there.
@@ -182,6 +194,10 @@ def locate_cells(image: Image.Image, *, um_per_pixel: float | None = None) -> Lo
         relative = area / rbc_area
         if float(stain[region][member].mean()) < object_threshold:
             continue  # faintly purple overall: a red cell's rim or a stained-through red cell
+        if float(green_over_red[region][member].mean()) < OBJECT_MIN_GREEN_OVER_RED:
+            continue  # blue, not purple
+        if area / member.size > OBJECT_MAX_EXTENT and area > 64:
+            continue  # fills its bounding box: a rectangle (a button, a colour band), not a cell
         if relative < PLATELET_MIN_RBC_AREA or (relative > OBJECT_MAX_RBC_AREA and not small):
             continue
         if area >= 0.5 * labels.size:
