@@ -10,6 +10,7 @@ class Notification(models.Model):
         ACCOUNT_APPROVED = "account_approved", "Account approved"
         CASE_AWAITING_REVIEW = "case_awaiting_review", "Case awaiting review"
         CLASSIFICATION_FAILED = "classification_failed", "Classification failed"
+        CRITICAL_FINDING = "critical_finding", "Critical finding"
 
     recipient = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
     kind = models.CharField(max_length=40, choices=Kind.choices)

@@ -8,7 +8,8 @@ from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.urls import reverse
 
-from cases.models import Case, CellImage
+from cases.models import Case, CellImage, Review
+from cases.review_labels import is_critical
 
 from .models import Notification
 from .services import notify, users_with
@@ -68,3 +69,21 @@ def case_status_changed(sender, instance, created, update_fields=None, **kwargs)
             key=f"failed:{image_id}",
             once="ever",
         )
+
+
+@receiver(post_save, sender=Review)
+def critical_finding(sender, instance, created, **kwargs):
+    """A reviewer called a cell other / abnormal (a blast, an atypical cell): pathologists and supervisors hear of
+    it at once, once per case while the notice is unread."""
+    if not created or not is_critical(instance.to_label):
+        return
+    case = instance.image.case
+    recipients = [user for user in users_with("review_cells") | users_with("view_dashboard")]
+    notify(
+        recipients=[user for user in recipients if user.pk != instance.reviewer_id],
+        kind=Notification.Kind.CRITICAL_FINDING,
+        title=f"Critical finding in case {case.accession_id}",
+        body=f"{instance.reviewer.email} marked cell {instance.image_id} other / abnormal.",
+        link=reverse("cases:review", args=[case.pk]),
+        key=f"critical:{case.pk}",
+    )

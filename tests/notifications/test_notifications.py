@@ -101,3 +101,21 @@ def test_a_mail_server_failure_keeps_the_in_app_notification(
     notification = Notification.objects.get()
     assert not notification.emailed
     assert "could not be emailed" in caplog.text
+
+
+@pytest.mark.django_db
+def test_an_abnormal_cell_is_a_critical_finding_for_pathologists_and_supervisors(
+    pathologist, make_user, supervisor, technician
+):
+    from cases.review_services import review_cells
+
+    colleague = make_user(Role.PATHOLOGIST)
+    case = CaseFactory(status=Case.Status.AWAITING_REVIEW)
+    prediction = PredictionFactory(image=CellImageFactory(case=case), label="lymphocyte")
+    Notification.objects.all().delete()
+    review_cells(case=case, image_ids=[prediction.image_id], reviewer=pathologist, to_label="abnormal")
+    assert kinds_of(colleague) == kinds_of(supervisor) == [Notification.Kind.CRITICAL_FINDING]
+    assert kinds_of(pathologist) == kinds_of(technician) == []  # not the reviewer, not technicians
+    notice = Notification.objects.get(recipient=supervisor)
+    assert notice.title == f"Critical finding in case {case.accession_id}"
+    assert notice.link == f"/cases/{case.pk}/review/"
