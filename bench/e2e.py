@@ -76,13 +76,91 @@ def cell_image_files(dataset: Path) -> list[Path]:
     return files
 
 
+class CaseEvents(threading.Thread):
+    """A case's server-sent event stream (docs/events.md), read in the background: which images reached a
+    final state. The stream ends now and then; it is opened again, and callers check the API every
+    SAFETY_CHECK_S in case an event was missed meanwhile."""
+
+    SAFETY_CHECK_S = 2.0
+
+    def __init__(self, *, base_url: str, headers: dict, case_id: int):
+        super().__init__(daemon=True)
+        self.url = f"{base_url}/cases/{case_id}/events/"
+        self.session = requests.Session()
+        self.session.headers.update(headers)
+        self.finished: set[int] = set()
+        self.condition = threading.Condition()
+        self.ready = threading.Event()
+        self.refused: str | None = None
+        self.closing = False
+
+    def run(self) -> None:
+        while not self.closing:
+            try:
+                with self.session.get(self.url, stream=True, timeout=(5, 60)) as response:
+                    if response.status_code != 200:
+                        self.refused = f"HTTP {response.status_code}"
+                        self.ready.set()
+                        return
+                    buffer = ""
+                    for chunk in response.iter_content(chunk_size=None, decode_unicode=True):
+                        if self.closing:
+                            return
+                        buffer += chunk
+                        while "\n\n" in buffer:
+                            block, buffer = buffer.split("\n\n", 1)
+                            self._handle(block)
+            except requests.RequestException:
+                time.sleep(0.5)
+
+    def _handle(self, block: str) -> None:
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and not line.startswith(":"))
+        if fields.get("event") == "ready":
+            self.ready.set()
+        elif fields.get("event") == "images":
+            images = json.loads(fields["data"])["images"]
+            with self.condition:
+                self.finished.update(image["id"] for image in images if image["status"] in TERMINAL_STATUSES)
+                self.condition.notify_all()
+
+    def wait(self, image_ids: set[int], timeout: float) -> bool:
+        """True once all of image_ids have finished by the events, False after timeout."""
+        deadline = time.monotonic() + timeout
+        with self.condition:
+            while not image_ids <= self.finished:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.condition.wait(remaining)
+        return True
+
+    def close(self) -> None:
+        self.closing = True
+        self.session.close()
+
+
 class Technician:
-    def __init__(self, *, base_url: str, token: str, poll_interval: float, timeout: float):
+    def __init__(self, *, base_url: str, token: str, poll_interval: float, timeout: float, push: bool = False):
         self.base_url = base_url.rstrip("/")
         self.session = requests.Session()
         self.session.headers.update({"Authorization": f"Token {token}", **PROXY_HEADERS})
         self.poll_interval = poll_interval
         self.timeout = timeout
+        self.push = push
+        self.events: CaseEvents | None = None
+
+    def watch(self, case_id: int) -> None:
+        """Listen to the case's events (when push is on); without them, waiting polls."""
+        if self.events is not None:
+            self.events.close()
+            self.events = None
+        if not self.push:
+            return
+        events = CaseEvents(base_url=self.base_url, headers=dict(self.session.headers), case_id=case_id)
+        events.start()
+        if not events.ready.wait(10) or events.refused:
+            raise RuntimeError(f"event stream of case {case_id} not available: {events.refused or 'no ready event'}")
+        self.events = events
 
     def create_case(self, accession_id: str) -> int:
         response = self.session.post(f"{self.base_url}/api/v1/cases/", json={"accession_id": accession_id}, timeout=30)
@@ -103,13 +181,16 @@ class Technician:
     def wait_for_image(self, image_id: int) -> dict:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
+            if self.events is not None:
+                self.events.wait({image_id}, min(CaseEvents.SAFETY_CHECK_S, max(0.0, deadline - time.monotonic())))
             response = self.session.get(f"{self.base_url}/api/v1/images/{image_id}/", timeout=30)
             if response.status_code != 200:
                 raise RuntimeError(f"image {image_id}: HTTP {response.status_code} {response.text[:200]}")
             image = response.json()
             if image["status"] in TERMINAL_STATUSES:
                 return image
-            time.sleep(self.poll_interval)
+            if self.events is None:
+                time.sleep(self.poll_interval)
         raise RuntimeError(f"image {image_id} not classified after {self.timeout:.0f} s")
 
     def _local(self, url: str | None) -> str | None:
@@ -119,9 +200,11 @@ class Technician:
         parts = urlsplit(url)
         return f"{self.base_url}{parts.path}" + (f"?{parts.query}" if parts.query else "")
 
-    def wait_for_case(self, case_id: int, expected: int) -> list[dict]:
+    def wait_for_case(self, case_id: int, expected: int, image_ids: set[int] | None = None) -> list[dict]:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
+            if self.events is not None and image_ids:
+                self.events.wait(image_ids, min(CaseEvents.SAFETY_CHECK_S, max(0.0, deadline - time.monotonic())))
             images, url = [], f"{self.base_url}/api/v1/cases/{case_id}/images/"
             while url:
                 response = self.session.get(url, timeout=30)
@@ -131,7 +214,8 @@ class Technician:
                 url = self._local(page["next"])
             if len(images) == expected and all(image["status"] in TERMINAL_STATUSES for image in images):
                 return images
-            time.sleep(self.poll_interval)
+            if self.events is None or not image_ids:
+                time.sleep(self.poll_interval)
         raise RuntimeError(f"case {case_id} not classified after {self.timeout:.0f} s")
 
 
@@ -167,6 +251,7 @@ def technician_loop(
             try:
                 cases_opened += 1
                 case_id = technician.create_case(f"BENCH-{run_id}-{number:03d}-{cases_opened}")
+                technician.watch(case_id)
             except Exception as error:  # noqa: BLE001 - counted and reported, the run goes on
                 results.error(str(error))
                 return
@@ -192,10 +277,11 @@ def technician_loop(
 
 def hundred_cell_case(technician: Technician, files: list[Path], run_id: str, cells: int) -> float:
     case_id = technician.create_case(f"BENCH-{run_id}-CASE{cells}")
+    technician.watch(case_id)
     chosen = random.Random(7).sample(files, cells)
     started = time.monotonic()
-    technician.upload(case_id, chosen)
-    images = technician.wait_for_case(case_id, cells)
+    accepted = technician.upload(case_id, chosen)
+    images = technician.wait_for_case(case_id, cells, {image["id"] for image in accepted})
     elapsed = time.monotonic() - started
     failed = [image for image in images if image["status"] != "classified"]
     if failed:
@@ -362,6 +448,7 @@ def run(arguments: argparse.Namespace) -> dict:
                 base_url=base_url,
                 token=tokens[number % len(tokens)],
                 poll_interval=arguments.poll_interval,
+                push=arguments.push,
                 timeout=arguments.image_timeout,
             )
 
@@ -404,6 +491,7 @@ def run(arguments: argparse.Namespace) -> dict:
             "duration_s": round(elapsed, 1),
             "think_time_s": arguments.think_time,
             "poll_interval_s": arguments.poll_interval,
+            "push": arguments.push,
             "model": model,
             "uploads": results.cells + len(results.errors),
             "cells_classified": results.cells,
@@ -479,7 +567,7 @@ def print_table(result: dict) -> None:
         ("users", result["users"]),
         ("duration (s)", result["duration_s"]),
         ("think time between uploads (s)", result["think_time_s"]),
-        ("status poll interval (s)", result["poll_interval_s"]),
+        ("waiting by", "events (push)" if result["push"] else f"polling every {result['poll_interval_s']} s"),
         ("model", result["model"]),
         ("cells classified", result["cells_classified"]),
         (
@@ -521,6 +609,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--poll-interval", type=float, default=0.2, help="seconds between two status checks (the page polls every 1 s)"
+    )
+    parser.add_argument(
+        "--push",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="wait for each prediction on the case's event stream (docs/events.md), checking the API every 2 s "
+        "in case an event was missed; --no-push polls every --poll-interval instead (default: push)",
     )
     parser.add_argument("--image-timeout", type=float, default=60, help="give up on one image after this")
     parser.add_argument("--case-cells", type=int, default=100, help="size of the one-request case at the end (0: skip)")
