@@ -158,7 +158,7 @@ class Technician:
             return
         events = CaseEvents(base_url=self.base_url, headers=dict(self.session.headers), case_id=case_id)
         events.start()
-        if not events.ready.wait(10) or events.refused:
+        if not events.ready.wait(30) or events.refused:
             raise RuntimeError(f"event stream of case {case_id} not available: {events.refused or 'no ready event'}")
         self.events = events
 
