@@ -488,3 +488,17 @@ def test_a_real_olympus_field_becomes_cells_with_boxes_inside_it(case, technicia
         assert 0 <= x0 < x1 <= field.width and 0 <= y0 < y1 <= field.height
         assert cell.predictions.get().label in tiny_model.classes
     assert review_selectors.review_progress(case=case).total == len(cells)
+
+
+def test_a_field_itself_cannot_be_reviewed_only_its_cells(analysis, case, technician, pathologist):
+    from cases.review_services import ReviewRefused, review_cells
+
+    analysis(three_cells)
+    field = upload(case, technician)
+    tasks.classify_images.apply(args=[[field.pk]])
+
+    with pytest.raises(ReviewRefused, match=f"has no cell {field.pk}"):
+        review_cells(case=case, image_ids=[field.pk], reviewer=pathologist)
+    review_cells(case=case, image_ids=list(field.cells.values_list("pk", flat=True)), reviewer=pathologist)
+
+    assert review_selectors.review_progress(case=case).reviewed == 3
