@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from .models import AuditEvent
 
@@ -95,8 +95,19 @@ def _seal_batch(batch_size: int) -> int:
             seq += 1
             event.chain_seq = seq
             event.chain_hash = previous = link_hash(previous=previous, seq=seq, event=event)
-        AuditEvent.objects.bulk_update(pending, ["chain_seq", "chain_hash"], batch_size=200)
+        _write_seals(pending)
     return len(pending)
+
+
+def _write_seals(events: list[AuditEvent]) -> None:
+    """One UPDATE per event, sent together (executemany: pipelined on PostgreSQL), the only UPDATE the
+    database's guard lets through (audit.db_guards)."""
+    table = connection.ops.quote_name(AuditEvent._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {table} SET chain_seq = %s, chain_hash = %s WHERE id = %s AND chain_seq IS NULL",  # noqa: S608
+            [(event.chain_seq, event.chain_hash, event.pk) for event in events],
+        )
 
 
 def seal(*, batch_size: int = SEAL_BATCH, max_batches: int | None = None) -> int:
