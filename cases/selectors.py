@@ -116,7 +116,8 @@ def retry_allowed(*, image: CellImage) -> bool:
 
 
 def cell_cards(*, case: Case, image_ids=None) -> list[CellCard]:
-    """The case's cells as the page shows them; only those among `image_ids` when given."""
+    """The case's cells as the page shows them; only those among `image_ids` when given, plus the cells found
+    in any field among them (a page polling a pending upload that became a field gets its new cells too)."""
     images = images_of_case(case=case)
     if image_ids is not None:
         images = images.filter(pk__in=list(image_ids))
@@ -126,7 +127,12 @@ def cell_cards(*, case: Case, image_ids=None) -> list[CellCard]:
     if fields:
         for cell in images_of_case(case=case).filter(parent_id__in=fields):
             found.setdefault(cell.parent_id, []).append(_card(cell))
-    return [_card(image, cells=tuple(found.get(image.pk, ()))) for image in images]
+    cards = [_card(image, cells=tuple(found.get(image.pk, ()))) for image in images]
+    if image_ids is not None:
+        listed = {image.pk for image in images}
+        extra = [cell for cells in found.values() for cell in cells if cell.image.pk not in listed]
+        cards = sorted([*cards, *extra], key=lambda card: card.image.pk)
+    return cards
 
 
 def _card(image: CellImage, cells: tuple[CellCard, ...] = ()) -> CellCard:

@@ -502,3 +502,16 @@ def test_a_field_itself_cannot_be_reviewed_only_its_cells(analysis, case, techni
     review_cells(case=case, image_ids=list(field.cells.values_list("pk", flat=True)), reviewer=pathologist)
 
     assert review_selectors.review_progress(case=case).reviewed == 3
+
+
+def test_a_page_polling_an_upload_that_became_a_field_gets_its_cells_too(client, analysis, case, technician):
+    analysis(three_cells)
+    field = upload(case, technician)
+    tasks.classify_images.apply(args=[[field.pk]])
+    client.force_login(technician)
+
+    html = client.get(reverse("cases:cards", args=[case.pk]), {"ids": str(field.pk)}).text
+
+    assert f'data-testid="field-card" data-image-id="{field.pk}"' in html
+    for cell_id in field.cells.values_list("pk", flat=True):
+        assert f'data-cell-col="{cell_id}"' in html
