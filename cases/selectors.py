@@ -42,6 +42,11 @@ class CellCard:
         return self.image.status == CellImage.Status.NO_CELL
 
     @property
+    def overlay_font_size(self) -> int:
+        """Box numbers on a field, in the field's own pixels (the overlay scales with the picture)."""
+        return max(12, round(max(self.image.width, self.image.height) / 28))
+
+    @property
     def pending(self) -> bool:
         return self.image.status in PENDING_STATUSES
 
