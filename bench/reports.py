@@ -241,6 +241,20 @@ def seed(*, cells: int, log) -> dict:
     return {"version": version, "users": users}
 
 
+def backend_cpu_s() -> tuple[int, float] | None:
+    """This connection's PostgreSQL backend and the CPU seconds it used so far (a local server; else None)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return pid, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(*, version, users, requests: int, log) -> dict:
     from django.test import Client
 
@@ -270,6 +284,7 @@ def measure(*, version, users, requests: int, log) -> dict:
     log(f"dashboard peak Python allocations: {peak / 2**20:.1f} MB")
 
     started = time.perf_counter()
+    python_cpu, database_cpu = time.process_time(), backend_cpu_s()
     response = researcher.post("/reports/exports/", {"model_version": "", "start": "", "end": ""})
     if response.status_code != 200 or not response.streaming:
         raise SystemExit(f"export answered {response.status_code}")
@@ -279,8 +294,14 @@ def measure(*, version, users, requests: int, log) -> dict:
         lines += chunk.count(b"\n")
         size += len(chunk)
     elapsed = time.perf_counter() - started
+    python_cpu = time.process_time() - python_cpu
+    database_after = backend_cpu_s()
+    if database_cpu is None or database_after is None or database_after[0] != database_cpu[0]:
+        database_cpu = None  # not a local server, or the export ran on another connection
+    else:
+        database_cpu = database_after[1] - database_cpu[1]
     rows = lines - 1
-    log(f"export: {rows} rows, {size / 2**20:.0f} MB in {elapsed:.1f} s")
+    log(f"export: {rows} rows, {size / 2**20:.0f} MB in {elapsed:.1f} s; CPU {python_cpu:.1f} s, db {database_cpu}")
     return {
         "dashboard_first_s": round(first, 3),
         "dashboard_s": round(statistics.median(timings), 3),
@@ -289,6 +310,10 @@ def measure(*, version, users, requests: int, log) -> dict:
         "export_rows": rows,
         "export_s": round(elapsed, 2),
         "export_rows_per_s": round(rows / elapsed),
+        # CPU the export used, in this process (web side, test client included) and in its PostgreSQL backend:
+        # on a machine shared with other work, what the export itself costs.
+        "export_python_cpu_s": round(python_cpu, 2),
+        "export_database_cpu_s": None if database_cpu is None else round(database_cpu, 2),
     }
 
 
