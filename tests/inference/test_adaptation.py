@@ -350,3 +350,35 @@ def test_a_new_bundled_model_beside_an_adapted_active_one_is_a_candidate_not_a_r
     assert ModelVersion.objects.get(is_active=True) == tiny_model
     assert services.register_bundled_candidate() is None  # once
     assert services.ensure_bundled_model() == ModelVersion.objects.get(pk=tiny_model.pk)
+
+
+def test_replay_cells_learn_from_the_base_models_probabilities_and_lab_cells_from_labels(tiny_model, tmp_path):
+    import keras
+
+    from inference.adapt import _targets
+    from inference.training import TrainingConfig
+    from inference.whole_network import load_views
+
+    data = load_image_folder([write_cells(tmp_path / "lab", per_class=2)], classes=tiny_model.classes)
+    classifier = keras.saving.load_model(artifact_path(tiny_model, "model.keras"), compile=False)
+    pixels = load_views(
+        data, views=2, preprocessing=tiny_model.preprocessing, config=TrainingConfig(), progress=lambda *a: _Bar()
+    )
+    is_lab = np.arange(len(data)) % 2 == 0
+    # Replay labels that disagree with the (very confident) tiny model show the mix plainly.
+    labels = np.where(is_lab, data.labels, (data.labels + 1) % 3)
+    targets = _targets(classifier, pixels, labels, is_lab, 3, 0.7, tiny_model.preprocessing["scale"])
+    assert targets.shape == (2, len(data), 3) and np.allclose(targets.sum(axis=2), 1.0)
+    assert np.array_equal(targets[:, is_lab], np.eye(3, dtype=np.float32)[labels[is_lab]][None].repeat(2, 0))
+    replay = targets[:, ~is_lab]
+    rows = np.arange(replay.shape[1])
+    assert np.allclose(replay[:, rows, labels[~is_lab]], 0.3, atol=0.02)  # the label keeps its 30 %
+    assert np.allclose(replay[:, rows, data.labels[~is_lab]], 0.7, atol=0.02)  # the base model's answer 70 %
+
+
+class _Bar:
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
