@@ -70,7 +70,10 @@ def comparison_rows(evaluation) -> dict:
         ("case differential, mean |difference| (points)", differential(candidate), differential(baseline), "num"),
     ]
     recall = []
-    for name, row in (candidate.get("per_class") or {}).items():
+    per_class = candidate.get("per_class") or {}
+    order = [name for name in candidate.get("classes") or evaluation.version.classes if name in per_class]
+    for name in order + sorted(set(per_class) - set(order)):
+        row = per_class[name]
         if not row.get("support"):
             continue
         other = (baseline.get("per_class") or {}).get(name, {})
