@@ -16,7 +16,10 @@ class CaseSerializer(serializers.ModelSerializer):
 
     created_by = serializers.EmailField(source="created_by.email", read_only=True)
     patient_reference = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=128)
-    image_count = serializers.IntegerField(read_only=True, default=0)
+    image_count = serializers.IntegerField(read_only=True, default=0, help_text="Images uploaded (crops and fields).")
+    cell_count = serializers.IntegerField(
+        read_only=True, default=0, help_text="Cells: crops and the cells found in fields (never a field itself)."
+    )
     laboratory = serializers.PrimaryKeyRelatedField(
         queryset=Laboratory.objects.all(),
         required=False,
@@ -35,8 +38,9 @@ class CaseSerializer(serializers.ModelSerializer):
             "created_by",
             "created_at",
             "image_count",
+            "cell_count",
         ]
-        read_only_fields = ["id", "status", "created_by", "created_at", "image_count"]
+        read_only_fields = ["id", "status", "created_by", "created_at", "image_count", "cell_count"]
 
 
 class CaseFilterSerializer(serializers.Serializer):

@@ -209,6 +209,8 @@ def test_the_api_describes_fields_and_their_cells(analysis, case, technician):
     assert field_row["kind"] == "field"
     assert field_row["box"] is None and field_row["predictions"] == []
     assert len(field_row["cells"]) == 3
+    case_row = token_client(technician).get(f"/api/v1/cases/{case.pk}/").json()
+    assert (case_row["image_count"], case_row["cell_count"]) == (1, 3)
     cell_row = rows[field_row["cells"][1]]
     assert cell_row["kind"] == "cell" and cell_row["parent"] == field.pk
     assert cell_row["box"] == list(THREE_CELLS[1])
