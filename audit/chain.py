@@ -20,6 +20,8 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC
 from functools import lru_cache
@@ -128,6 +130,27 @@ def seal(*, batch_size: int = SEAL_BATCH, max_batches: int | None = None) -> int
     if total:
         logger.info("audit: sealed %d event(s)", total)
     return total
+
+
+_due_lock = threading.Lock()
+_last_seal = 0.0
+
+
+def seal_if_due(sender=None, **kwargs) -> int:
+    """request_finished receiver of the embedded default (no beat there): seal at most every
+    AUDIT_SEAL_INTERVAL_SECONDS, after a response has been sent, never in a request's way and never raising."""
+    global _last_seal
+    interval = getattr(settings, "AUDIT_SEAL_INTERVAL_SECONDS", 0)
+    if not interval or time.monotonic() - _last_seal < interval or not _due_lock.acquire(blocking=False):
+        return 0
+    try:
+        _last_seal = time.monotonic()
+        return seal()
+    except Exception:
+        logger.exception("audit: sealing after a request failed; the next run retries")
+        return 0
+    finally:
+        _due_lock.release()
 
 
 @dataclass(frozen=True)

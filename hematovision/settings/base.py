@@ -200,6 +200,8 @@ CELERY_BEAT_SCHEDULE = {
 # Key of the audit trail's hash chain (audit/chain.py). Empty: derived from SECRET_KEY. Keep it stable:
 # events sealed with another key no longer verify.
 AUDIT_CHAIN_KEY = os.environ.get("AUDIT_CHAIN_KEY", "")
+# Seal after responses at most this often (0: off; beat seals instead). The embedded default sets 60.
+AUDIT_SEAL_INTERVAL_SECONDS = int(os.environ.get("AUDIT_SEAL_INTERVAL_SECONDS", "0"))
 # `manage.py recover` removes files of the private store that no row refers to once they are this old.
 ORPHAN_FILE_GRACE_SECONDS = int(os.environ.get("ORPHAN_FILE_GRACE_SECONDS", "3600"))
 # Images queued or classifying longer than this are sent again by cases.tasks.requeue_stale_images.

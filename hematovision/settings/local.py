@@ -15,6 +15,8 @@ SECRET_KEY = os.environ.get("SECRET_KEY") or "embedded-default-not-for-productio
 for _folder in (VAR_DIR, PRIVATE_MEDIA_ROOT, MODEL_STORE_DIR):
     make_private_dir(_folder)
 DEMO_MODE = env_bool("DEMO_MODE", True)
+# No Celery beat here: the audit trail is sealed after responses, at most once a minute (audit/chain.py).
+AUDIT_SEAL_INTERVAL_SECONDS = 60
 # Static files straight from static/ and the apps (no collectstatic), with DEBUG off as on.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG

@@ -117,3 +117,30 @@ def test_seal_audit_command(events):
     out = StringIO()
     call_command("seal_audit", stdout=out)
     assert "sealed 5 event(s)" in out.getvalue()
+
+
+def test_the_embedded_default_seals_after_a_response_at_most_once_an_interval(client, technician, settings):
+    from audit import chain
+
+    settings.AUDIT_SEAL_INTERVAL_SECONDS = 60
+    chain._last_seal = 0.0
+    record(action=AuditEvent.Action.SIGN_IN, actor=technician)
+
+    client.get("/healthz")
+
+    assert not AuditEvent.objects.filter(chain_seq__isnull=True).exists()
+    record(action=AuditEvent.Action.SIGN_OUT, actor=technician)
+    client.get("/healthz")
+    assert AuditEvent.objects.filter(chain_seq__isnull=True).count() == 1  # within the interval: left for later
+
+
+def test_no_sealing_after_responses_when_beat_does_it(client, technician, settings):
+    from audit import chain
+
+    settings.AUDIT_SEAL_INTERVAL_SECONDS = 0
+    chain._last_seal = 0.0
+    record(action=AuditEvent.Action.SIGN_IN, actor=technician)
+
+    client.get("/healthz")
+
+    assert AuditEvent.objects.filter(chain_seq__isnull=True).count() == 1
