@@ -126,13 +126,17 @@ def label_choices(*, case: Case) -> list[str]:
     return labels
 
 
-def review_gallery(*, case: Case) -> list[GalleryGroup]:
+def review_gallery(
+    *, case: Case, cells: list[CellForReview] | None = None, labels: list[str] | None = None
+) -> list[GalleryGroup]:
     """Cells grouped by what they are taken to be now, so a reclassified cell moves to its new class at once:
     flagged ("unidentified") cells nobody has reviewed first, then one group per class in the model's class
     order (a reviewed cell under its final label, else under its predicted label), then the reviewer-only labels
-    (smudge, artefact, other / abnormal), then cells without a prediction (queued, classifying or failed)."""
-    cells = cells_for_review(case=case)
-    order = {label: index for index, label in enumerate(label_choices(case=case))}
+    (smudge, artefact, other / abnormal), then cells without a prediction (queued, classifying or failed).
+    `cells` and `labels`: already loaded by the caller (one page shows gallery, progress and differential)."""
+    cells = cells_for_review(case=case) if cells is None else cells
+    labels = label_choices(case=case) if labels is None else labels
+    order = {label: index for index, label in enumerate(labels)}
     flagged: list[CellForReview] = []
     by_class: dict[str, list[CellForReview]] = {}
     by_reviewer_label: dict[str, list[CellForReview]] = {}
@@ -161,19 +165,22 @@ def review_gallery(*, case: Case) -> list[GalleryGroup]:
     return groups
 
 
-def review_progress(*, case: Case) -> ReviewProgress:
-    cells = cells_for_review(case=case)
+def review_progress(*, case: Case, cells: list[CellForReview] | None = None) -> ReviewProgress:
+    cells = cells_for_review(case=case) if cells is None else cells
     unlabelled = tuple(cell.image.pk for cell in cells if not cell.is_reviewed)
     return ReviewProgress(total=len(cells), reviewed=len(cells) - len(unlabelled), unlabelled_ids=unlabelled)
 
 
-def case_differential(*, case: Case) -> Differential:
+def case_differential(
+    *, case: Case, cells: list[CellForReview] | None = None, labels: list[str] | None = None
+) -> Differential:
     """From final labels; a cell nobody has reviewed yet counts with its predicted label, marked unreviewed."""
-    cells = cells_for_review(case=case)
+    cells = cells_for_review(case=case) if cells is None else cells
+    labels = label_choices(case=case) if labels is None else labels
     labelled = [
         LabelledCell(label=cell.current_label, reviewed=cell.is_reviewed) for cell in cells if cell.current_label
     ]
-    return compute_differential(cells=labelled, classes=label_choices(case=case), unlabelled=len(cells) - len(labelled))
+    return compute_differential(cells=labelled, classes=labels, unlabelled=len(cells) - len(labelled))
 
 
 def case_reviews(*, case: Case) -> QuerySet[Review]:

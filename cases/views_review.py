@@ -62,13 +62,15 @@ def _class_buttons(labels: list[str]) -> list[dict]:
 
 
 def _review_context(request, case: Case, **form_state) -> dict:
-    progress = review_selectors.review_progress(case=case)
+    # One load of the cells for the gallery, the progress and the running differential.
+    cells = review_selectors.cells_for_review(case=case)
     labels = review_selectors.label_choices(case=case)
-    differential = review_selectors.case_differential(case=case)
+    progress = review_selectors.review_progress(case=case, cells=cells)
+    differential = review_selectors.case_differential(case=case, cells=cells, labels=labels)
     target = _target(form_state.get("target") or request.GET.get("target"))
     return {
         "case": case,
-        "groups": review_selectors.review_gallery(case=case),
+        "groups": review_selectors.review_gallery(case=case, cells=cells, labels=labels),
         "progress": progress,
         "differential": differential,
         "target": target,
@@ -76,7 +78,6 @@ def _review_context(request, case: Case, **form_state) -> dict:
         "target_percent": min(100, round(100 * differential.reviewed_leukocytes / target)),
         "label_choices": labels,
         "class_buttons": _class_buttons(labels),
-        "history": review_selectors.case_reviews(case=case),
         "signed": case.status == Case.Status.SIGNED,
         "can_sign": has_capability(request.user, "sign_case"),
         "selected": {str(image_id) for image_id in form_state.get("selected", [])},
