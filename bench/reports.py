@@ -265,17 +265,26 @@ def measure(*, version, users, requests: int, log) -> dict:
     researcher = Client()
     researcher.force_login(users[Role.RESEARCHER])
 
+    cpu_per_request: list[tuple[float, float | None]] = []
+
     def dashboard() -> float:
-        started = time.perf_counter()
+        started, python_cpu, database_cpu = time.perf_counter(), time.process_time(), backend_cpu_s()
         response = supervisor.get("/reports/dashboard/")
         elapsed = time.perf_counter() - started
         if response.status_code != 200:
             raise SystemExit(f"dashboard answered {response.status_code}")
+        database_after = backend_cpu_s()
+        same_backend = database_cpu and database_after and database_cpu[0] == database_after[0]
+        cpu_per_request.append(
+            (time.process_time() - python_cpu, database_after[1] - database_cpu[1] if same_backend else None)
+        )
         return elapsed
 
     first = dashboard()
     log(f"dashboard, first request: {first:.2f} s")
     timings = [dashboard() for _ in range(requests)]
+    warm_cpu = cpu_per_request[1:]
+    database_cpus = [database for _, database in warm_cpu if database is not None]
     log(f"dashboard, warm: {', '.join(f'{t:.3f}' for t in timings)} s")
     tracemalloc.start()
     dashboard()
@@ -307,6 +316,9 @@ def measure(*, version, users, requests: int, log) -> dict:
         "dashboard_s": round(statistics.median(timings), 3),
         "dashboard_runs_s": [round(t, 3) for t in timings],
         "dashboard_peak_mb": round(peak / 2**20, 1),
+        # CPU of a warm request (median) in this process and in its PostgreSQL backend
+        "dashboard_cpu_s": round(statistics.median(cpu for cpu, _ in warm_cpu), 3),
+        "dashboard_database_cpu_s": round(statistics.median(database_cpus), 3) if database_cpus else None,
         "export_rows": rows,
         "export_s": round(elapsed, 2),
         "export_rows_per_s": round(rows / elapsed),
