@@ -12,6 +12,9 @@
   const classSelect = document.getElementById("to-label");
   const reason = document.getElementById("reason");
   const TARGET_KEY = "hematovision.review.target";
+  // The page keeps the reviewer's place itself after each partial update (below); the browser's own scroll
+  // anchoring would move it a second time.
+  document.documentElement.style.overflowAnchor = "none";
   let busy = false;
 
   const cards = () => Array.from(form.querySelectorAll("[data-testid='review-cell']"));
@@ -96,11 +99,24 @@
   function swapPartials(html) {
     const doc = new DOMParser().parseFromString(html, "text/html");
     const parts = doc.querySelectorAll("[data-partial]");
+    // Thumbnails already shown are moved into the new gallery, not fetched again (the image view is no-store).
+    const shown = new Map();
+    document.querySelectorAll("[data-testid='review-cell'] img.cell-thumb").forEach((img) => {
+      shown.set(`${cardOf(img).dataset.imageId} ${img.getAttribute("src")}`, img);
+    });
     parts.forEach((part) => {
       const current = document.getElementById(part.id);
-      if (current) {
-        current.replaceWith(document.importNode(part, true));
+      if (!current) {
+        return;
       }
+      const fresh = document.importNode(part, true);
+      fresh.querySelectorAll("[data-testid='review-cell'] img.cell-thumb").forEach((img) => {
+        const old = shown.get(`${cardOf(img).dataset.imageId} ${img.getAttribute("src")}`);
+        if (old) {
+          img.replaceWith(old);
+        }
+      });
+      current.replaceWith(fresh);
     });
     return parts.length > 0;
   }
@@ -131,7 +147,12 @@
       focusAfter = nextCardId(focused);
     }
     Object.entries(extra || {}).forEach(([key, value]) => body.set(key, value));
+    // What the reviewer looks at stays where it is on the screen: the cell that gets the focus next (else the
+    // page keeps its scroll position).
     const scroll = window.scrollY;
+    const anchorOf = (id) => id && form.querySelector(`[data-testid='review-cell'][data-image-id='${id}']`);
+    const anchorBefore = anchorOf(focusAfter);
+    const anchorTop = anchorBefore ? anchorBefore.getBoundingClientRect().top : null;
     busy = true;
     form.setAttribute("aria-busy", "true");
     try {
@@ -150,8 +171,11 @@
       cards().forEach((card) => { checkbox(card).checked = selection.has(card.dataset.imageId); });
       refresh();
       applyTarget();
-      window.scrollTo(0, scroll);
-      const again = focusAfter && form.querySelector(`[data-testid='review-cell'][data-image-id='${focusAfter}']`);
+      // "instant": Bootstrap makes scrolling smooth, and a smooth scroll would still be under way when the
+      // reviewer presses the next key.
+      const again = anchorOf(focusAfter);
+      const top = again && anchorTop !== null ? window.scrollY + again.getBoundingClientRect().top - anchorTop : scroll;
+      window.scrollTo({ top, behavior: "instant" });
       if (again) {
         again.focus({ preventScroll: true });
       }

@@ -57,20 +57,25 @@ def test_pathologist_reviews_without_reload_reclassifies_by_key_and_signs_again(
         button.get_attribute("data-label"): button.get_attribute("data-class-key")
         for button in page.get_by_test_id("class-key").all()
     }
-    last = cells.nth(total - 1)
-    image_id = last.get_attribute("data-image-id")
-    predicted = last.get_attribute("data-predicted")
+    acted = cells.nth(total - 4)
+    image_id = acted.get_attribute("data-image-id")
+    following = cells.nth(total - 3).get_attribute("data-image-id")  # gets the focus next
+    predicted = acted.get_attribute("data-predicted")
     new_label = "BASOPHIL" if predicted != "BASOPHIL" else "IG"
-    last.scroll_into_view_if_needed()
-    page.mouse.wheel(0, 200)
-    last.focus()
-    scroll_before = page.evaluate("window.scrollY")
-    assert scroll_before > 0
+    acted.scroll_into_view_if_needed()
+    acted.focus()
+    assert page.evaluate("window.scrollY") > 0
+    top_before = card(page, following).bounding_box()["y"]
+    image_requests = []
+    page.on("request", lambda request: image_requests.append(request.url) if "/cases/images/" in request.url else None)
     page.keyboard.press(keys[new_label])
     moved = page.locator(f'[data-testid=cell-group][data-group="{new_label}"] [data-image-id="{image_id}"]')
     expect(moved).to_have_attribute("data-final", new_label)
     expect(page.get_by_test_id("review-notice")).to_contain_text("reclassified")
-    assert abs(page.evaluate("window.scrollY") - scroll_before) <= 2
+    # What the reviewer looks at stays in place: the next cell is where it was and has the focus.
+    expect(card(page, following)).to_be_focused()
+    assert abs(card(page, following).bounding_box()["y"] - top_before) <= 2
+    assert image_requests == []  # the cells' thumbnails are kept, not downloaded again
     screenshot("review-station-1366")
 
     # Select another cell by click and mark it a smudge cell with its key: counted apart, in its own group.
