@@ -10,6 +10,8 @@ folder, where a patient's image would sit unencrypted (and stay, if the process 
 - `UploadLimitsMiddleware` refuses a request body over MAX_UPLOAD_REQUEST_BYTES before reading it (413), so
   memory per request is bounded; it parses multipart bodies up front so that a malformed one is a clear 400
   (JSON for the API and for clients asking for JSON) rather than a server error deep in a view.
+- Model files (the model import page and API, MODEL_UPLOAD_URL_NAMES) are not patient images: they keep
+  Django's handlers and their own request limit, MAX_MODEL_UPLOAD_REQUEST_BYTES.
 - Part headers may be up to 8 KB (Django's limit is 1 KB): a browser sends a 1,100-character file name as
   it is, and that one long name must not drop the whole batch. The stored name is cut to 255 characters.
 """
@@ -22,13 +24,18 @@ import logging
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.files.uploadedfile import InMemoryUploadedFile
-from django.core.files.uploadhandler import FileUploadHandler
+from django.core.files.uploadhandler import FileUploadHandler, load_handler
 from django.http import HttpResponse, JsonResponse, multipartparser
+from django.urls import Resolver404, resolve
 from django.utils.html import escape
 
 logger = logging.getLogger(__name__)
 
 multipartparser.MAX_TOTAL_HEADER_SIZE = max(multipartparser.MAX_TOTAL_HEADER_SIZE, 8192)
+DEFAULT_UPLOAD_HANDLERS = (
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+)
 
 
 def _human_size(size: int) -> str:
@@ -86,6 +93,14 @@ class InMemoryUploadHandler(FileUploadHandler):
         return uploaded
 
 
+def _url_name(request) -> str:
+    try:
+        match = resolve(request.path_info)
+    except Resolver404:
+        return ""
+    return match.view_name
+
+
 def _wants_json(request) -> bool:
     return request.path.startswith("/api/") or "application/json" in request.headers.get("Accept", "")
 
@@ -117,6 +132,11 @@ class UploadLimitsMiddleware:
 
     def _check(self, request) -> HttpResponse | None:
         limit = settings.MAX_UPLOAD_REQUEST_BYTES
+        if _url_name(request) in settings.MODEL_UPLOAD_URL_NAMES:
+            # A model file (up to its own limit, checked by the import form) is not a patient image: Django's
+            # default handlers, which spool large files to a temporary file, and the model request limit.
+            limit = settings.MAX_MODEL_UPLOAD_REQUEST_BYTES
+            request.upload_handlers = [load_handler(path, request) for path in DEFAULT_UPLOAD_HANDLERS]
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:

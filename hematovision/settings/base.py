@@ -158,8 +158,12 @@ MAX_DECODED_BYTES = int(os.environ.get("MAX_DECODED_BYTES", 120 * 1024 * 1024))
 FILE_UPLOAD_HANDLERS = ["hematovision.uploads.InMemoryUploadHandler"]
 MAX_UPLOAD_REQUEST_BYTES = int(os.environ.get("MAX_UPLOAD_REQUEST_BYTES", 128 * 1024 * 1024))
 MAX_UPLOAD_FILES = int(os.environ.get("MAX_UPLOAD_FILES", 500))
+# Model files (import page and API) are no patient images: Django's handlers, up to 1 GB (inference/forms.py).
+MODEL_UPLOAD_URL_NAMES = ("inference:import", "api-model-versions")
+MAX_MODEL_UPLOAD_REQUEST_BYTES = int(os.environ.get("MAX_MODEL_UPLOAD_REQUEST_BYTES", 1025 * 1024 * 1024))
 DATA_UPLOAD_MAX_MEMORY_SIZE = 25 * 1024 * 1024
-FILE_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_REQUEST_BYTES
+# Only Django's own handlers (model files) use this; image uploads never leave memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Django's own count refuses a whole request with an HTML page: only an outer bound here.
 DATA_UPLOAD_MAX_NUMBER_FILES = 10_000
 

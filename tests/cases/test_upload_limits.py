@@ -6,6 +6,7 @@ import tracemalloc
 import zlib
 
 import pytest
+from django.http import HttpResponse
 from django.urls import reverse
 
 from cases.models import CellImage
@@ -189,3 +190,40 @@ def test_an_unparseable_multipart_body_is_a_clear_400_in_json(api, case):
 
     assert response.status_code == 400
     assert response["Content-Type"].startswith("application/json")
+
+
+def test_a_model_file_upload_keeps_its_own_limit_and_is_not_cut_to_the_image_limit(rf, settings):
+    """Model files (admins importing a Keras model, up to 1 GB) are not patient images: the image limits do
+    not apply to them, and their bytes arrive whole."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from hematovision.uploads import UploadLimitsMiddleware
+
+    settings.MAX_UPLOAD_BYTES = 1024 * 1024
+    settings.MAX_UPLOAD_REQUEST_BYTES = 2 * 1024 * 1024
+    payload = b"k" * (3 * 1024 * 1024)
+    seen = {}
+
+    def view(request):
+        seen["bytes"] = request.FILES["file"].read()
+        return HttpResponse("ok")
+
+    for url in (reverse("inference:import"), reverse("api-model-versions")):
+        request = rf.post(url, {"file": SimpleUploadedFile("model.keras", payload), "name": "m"})
+        response = UploadLimitsMiddleware(view)(request)
+        assert response.status_code == 200, (url, response.content)
+        assert seen.pop("bytes") == payload
+
+
+def test_an_image_upload_still_has_the_image_limits(rf, settings):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from hematovision.uploads import UploadLimitsMiddleware
+
+    settings.MAX_UPLOAD_REQUEST_BYTES = 2 * 1024 * 1024
+    big = SimpleUploadedFile("big.png", b"p" * (3 * 1024 * 1024))
+
+    request = rf.post(reverse("api-case-images", args=[1]), {"files": big})
+    response = UploadLimitsMiddleware(lambda request: HttpResponse("ok"))(request)
+
+    assert response.status_code == 413
