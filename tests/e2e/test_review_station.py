@@ -104,6 +104,8 @@ def test_pathologist_reviews_without_reload_reclassifies_by_key_and_signs_again(
     expect(page.get_by_test_id("gradcam-legend")).to_be_visible()
     page.get_by_test_id("gradcam-opacity").fill("80")
     assert page.get_by_test_id("zoom-heatmap").evaluate("img => img.style.opacity") == "0.8"
+    page.get_by_test_id("gradcam-opacity").fill("50")
+    screenshot("review-zoom-gradcam-1366")
     page.keyboard.press("Escape")
     expect(page.get_by_test_id("zoom-dialog")).to_be_hidden()
 
