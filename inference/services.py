@@ -143,6 +143,10 @@ def rollback_version(actor=None, *, request=None) -> ModelVersion:
     if active is None or active.previous_version is None:
         raise ActivationRefused("there is no previous version to roll back to")
     target = active.previous_version
+    from .registry import artifact_path
+
+    if not artifact_path(target, target.serving_artifact).is_file():
+        raise ActivationRefused(f"the previous version {target.name} cannot serve any more: its model file is gone")
     with transaction.atomic():
         ModelVersion.objects.select_for_update().filter(pk__in=[active.pk, target.pk]).exists()
         ModelVersion.objects.filter(pk=active.pk).update(is_active=False)

@@ -382,3 +382,14 @@ class _Bar:
 
     def close(self):
         pass
+
+
+def test_rollback_refuses_a_previous_version_whose_files_are_gone(tiny_model):
+    gone = ModelVersionFactory(name="gone-one")  # registered, its files never existed
+    ModelVersion.objects.filter(pk=tiny_model.pk).update(previous_version=gone)
+    with pytest.raises(services.ActivationRefused, match="cannot serve any more"):
+        services.rollback_version()
+    assert ModelVersion.objects.get(is_active=True) == tiny_model
+    with pytest.raises(services.ActivationRefused, match="no previous version"):
+        ModelVersion.objects.filter(pk=tiny_model.pk).update(previous_version=None)
+        services.rollback_version()
