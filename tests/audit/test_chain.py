@@ -144,3 +144,23 @@ def test_no_sealing_after_responses_when_beat_does_it(client, technician, settin
     client.get("/healthz")
 
     assert AuditEvent.objects.filter(chain_seq__isnull=True).count() == 1
+
+
+def test_deleting_the_newest_events_is_caught_against_a_recorded_head(events):
+    seal()
+    head = verify()
+    with guards_dropped():
+        AuditEvent.objects.filter(chain_seq=5).delete()
+
+    assert verify().ok  # the rest of the chain still holds: only the recorded head tells
+    with pytest.raises(CommandError, match="head seq 5 .* is missing"):
+        verify_output("--expect-head", f"{head.head_seq}:{head.head_hash}")
+
+
+def test_a_recorded_head_that_still_holds_passes(events):
+    seal()
+    head = verify()
+    record(action=AuditEvent.Action.SIGN_OUT)
+    seal()
+
+    assert "chain intact: 6 event(s)" in verify_output("--expect-head", f"{head.head_seq}:{head.head_hash}")
