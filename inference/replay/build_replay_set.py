@@ -5,7 +5,7 @@ these base-training cells, so the classes and stains it learnt first are not for
 *train* split is used (never val/test, never the olympus images); files are chosen deterministically by
 the sha256 of their names, resized to 128 px (shorter side, centre crop) and saved as JPEG quality 90.
 
-    python inference/replay/build_replay_set.py --source ../shared/datasets/pbc/train --per-class 40
+    python inference/replay/build_replay_set.py --source ../shared/datasets/pbc/train --per-class 100
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, default=HERE.parents[2] / "shared" / "datasets" / "pbc" / "train")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    parser.add_argument("--per-class", type=int, default=40)
+    parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--size", type=int, default=128)
     args = parser.parse_args()
     counts = build(source=args.source.resolve(), output=args.output, per_class=args.per_class, size=args.size)
