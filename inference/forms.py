@@ -42,6 +42,7 @@ class ModelImportForm(forms.Form):
         help_text="The pixel scaling the model was trained with.",
         widget=forms.Select(attrs={"class": "form-select"}),
     )
+
     def clean_file(self):
         upload = self.cleaned_data["file"]
         if not upload.name.lower().endswith(KERAS_SUFFIXES):
