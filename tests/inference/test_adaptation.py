@@ -393,3 +393,10 @@ def test_rollback_refuses_a_previous_version_whose_files_are_gone(tiny_model):
     with pytest.raises(services.ActivationRefused, match="no previous version"):
         ModelVersion.objects.filter(pk=tiny_model.pk).update(previous_version=None)
         services.rollback_version()
+
+
+def test_supervisors_reach_the_adaptation_page_from_the_menu(supervisor, admin_user, client):
+    client.force_login(supervisor)
+    assert 'data-testid="nav-adapt"' in client.get(reverse("inference:adapt")).content.decode()
+    client.force_login(admin_user)  # admins reach it from the models page
+    assert 'data-testid="model-adapt"' in client.get(reverse("inference:list")).content.decode()
