@@ -24,6 +24,12 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print one JSON object of metrics")
         parser.add_argument("--report-dir", type=Path, help="write report.md, metrics.json and plots here")
         parser.add_argument("--threads", type=int, help="runtime threads (default: INFERENCE_NUM_THREADS or 2)")
+        parser.add_argument(
+            "--record",
+            action="store_true",
+            help="record the result on the (registered) version, beside the active version measured on the same "
+            "cells: this is what lets a version be activated from the page or the API",
+        )
 
     def handle(self, *args, **options):
         if options["model_dir"]:
@@ -57,7 +63,32 @@ class Command(BaseCommand):
                 output_dir=options["report_dir"],
                 title=f"{version.name} on {options['data']}",
             )
+        if options["record"]:
+            self._record(version, metrics, dataset, options)
         if options["json"]:
             self.stdout.write(json.dumps(metrics))
         else:
             self.stdout.write(format_report(metrics, title=f"{version.name} on {options['data']}"))
+
+    def _record(self, version, metrics, dataset, options):
+        from inference.registry import get_active_version
+        from inference.services import record_evaluation
+
+        if version.pk is None:
+            raise CommandError("--record needs a registered version (--model), not --model-dir")
+        active = get_active_version()
+        baseline_metrics = None
+        if active is not None and active.pk != version.pk:
+            result = evaluate_images(
+                predictor=Predictor(active, num_threads=options["threads"]), paths=dataset.paths, labels=dataset.labels
+            )
+            baseline_metrics = {"model": active.name, "data": metrics["data"], **result["metrics"]}
+        record_evaluation(
+            version=version,
+            data=f"{metrics['data']} ({metrics['n']} cells)",
+            metrics=metrics,
+            baseline=active if baseline_metrics is not None else None,
+            baseline_metrics=baseline_metrics,
+        )
+        if not options["json"]:
+            self.stdout.write(f"recorded as an evaluation of {version.name}")
