@@ -400,3 +400,16 @@ def test_supervisors_reach_the_adaptation_page_from_the_menu(supervisor, admin_u
     assert 'data-testid="nav-adapt"' in client.get(reverse("inference:adapt")).content.decode()
     client.force_login(admin_user)  # admins reach it from the models page
     assert 'data-testid="model-adapt"' in client.get(reverse("inference:list")).content.decode()
+
+
+def test_evaluate_record_opens_the_gate(tiny_model, tmp_path):
+    from inference.testing import build_tiny_model_version
+
+    other = build_tiny_model_version(seed=1, name="tiny-other", activate=False)
+    data = write_cells(tmp_path / "lab", per_class=3)
+    assert not services.is_evaluated(other)
+    call_command("evaluate", "--model", "tiny-other", "--data", str(data), "--record", "--json", stdout=StringIO())
+    evaluation = ModelEvaluation.objects.get(version=other)
+    assert evaluation.baseline == tiny_model and evaluation.metrics["n"] == evaluation.baseline_metrics["n"] == 9
+    services.activate_version(other, require_evaluation=True)
+    assert ModelVersion.objects.get(is_active=True) == other
