@@ -92,3 +92,79 @@ def test_evaluate_command_rejects_folders_that_are_not_model_classes(tiny_model,
     (tmp_path / "MYSTERY" / "x.png").write_bytes(b"")
     with pytest.raises(CommandError, match="not classes of the model"):
         call_command("evaluate", "--data", str(tmp_path))
+
+
+def _write_field_manifest(root, tiny_model):
+    """One labelled field per class (a synthetic cell pasted into a smear), boxes for the first two."""
+    import csv
+
+    from PIL import Image
+
+    from inference.testing import synthetic_cell_image
+    from tests.inference.smears import smear
+
+    (root / "images").mkdir(parents=True)
+    rows, boxes = [], []
+    for index, name in enumerate(tiny_model.classes):
+        field, _ = smear(leukocytes=[], seed=index)
+        cell = synthetic_cell_image(index, len(tiny_model.classes), size=96, seed=60 + index)
+        field.paste(cell, (272, 192))
+        path = f"images/{index}.png"
+        field.save(root / path)
+        rows.append(["test", name, path, "1" if index < 2 else ""])
+        if index < 2:
+            boxes.append([path, "WBC", 272, 192, 368, 288])
+    Image.new("RGB", (640, 480), (230, 225, 200)).save(root / "images" / "empty.png")
+    rows.append(["test", tiny_model.classes[0], "images/empty.png", ""])
+    with open(root / "MANIFEST.csv", "w", newline="") as stream:
+        csv.writer(stream).writerows([["split", "label", "path", "boxes"], *rows])
+    with open(root / "BOXES.csv", "w", newline="") as stream:
+        csv.writer(stream).writerows([["path", "class", "xmin", "ymin", "xmax", "ymax"], *boxes])
+
+
+@pytest.mark.slow
+def test_evaluate_reads_fields_with_boxes_and_counts_a_field_without_a_cell_as_wrong(tiny_model, tmp_path, capsys):
+    _write_field_manifest(tmp_path / "fields", tiny_model)
+    call_command("evaluate", "--data", str(tmp_path / "fields"), "--json")
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["n"] == 4
+    assert metrics["no_cell_found"][tiny_model.classes[0]] == 1
+    # The empty field is wrong and flagged whatever the tiny model says of the others.
+    assert metrics["accuracy"] <= 3 / 4
+    assert metrics["flagged_fraction"] >= 1 / 4
+    # Detection quality itself is tested on drawn smears (test_locate); here the keys and their count.
+    assert metrics["detection_true_boxes"] == 2
+    assert 0.0 <= metrics["detection_recall"] <= 1.0 and 0.0 <= metrics["detection_precision"] <= 1.0
+
+
+@pytest.mark.slow
+def test_evaluate_reports_each_laboratory_when_several_are_given(tiny_model, tmp_path, capsys):
+    from inference.testing import synthetic_cell_image
+
+    crops = tmp_path / "lab-a" / "test"
+    for index, name in enumerate(tiny_model.classes):
+        (crops / name).mkdir(parents=True)
+        synthetic_cell_image(index, len(tiny_model.classes), seed=70 + index).save(crops / name / "c.png")
+    _write_field_manifest(tmp_path / "lab-b", tiny_model)
+    call_command("evaluate", "--data", str(crops), "--data", str(tmp_path / "lab-b"), "--json")
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["n"] == 7
+    assert set(metrics["laboratories"]) == {"lab-a", "lab-b"}
+    assert metrics["laboratories"]["lab-a"]["n"] == 3
+    assert "detection_recall" in metrics["laboratories"]["lab-b"]
+
+
+@pytest.mark.slow
+def test_evaluate_installs_the_bundled_model_when_none_is_active(db, settings, tmp_path, capsys):
+    from inference.models import ModelVersion
+    from inference.predictor import reset_predictor
+    from inference.testing import synthetic_cell_image
+
+    reset_predictor()
+    settings.INFERENCE_AUTO_BUNDLED_MODEL = True
+    (tmp_path / "NEUTROPHIL").mkdir()
+    synthetic_cell_image(0, 3, size=128).save(tmp_path / "NEUTROPHIL" / "a.png")
+    call_command("evaluate", "--data", str(tmp_path), "--json")
+    assert json.loads(capsys.readouterr().out)["n"] == 1
+    assert ModelVersion.objects.filter(is_active=True, source=ModelVersion.Source.BUNDLED).exists()
+    reset_predictor()

@@ -1,4 +1,5 @@
-"""manage.py evaluate [--model VERSION] --data DIR: metrics of a model version on labelled images."""
+"""manage.py evaluate [--model VERSION] --data DIR [--data DIR ...]: metrics of a model version on labelled
+images of one or several laboratories (class folders of crops, or manifest-layout fields with boxes)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,31 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from inference.data import DatasetError, load_image_folder
+from inference.data import DatasetError
 from inference.evaluation import evaluate_images, format_report, write_report
-from inference.predictor import ModelUnavailable, Predictor
+from inference.field_data import detection_metrics, laboratory_name, load_labelled
+from inference.predictor import ModelUnavailable, Predictor, get_predictor
 from inference.selectors import find_version, version_from_directory
 from inference.training import tqdm_progress
 
 
 class Command(BaseCommand):
-    help = "Evaluate a model version (default: the active one) on an ImageFolder-style directory."
+    help = (
+        "Evaluate a model version (default: the active one; the bundled model is installed when none is) on "
+        "labelled images: class folders (DIR/<CLASS>/<image>) or manifest-layout fields (MANIFEST.csv, BOXES.csv)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--model", help="model version name or id (default: the active version)")
         parser.add_argument("--model-dir", type=Path, help="evaluate an unregistered model folder (metadata.json)")
-        parser.add_argument("--data", required=True, type=Path, help="labelled images, one sub-folder per class")
+        parser.add_argument(
+            "--data",
+            required=True,
+            type=Path,
+            action="append",
+            help="labelled images: one sub-folder per class, or a folder with MANIFEST.csv (repeat for several labs)",
+        )
+        parser.add_argument("--split", default="test", help="split of manifest-layout folders (default: test)")
         parser.add_argument("--json", action="store_true", help="print one JSON object of metrics")
         parser.add_argument("--report-dir", type=Path, help="write report.md, metrics.json and plots here")
         parser.add_argument("--threads", type=int, help="runtime threads (default: INFERENCE_NUM_THREADS or 2)")
@@ -32,43 +44,49 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        if options["model_dir"]:
-            version = version_from_directory(options["model_dir"])
-        else:
-            version = find_version(name_or_id=options["model"])
-        if version is None:
-            if options["model"]:
-                raise CommandError(f"no model version named {options['model']!r}")
-            raise CommandError("no active model version; name one with --model")
         try:
-            predictor = Predictor(version, num_threads=options["threads"])
+            if options["model_dir"]:
+                predictor = Predictor(version_from_directory(options["model_dir"]), num_threads=options["threads"])
+            elif options["model"]:
+                version = find_version(name_or_id=options["model"])
+                if version is None:
+                    raise CommandError(f"no model version named {options['model']!r}")
+                predictor = Predictor(version, num_threads=options["threads"])
+            else:
+                predictor = get_predictor()  # the active version; installs the bundled model when none is
         except ModelUnavailable as exc:
             raise CommandError(str(exc)) from exc
+        version = predictor.version
         try:
-            dataset = load_image_folder([options["data"]], classes=predictor.classes)
+            dataset = load_labelled(options["data"], classes=predictor.classes, split=options["split"])
         except DatasetError as exc:
             raise CommandError(str(exc)) from exc
         result = evaluate_images(
             predictor=predictor,
-            paths=dataset.paths,
-            labels=dataset.labels,
+            **dataset.evaluation_arguments(),
             progress=None if options["json"] else tqdm_progress,
         )
-        metrics = {"model": version.name, "data": str(options["data"]), **result["metrics"]}
+        data = ", ".join(str(path) for path in options["data"])
+        metrics = {"model": version.name, "data": data, **result["metrics"]}
+        for root in options["data"]:
+            detection = detection_metrics(root, split=options["split"])
+            if detection is not None:
+                per_laboratory = metrics.get("laboratories", {}).get(laboratory_name(root))
+                (metrics if per_laboratory is None else per_laboratory).update(detection)
         if options["report_dir"]:
             write_report(
                 metrics=metrics,
                 probabilities=result["probabilities"],
                 labels=dataset.labels,
                 output_dir=options["report_dir"],
-                title=f"{version.name} on {options['data']}",
+                title=f"{version.name} on {data}",
             )
         if options["record"]:
             self._record(version, metrics, dataset, options)
         if options["json"]:
             self.stdout.write(json.dumps(metrics))
         else:
-            self.stdout.write(format_report(metrics, title=f"{version.name} on {options['data']}"))
+            self.stdout.write(format_report(metrics, title=f"{version.name} on {data}"))
 
     def _record(self, version, metrics, dataset, options):
         from inference.registry import get_active_version
@@ -80,7 +98,7 @@ class Command(BaseCommand):
         baseline_metrics = None
         if active is not None and active.pk != version.pk:
             result = evaluate_images(
-                predictor=Predictor(active, num_threads=options["threads"]), paths=dataset.paths, labels=dataset.labels
+                predictor=Predictor(active, num_threads=options["threads"]), **dataset.evaluation_arguments()
             )
             baseline_metrics = {"model": active.name, "data": metrics["data"], **result["metrics"]}
         record_evaluation(
