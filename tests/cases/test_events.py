@@ -32,6 +32,25 @@ def unique_case_id() -> int:
     return 10_000_000 + uuid.uuid4().int % 1_000_000
 
 
+def run_async(make_coroutine):
+    """asyncio.run in a thread of its own: a browser test earlier in the session may leave an event loop
+    running in the main thread, where asyncio.run refuses to start."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = asyncio.run(make_coroutine())
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(30)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def test_in_process_subscriber_gets_only_its_case(in_process):
     with events.subscribe(case_id=1) as mine, events.subscribe(case_id=2) as other:
         events.publish_image_updates(case_id=1, image_ids=[5, 3, 5])
@@ -47,7 +66,7 @@ def test_in_process_publish_from_another_thread_wakes_an_async_reader(in_process
             threading.Timer(0.05, events.publish_image_updates, kwargs={"case_id": 7, "image_ids": [1]}).start()
             return await subscription.aget(timeout=5)
 
-    assert asyncio.run(read()) == {"case": 7, "images": [1]}
+    assert run_async(read) == {"case": 7, "images": [1]}
 
 
 def test_in_process_async_reader_times_out_with_none(in_process):
@@ -55,7 +74,7 @@ def test_in_process_async_reader_times_out_with_none(in_process):
         async with events.subscribe(case_id=8) as subscription:
             return await subscription.aget(timeout=0.05)
 
-    assert asyncio.run(read()) is None
+    assert run_async(read) is None
 
 
 def test_closed_subscription_is_forgotten_and_empty_publish_is_nothing(in_process):
@@ -111,7 +130,7 @@ def test_redis_subscribers_sync_and_async_hear_a_publish(on_redis):
                 await asyncio.to_thread(events.publish_image_updates, case_id=case_id, image_ids=[4, 2])
                 return await subscription.aget(timeout=5)
 
-        assert asyncio.run(read()) == {"case": case_id, "images": [2, 4]}
+        assert run_async(read) == {"case": case_id, "images": [2, 4]}
         assert sync_subscription.get(timeout=5) == {"case": case_id, "images": [2, 4]}
         assert sync_subscription.get(timeout=0.1) is None
 

@@ -75,7 +75,9 @@ def test_pathologist_reviews_without_reload_reclassifies_by_key_and_signs_again(
     # What the reviewer looks at stays in place: the next cell is where it was and has the focus.
     expect(card(page, following)).to_be_focused()
     assert abs(card(page, following).bounding_box()["y"] - top_before) <= 2
-    assert image_requests == []  # the cells' thumbnails are kept, not downloaded again
+    # The moved cell and its neighbour keep their thumbnails (lazy thumbnails further down may load meanwhile).
+    again = [url for url in image_requests if any(f"/images/{cell}/" in url for cell in (image_id, following))]
+    assert again == []
     screenshot("review-station-1366")
 
     # Select another cell by click and mark it a smudge cell with its key: counted apart, in its own group.
