@@ -32,6 +32,7 @@ from .data import IMAGE_SUFFIXES, AugmentationConfig, DatasetError, ImageDataset
 from .export import keras_outputs
 from .preprocessing import scale_pixels
 from .training import TrainingConfig, TrainingResult, calibrate, save_model_folder
+from .whole_network import dihedral_views
 
 logger = logging.getLogger(__name__)
 
@@ -168,13 +169,7 @@ def _batches(pixels: np.ndarray, targets: np.ndarray, weights: np.ndarray, *, ba
 
         def __getitem__(self, index):
             rows = self.order[index * batch_size : (index + 1) * batch_size]
-            x = np.empty((len(rows), *pixels.shape[2:]), dtype=np.uint8)
-            for out, row in enumerate(rows):
-                image = pixels[self.view_of[row], row]
-                k = self.dihedral[row]
-                if k & 4:
-                    image = image[:, ::-1]
-                x[out] = np.rot90(image, k & 3)
+            x = dihedral_views(pixels, rows, self.view_of, self.dihedral)
             return scale_pixels(x.astype(np.float32), scale), targets[self.view_of[rows], rows], weights[rows]
 
         def on_epoch_end(self):

@@ -84,6 +84,19 @@ def build_classifier(config: TrainingConfig, n_classes: int):
     return keras.Model(inputs, {"logits": logits, "features": features}, name="classifier")
 
 
+def dihedral_views(pixels: np.ndarray, rows, view_of, dihedral) -> np.ndarray:
+    """uint8 [len(rows), S, S, 3]: for each row its chosen view (of ``pixels`` [views, N, S, S, 3]) under its
+    flip/rotation code 0..7 (bit 2: mirror, bits 0-1: quarter turns)."""
+    x = np.empty((len(rows), *pixels.shape[2:]), dtype=np.uint8)
+    for out, row in enumerate(rows):
+        image = pixels[view_of[row], row]
+        k = dihedral[row]
+        if k & 4:
+            image = image[:, ::-1]
+        x[out] = np.rot90(image, k & 3)
+    return x
+
+
 def _batches(pixels: np.ndarray, labels, weights, *, batch_size: int, seed: int | None):
     """A keras PyDataset over in-memory views: training (seed given) shuffles, picks a view per image and
     a random dihedral transform; evaluation (seed None) yields view 0 in order."""
@@ -109,13 +122,7 @@ def _batches(pixels: np.ndarray, labels, weights, *, batch_size: int, seed: int 
 
         def __getitem__(self, index):
             rows = self.order[index * batch_size : (index + 1) * batch_size]
-            x = np.empty((len(rows), *pixels.shape[2:]), dtype=np.float32)
-            for out, row in enumerate(rows):
-                image = pixels[self.view_of[row], row]
-                k = self.dihedral[row]
-                if k & 4:
-                    image = image[:, ::-1]
-                x[out] = np.rot90(image, k & 3)
+            x = dihedral_views(pixels, rows, self.view_of, self.dihedral).astype(np.float32)
             if labels is None:
                 return (x,)
             y = labels[rows]
