@@ -1,5 +1,8 @@
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from .roles import Role
 
 
 class UserManager(BaseUserManager):
@@ -36,6 +39,11 @@ class User(AbstractUser):
     deactivated_at = models.DateTimeField(null=True, blank=True)
     deactivated_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     deactivated_by_admin = models.BooleanField(default=False)
+    # What the person told us at sign-up. The laboratory is free text: accounts sits below cases (where
+    # Laboratory lives) and a newcomer's lab may not be registered yet. The requested role is only a
+    # request: the account stays pending until a people manager grants a role (pre-selected from this).
+    laboratory = models.CharField(_("laboratory"), max_length=120, blank=True)
+    requested_role = models.CharField(_("requested role"), max_length=20, blank=True, choices=Role.choices)
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: list[str] = []
