@@ -186,6 +186,35 @@ FLAG_REASON_NAMES = {
 }
 
 
+class ShadowPrediction(models.Model):
+    """What the version in shadow mode said about a cell, beside the prediction that was shown.
+
+    A table of its own (not a flag on Prediction), so that no page, API endpoint, export or differential,
+    all of which read `Prediction`, can show it by mistake: only the supervisors' dashboard reads it.
+    """
+
+    image = models.ForeignKey(CellImage, on_delete=models.PROTECT, related_name="shadow_predictions")
+    model_version = models.ForeignKey("inference.ModelVersion", on_delete=models.PROTECT, related_name="+")
+    # The active version whose Prediction of the same cell was shown: the dashboard compares the two.
+    served_version = models.ForeignKey("inference.ModelVersion", on_delete=models.PROTECT, related_name="+")
+    label = models.CharField(max_length=60)
+    confidence = models.FloatField()
+    probabilities = models.JSONField()
+    flagged = models.BooleanField(default=False)
+    flag_reasons = models.JSONField(default=list, blank=True)
+    ood_score = models.FloatField(null=True, blank=True)
+    latency_ms = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["model_version", "created_at"], name="shadow_version_time")]
+        constraints = [models.UniqueConstraint(fields=["image", "model_version"], name="one_shadow_per_model")]
+
+    def __str__(self) -> str:
+        return f"shadow {self.label} ({self.confidence:.2f})"
+
+
 class Review(models.Model):
     """A pathologist's decision on one cell. Append-only; the final label is the latest review."""
 

@@ -31,6 +31,10 @@ class ModelVersion(models.Model):
     keras_artifact = models.CharField(max_length=200, blank=True)
     checksums = models.JSONField(default=dict, blank=True, help_text="sha256 of each artifact file.")
     is_active = models.BooleanField(default=False)
+    # Shadow mode: an inactive, evaluated version that also classifies every new cell; its predictions are
+    # stored apart (cases.ShadowPrediction) and never shown to technicians. At most one at a time.
+    is_shadow = models.BooleanField(default=False)
+    shadow_since = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -44,7 +48,9 @@ class ModelVersion(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_model")
+            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_model"),
+            models.UniqueConstraint(fields=["is_shadow"], condition=Q(is_shadow=True), name="one_shadow_model"),
+            models.CheckConstraint(condition=~Q(is_active=True, is_shadow=True), name="shadow_is_not_active"),
         ]
 
     def __str__(self) -> str:
@@ -135,6 +141,10 @@ class AdaptationJob(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Who runs it ("host:pid") and when it last said so: a running job whose process is gone, or that has
+    # not moved for ADAPTATION_STALE_SECONDS, ended with its worker (inference.adaptation.fail_dead_jobs).
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
