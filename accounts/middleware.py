@@ -11,8 +11,17 @@ from .mfa import TOTP_REQUIRED_MESSAGE, needs_totp_setup
 @cache
 def mfa_setup_path_prefixes() -> tuple[str, ...]:
     """What such a user may still reach: the pages that set TOTP up (activation may ask for the
-    password again first), signing out, static files and the health probes."""
-    names = ("mfa_index", "account_reauthenticate", "account_logout", "healthz", "readyz")
+    password again first), signing out, static files, the health probes, and the language switcher with
+    the scripts' translations (the activation page shows them too)."""
+    names = (
+        "mfa_index",
+        "account_reauthenticate",
+        "account_logout",
+        "healthz",
+        "readyz",
+        "set_language",
+        "javascript-catalog",
+    )
     return (settings.STATIC_URL, *(reverse(name) for name in names))
 
 

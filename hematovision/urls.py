@@ -1,5 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.decorators.cache import cache_control
+from django.views.i18n import JavaScriptCatalog
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from . import views
@@ -27,5 +29,14 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("admin/", admin.site.urls),
 ]
+    # The language switcher posts to set_language (i18n/setlang/); URLs carry no language prefix.
+    path("i18n/", include("django.conf.urls.i18n")),
+    # Strings of static/js in the visitor's language (djangojs domain). base.html adds the language to the
+    # URL, so the browser may keep it for an hour: it holds no patient data, only the translation catalogue.
+    path(
+        "jsi18n/",
+        cache_control(public=True, max_age=3600)(JavaScriptCatalog.as_view()),
+        name="javascript-catalog",
+    ),
 
 handler500 = "hematovision.views.server_error"

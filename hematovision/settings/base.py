@@ -62,6 +62,9 @@ MIDDLEWARE = [
     "hematovision.security_headers.SecurityHeadersMiddleware",
     "hematovision.uploads.UploadLimitsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The language of each request: the switcher's cookie if set, else the browser's Accept-Language, else
+    # LANGUAGE_CODE. URLs carry no language prefix (no i18n_patterns), so every existing link keeps working.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -132,6 +135,14 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-gb"
+# English is the source language (British formats, as before); Spanish from locale/es. A browser asking for
+# any English ("en-us") gets en-gb, any Spanish ("es-mx") gets es. Names in their own language for the switcher.
+LANGUAGES = [("en-gb", "English"), ("es", "Español")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+# The switcher's choice (django.views.i18n.set_language) lives in this cookie for a year, also signed out.
+LANGUAGE_COOKIE_NAME = "hv_language"
+LANGUAGE_COOKIE_AGE = 365 * 24 * 3600
+LANGUAGE_COOKIE_SAMESITE = "Lax"
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True

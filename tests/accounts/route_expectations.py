@@ -105,6 +105,14 @@ ROUTES = [
     Route("accounts:people", roles_with("manage_users")),
     Route(
         "accounts:approve",
+    Route(
+        "set_language",
+        EVERYONE,
+        method="post",
+        data={"language": "es", "next": "/healthz"},
+        note="The language switcher (django.views.i18n.set_language): anyone, signed in or not, on every page.",
+    ),
+    Route("javascript-catalog", EVERYONE, note="Translations of the scripts' strings: no data, every page loads it."),
         roles_with("manage_users"),
         method="post",
         kwargs=_fresh("fresh_user", None),
