@@ -36,10 +36,10 @@ from django.utils import timezone
 from PIL import Image
 
 from inference.analysis import analyse_images
-from inference.predictor import ModelUnavailable, get_predictor
+from inference.predictor import ModelUnavailable, get_predictor, get_shadow_predictor
 
 from . import events, selectors, storage
-from .models import Case, CellImage, Prediction
+from .models import Case, CellImage, Prediction, ShadowPrediction
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +179,7 @@ def classify(*, image_ids: Sequence[int]) -> dict[str, int]:
     counts = {"classified": 0, "no_cell": 0, "failed": 0, "waiting": 0, "cells": 0}
     if not images:
         return counts
+    shadow = _shadow_predictor()
     scales = dict(
         Case.objects.filter(pk__in={image.case_id for image in images}).values_list("pk", "laboratory__um_per_pixel")
     )
@@ -197,9 +198,68 @@ def classify(*, image_ids: Sequence[int]) -> dict[str, int]:
             else:
                 counts["no_cell"] += 1
         _announce(batch, created)
+        if shadow is not None and created:
+            # After the shown predictions are stored and announced: the shadow never delays or breaks them.
+            shadow_classify(shadow=shadow, analysed=analysed, created=created, served_version=predictor.version)
     refresh_case_statuses(case_ids={image.case_id for image in images})
     logger.info("classified images %s with %s: %s", [i.pk for i in images], predictor.version.name, counts)
     return counts
+
+
+def _shadow_predictor():
+    try:
+        return get_shadow_predictor()
+    except Exception:  # noqa: BLE001 - shadow mode is optional; the active path goes on without it
+        logger.exception("the shadow model version could not be looked up; cells are classified without it")
+        return None
+
+
+def shadow_classify(*, shadow, analysed: Sequence[_Analysed], created: dict[int, list[int]], served_version) -> int:
+    """Classify the cells just stored again with the version in shadow mode and keep what it says apart
+    (ShadowPrediction: never shown). The cells found by the active path are reused, so both versions judge
+    the same crops. A failure is logged and skipped; returns how many shadow predictions were stored."""
+    cell_ids: list[int] = []
+    crops: list[Image.Image] = []
+    for item in analysed:
+        ids = created.get(item.image.pk)
+        found = item.analysis.cells
+        if not ids or not found:
+            continue
+        if item.analysis.layout != "field":
+            main = found[item.analysis.main_cell if item.analysis.main_cell is not None else 0]
+            pairs = [(ids[0], main.crop)]
+        elif len(ids) == len(found):
+            pairs = list(zip(ids, (cell.crop for cell in found), strict=True))
+        else:
+            continue
+        for cell_id, crop in pairs:
+            cell_ids.append(cell_id)
+            crops.append(crop)
+    if not cell_ids:
+        return 0
+    try:
+        results = shadow.predict(crops)
+        rows = [
+            ShadowPrediction(
+                image_id=cell_id,
+                model_version=shadow.version,
+                served_version=served_version,
+                label=result.label,
+                confidence=float(result.confidence),
+                probabilities={name: float(value) for name, value in result.probabilities.items()},
+                flagged=bool(result.flagged),
+                flag_reasons=list(result.flag_reasons or ()),
+                ood_score=None if result.ood_score is None else float(result.ood_score),
+                latency_ms=float(result.latency_ms),
+            )
+            for cell_id, result in zip(cell_ids, results, strict=True)
+        ]
+        with transaction.atomic():
+            ShadowPrediction.objects.bulk_create(rows, ignore_conflicts=True)
+    except Exception:  # noqa: BLE001 - the shadow must not break the active path
+        logger.exception("shadow model version %s failed on cells %s; skipped", shadow.version.name, cell_ids)
+        return 0
+    return len(rows)
 
 
 def _analyse_batch(

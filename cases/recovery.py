@@ -3,6 +3,8 @@
 - Images a dead process left queued or classifying are sent again. In the embedded default nothing else is
   running at start-up, so every pending image is interrupted; with a broker, workers may be busy with recent
   ones, so only those past CLASSIFICATION_STALE_SECONDS are (as the periodic task does).
+- Other apps' interrupted work (adaptation jobs whose worker died) through their AppConfig's
+  `recover_after_crash()`.
 - Encrypted files an interrupted upload or classification left in the private store without a row are
   removed: only names the store itself generates (`xx/<32 hex>` and their `.part` temporaries), only when
   no row of any `cases` model holds the key (image, thumbnail, preview, ...) and only when older than a grace
@@ -98,4 +100,16 @@ def recover(*, all_pending: bool | None = None, grace_seconds: float | None = No
         grace_seconds = getattr(settings, "ORPHAN_FILE_GRACE_SECONDS", DEFAULT_GRACE_SECONDS)
     removed = remove_orphan_files(grace_seconds=grace_seconds)
     requeued = requeue_interrupted(all_pending=all_pending)
-    return {"requeued": requeued, "orphans_removed": len(removed)}
+    return {"requeued": requeued, "orphans_removed": len(removed), "others": recover_other_apps()}
+
+
+def recover_other_apps() -> dict[str, int]:
+    """Each other app recovers its own work through a `recover_after_crash()` method on its AppConfig
+    (e.g. inference ends adaptation jobs whose worker died), so this command needs no import of them.
+    Returns what each reported: description -> count."""
+    reported: dict[str, int] = {}
+    for config in apps.get_app_configs():
+        hook = getattr(config, "recover_after_crash", None)
+        if callable(hook):
+            reported.update(hook() or {})
+    return reported

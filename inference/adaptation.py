@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,9 @@ DEFAULT_HOLDOUT_FRACTION = 0.2
 DEFAULT_EXPORTER = "cases.lab_cells.write_laboratory_cells"
 TRAINING_QUEUE = "training"
 CASE_MAP_FILE = "cases.json"
+# A running job that has not reported for this long ended with its worker (settings.ADAPTATION_STALE_SECONDS).
+DEFAULT_STALE_SECONDS = 15 * 60
+DEAD_WORKER_MESSAGE = "Not adapted: the worker stopped before the job ended."
 
 
 def _slug(name: str) -> str:
@@ -341,7 +345,8 @@ def run_adaptation_job(*, job_id: int, config: AdaptConfig | None = None) -> Ada
         if job.status != AdaptationJob.Status.QUEUED:
             return job  # finished, cancelled, or already taken by another worker
         job.status, job.started_at, job.message = AdaptationJob.Status.RUNNING, timezone.now(), "Exporting cells."
-        job.save(update_fields=["status", "started_at", "message"])
+        job.worker, job.heartbeat_at = this_worker(), job.started_at
+        job.save(update_fields=["status", "started_at", "message", "worker", "heartbeat_at"])
 
     last = {"saved": 0.0, "checked": 0.0, "stop": False}
 
@@ -349,7 +354,9 @@ def run_adaptation_job(*, job_id: int, config: AdaptConfig | None = None) -> Ada
         now = time.monotonic()
         if now - last["saved"] >= 1.0 or fraction >= 1.0:
             last["saved"] = now
-            AdaptationJob.objects.filter(pk=job_id).update(progress=round(0.05 + 0.95 * fraction, 4), message=message)
+            AdaptationJob.objects.filter(pk=job_id).update(
+                progress=round(0.05 + 0.95 * fraction, 4), message=message, heartbeat_at=timezone.now()
+            )
 
     def should_stop() -> bool:
         now = time.monotonic()
@@ -426,3 +433,66 @@ def run_adaptation_job(*, job_id: int, config: AdaptConfig | None = None) -> Ada
         details={"step": "finished", "name": job.name, "status": status, "message": message[:500]},
     )
     return job
+
+
+# --- Jobs whose worker died -----------------------------------------------------------------------------
+
+
+def this_worker() -> str:
+    """ "host:pid" of the process running a job: what tells, on the same host, whether it is still alive."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_gone(worker: str) -> bool:
+    """True when `worker` ran on this host and its process no longer exists (a worker elsewhere is judged
+    by its heartbeat alone)."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, run by another user
+        return False
+    return False
+
+
+def dead_jobs(*, now=None) -> list[AdaptationJob]:
+    """Running jobs whose worker stopped: its process is gone (same host), or it has not reported (progress,
+    heartbeat) for ADAPTATION_STALE_SECONDS."""
+    now = now or timezone.now()
+    stale_after = float(getattr(settings, "ADAPTATION_STALE_SECONDS", DEFAULT_STALE_SECONDS))
+    dead = []
+    for job in AdaptationJob.objects.filter(status=AdaptationJob.Status.RUNNING):
+        last = job.heartbeat_at or job.started_at or job.created_at
+        if (job.worker and _process_gone(job.worker)) or (now - last).total_seconds() > stale_after:
+            dead.append(job)
+    return dead
+
+
+def fail_dead_jobs(*, now=None) -> list[AdaptationJob]:
+    """End the jobs whose worker died as failed, with a message that says so (called when the adaptation
+    pages are viewed and by `manage.py recover`); a job that moved meanwhile is left alone. Audited."""
+    ended = []
+    for job in dead_jobs(now=now):
+        updated = AdaptationJob.objects.filter(
+            pk=job.pk, status=AdaptationJob.Status.RUNNING, heartbeat_at=job.heartbeat_at
+        ).update(status=AdaptationJob.Status.FAILED, message=DEAD_WORKER_MESSAGE, finished_at=timezone.now())
+        if not updated:
+            continue
+        logger.warning("adaptation %s: its worker %s stopped before the job ended", job.pk, job.worker or "?")
+        record(
+            action=MODEL_ADAPTATION,
+            actor=None,
+            obj=job,
+            details={"step": "finished", "name": job.name, "status": "failed", "message": DEAD_WORKER_MESSAGE},
+        )
+        job.refresh_from_db()
+        ended.append(job)
+    return ended
+
+
+def recover_after_crash() -> dict[str, int]:
+    """The inference app's part of `manage.py recover` (cases.recovery calls every app's hook)."""
+    return {"adaptation job(s) whose worker stopped marked failed": len(fail_dead_jobs())}

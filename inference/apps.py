@@ -21,3 +21,10 @@ class InferenceConfig(AppConfig):
         # An upgrade runs `migrate`: a new bundled model is registered then as a candidate beside an
         # adapted, trained or imported active version (which it never replaces by itself).
         post_migrate.connect(_register_bundled_candidate, sender=self, dispatch_uid="inference-bundled-candidate")
+
+    def recover_after_crash(self) -> dict[str, int]:
+        """`manage.py recover` calls this on every app that has it: adaptation jobs whose worker died end
+        as failed (cases runs the command but knows nothing of them)."""
+        from .adaptation import recover_after_crash
+
+        return recover_after_crash()

@@ -20,8 +20,9 @@ from django.conf import settings
 from PIL import Image
 
 from .calibration import softmax
+from .model_folder import OOD_STATISTICS_FILE
 from .models import ModelVersion
-from .ood import OOD_STATISTICS_FILE, MahalanobisScorer
+from .ood import MahalanobisScorer
 from .preprocessing import preprocess_batch, validate_preprocessing
 from .registry import artifact_path, get_active_version
 from .runtimes import open_runtime, sha256_of_file
@@ -192,3 +193,45 @@ def reset_predictor() -> None:
     with _predictor_lock:
         _predictor = None
         _predictor_key = None
+    reset_shadow_predictor()
+
+
+# Shadow mode: the version in shadow, loaded once per process like the active one and reloaded when the
+# shadow version changes (another version, or the same one started again). It must never hold up or break
+# the active path, so a version that cannot load is logged and skipped, and not tried again before
+# SHADOW_RETRY_SECONDS (or before the shadow version changes).
+SHADOW_RETRY_SECONDS = 60.0
+_shadow: Predictor | None = None
+_shadow_key: tuple | None = None
+_shadow_failed: tuple[tuple, float] | None = None
+_shadow_lock = threading.Lock()
+
+
+def get_shadow_predictor() -> Predictor | None:
+    """The predictor of the version in shadow mode, or None when there is none or it cannot load."""
+    global _shadow, _shadow_key, _shadow_failed
+    version = ModelVersion.objects.filter(is_shadow=True, is_active=False).first()
+    if version is None:
+        return None
+    key = (*_version_key(version), version.shadow_since)
+    with _shadow_lock:
+        if _shadow is not None and _shadow_key == key:
+            return _shadow
+        if _shadow_failed is not None and _shadow_failed[0] == key:
+            if time.monotonic() - _shadow_failed[1] < SHADOW_RETRY_SECONDS:
+                return None
+        try:
+            logger.info("loading shadow model version %s (%s)", version.name, version.serving_artifact)
+            predictor = Predictor(version)
+        except Exception:  # noqa: BLE001 - the shadow is optional; the active path goes on without it
+            logger.exception("shadow model version %s cannot be loaded; cells are classified without it", version.name)
+            _shadow, _shadow_key, _shadow_failed = None, None, (key, time.monotonic())
+            return None
+        _shadow, _shadow_key, _shadow_failed = predictor, key, None
+        return predictor
+
+
+def reset_shadow_predictor() -> None:
+    global _shadow, _shadow_key, _shadow_failed
+    with _shadow_lock:
+        _shadow, _shadow_key, _shadow_failed = None, None, None

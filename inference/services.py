@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 MODEL_ROLLED_BACK = "model_rolled_back"
 MODEL_EVALUATED = "model_evaluated"
 MODEL_ADAPTATION = "model_adaptation"
+MODEL_SHADOW_STARTED = "model_shadow_started"
+MODEL_SHADOW_STOPPED = "model_shadow_stopped"
 
 
 class BundledModelMissing(RuntimeError):
@@ -113,7 +115,10 @@ def activate_version(
         ModelVersion.objects.filter(is_active=True).exclude(pk=version.pk).update(is_active=False)
         version.is_active = True
         version.activated_at = timezone.now()
-        fields = ["is_active", "activated_at"]
+        # A version going live out of shadow is no longer beside itself (the row may say so even when this
+        # instance does not: it is cleared either way).
+        version.is_shadow, version.shadow_since = False, None
+        fields = ["is_active", "activated_at", "is_shadow", "shadow_since"]
         if previous_versions:
             version.previous_version = previous_versions[0]
             fields.append("previous_version")
@@ -153,7 +158,8 @@ def rollback_version(actor=None, *, request=None) -> ModelVersion:
         target.is_active = True
         target.activated_at = timezone.now()
         target.previous_version = active
-        target.save(update_fields=["is_active", "activated_at", "previous_version"])
+        target.is_shadow, target.shadow_since = False, None
+        target.save(update_fields=["is_active", "activated_at", "previous_version", "is_shadow", "shadow_since"])
         record(
             action=MODEL_ROLLED_BACK,
             actor=actor,
@@ -163,6 +169,58 @@ def rollback_version(actor=None, *, request=None) -> ModelVersion:
         )
     logger.info("rolled back model version %s to %s", active.name, target.name)
     return target
+
+
+class ShadowRefused(Exception):
+    """A version that cannot run in shadow (the active one, an unevaluated one); the message says why."""
+
+
+def start_shadow(version: ModelVersion, actor=None, *, request=None) -> ModelVersion:
+    """Run `version` in shadow beside the active one: every new cell is also classified by it, and what it
+    says is stored for the dashboard, never shown. Replaces any other version in shadow; audited."""
+    if version.is_active:
+        raise ShadowRefused(f"{version.name} is the active version: only an inactive candidate can run in shadow")
+    if not is_evaluated(version):
+        raise ShadowRefused(f"{version.name} has no recorded evaluation: evaluate it before running it in shadow")
+    with transaction.atomic():
+        current = list(ModelVersion.objects.select_for_update().filter(is_shadow=True))
+        if any(other.pk == version.pk for other in current):
+            return version
+        for other in current:
+            _stop(other, actor=actor, request=request, reason=f"replaced by {version.name}")
+        version.is_shadow, version.shadow_since = True, timezone.now()
+        version.save(update_fields=["is_shadow", "shadow_since"])
+        active = ModelVersion.objects.filter(is_active=True).first()
+        record(
+            action=MODEL_SHADOW_STARTED,
+            actor=actor,
+            obj=version,
+            details={"name": version.name, "active": active.name if active else None},
+            request=request,
+        )
+    logger.info("model version %s runs in shadow", version.name)
+    return version
+
+
+def stop_shadow(actor=None, *, request=None) -> ModelVersion | None:
+    """No version runs in shadow any more (its stored predictions stay for the dashboard); audited."""
+    with transaction.atomic():
+        current = ModelVersion.objects.select_for_update().filter(is_shadow=True).first()
+        if current is None:
+            return None
+        _stop(current, actor=actor, request=request)
+    logger.info("model version %s no longer runs in shadow", current.name)
+    return current
+
+
+def _stop(version: ModelVersion, *, actor, request, reason: str = "") -> None:
+    since = version.shadow_since
+    version.is_shadow, version.shadow_since = False, None
+    version.save(update_fields=["is_shadow", "shadow_since"])
+    details = {"name": version.name, "since": since.isoformat() if since else None}
+    if reason:
+        details["reason"] = reason
+    record(action=MODEL_SHADOW_STOPPED, actor=actor, obj=version, details=details, request=request)
 
 
 def record_evaluation(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.permissions import capability_required, has_capability
@@ -47,7 +48,48 @@ def model_list(request):
     imports = ModelImport.objects.select_related("version")[:10]
     active = next((version for version in versions if version.is_active), None)
     rollback_to = active.previous_version if active is not None else None
-    return render(request, "inference/list.html", {"rows": rows, "imports": imports, "rollback_to": rollback_to})
+    shadow = next((version for version in versions if version.is_shadow), None)
+    return render(
+        request,
+        "inference/list.html",
+        {"rows": rows, "imports": imports, "rollback_to": rollback_to, "shadow": shadow},
+    )
+
+
+@require_POST
+@capability_required("manage_models")
+def model_shadow_start(request, pk: int):
+    """Run an inactive, evaluated version in shadow beside the active one (its predictions are stored for
+    the dashboard and never shown)."""
+    version = get_object_or_404(ModelVersion, pk=pk)
+    try:
+        services.start_shadow(version, request.user, request=request)
+    except services.ShadowRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request,
+            gettext(
+                "%(name)s now runs in shadow: new cells are also classified by it; only the dashboard shows "
+                "what it says."
+            )
+            % {"name": version.name},
+        )
+    return redirect("inference:list")
+
+
+@require_POST
+@capability_required("manage_models")
+def model_shadow_stop(request):
+    version = services.stop_shadow(request.user, request=request)
+    if version is None:
+        messages.info(request, gettext("No version runs in shadow."))
+    else:
+        messages.success(
+            request,
+            gettext("%(name)s no longer runs in shadow; what it said stays on the dashboard.") % {"name": version.name},
+        )
+    return redirect("inference:list")
 
 
 @require_http_methods(["GET", "POST"])
@@ -143,6 +185,7 @@ def adaptation_start(request):
             form.add_error(None, str(exc))
         else:
             return redirect("inference:adaptation", pk=job.pk)
+    adaptation.fail_dead_jobs()  # a job whose worker died must not show "running" for ever
     jobs = AdaptationJob.objects.select_related("version", "requested_by")[:10]
     status = 400 if form.errors else 200
     return render(
@@ -156,6 +199,7 @@ def adaptation_start(request):
 @require_GET
 @capability_required("manage_laboratories")
 def adaptation_detail(request, pk: int):
+    adaptation.fail_dead_jobs()
     job = get_object_or_404(AdaptationJob.objects.select_related("version", "base_version", "requested_by"), pk=pk)
     return render(request, "inference/adaptation.html", {"job": job, "percent": round(job.progress * 100)})
 

@@ -32,4 +32,6 @@ class Command(BaseCommand):
         result = recover(all_pending=options["all_pending"], grace_seconds=options["grace_seconds"])
         self.stdout.write(f"{result['orphans_removed']} orphan file(s) removed from the private store")
         self.stdout.write(f"{result['requeued']} interrupted image(s) sent for classification")
+        for description, count in result.get("others", {}).items():
+            self.stdout.write(f"{count} {description}")
         self.stdout.write(f"{seal()} audit event(s) sealed")
