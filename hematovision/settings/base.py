@@ -139,6 +139,8 @@ LANGUAGE_CODE = "en-gb"
 # any English ("en-us") gets en-gb, any Spanish ("es-mx") gets es. Names in their own language for the switcher.
 LANGUAGES = [("en-gb", "English"), ("es", "Español")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
+# Dates and numbers follow the language (Django's formats of each locale), with 24-hour times in English too.
+FORMAT_MODULE_PATH = ["hematovision.formats"]
 # The switcher's choice (django.views.i18n.set_language) lives in this cookie for a year, also signed out.
 LANGUAGE_COOKIE_NAME = "hv_language"
 LANGUAGE_COOKIE_AGE = 365 * 24 * 3600
