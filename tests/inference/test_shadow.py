@@ -11,9 +11,11 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
-from cases import classification, services as case_services
+from cases import classification
+from cases import services as case_services
 from cases.models import CellImage, Prediction, ShadowPrediction
-from inference import predictor as predictor_module, services
+from inference import predictor as predictor_module
+from inference import services
 from inference.models import ModelVersion
 from inference.testing import build_tiny_model_version
 from reports.selectors import ExportFilter
