@@ -6,6 +6,12 @@
     return;
   }
   const data = JSON.parse(source.textContent);
+  // Django's JavaScript catalogue (base.html) translates; without it the English stays.
+  const gettext = window.gettext || ((text) => text);
+  // Numbers as the page's language writes them ("0,953" in Spanish).
+  const threeDecimals = (value) =>
+    value.toLocaleString(document.documentElement.lang || undefined, { minimumFractionDigits: 3, maximumFractionDigits: 3 });
+  const seriesNames = { precision: gettext("Precision"), recall: gettext("Recall"), f1: "F1" };
   const palette = ["#0d6efd", "#dc3545", "#198754", "#fd7e14", "#6f42c1", "#20c997", "#d63384", "#6c757d", "#0dcaf0", "#ffc107"];
   const colour = (index) => palette[index % palette.length];
 
@@ -23,7 +29,7 @@
     data: {
       labels: data.perClass.labels,
       datasets: ["precision", "recall", "f1"].map((name, index) => ({
-        label: name === "f1" ? "F1" : name.charAt(0).toUpperCase() + name.slice(1),
+        label: seriesNames[name],
         data: data.perClass[name],
         backgroundColor: colour(index),
       })),
@@ -36,7 +42,7 @@
     data: {
       datasets: data.roc
         .map((curve, index) => ({
-          label: `${curve.label} (AUC ${curve.auc.toFixed(3)})`,
+          label: `${curve.label} (AUC ${threeDecimals(curve.auc)})`,
           data: curve.fpr.map((x, point) => ({ x: x, y: curve.tpr[point] })),
           showLine: true,
           pointRadius: 0,
@@ -44,7 +50,7 @@
           backgroundColor: colour(index),
         }))
         .concat([{
-          label: "chance",
+          label: gettext("chance"),
           data: [{ x: 0, y: 0 }, { x: 1, y: 1 }],
           showLine: true,
           pointRadius: 0,
@@ -54,8 +60,8 @@
     },
     options: {
       scales: {
-        x: { min: 0, max: 1, title: { display: true, text: "False positive rate" } },
-        y: { min: 0, max: 1, title: { display: true, text: "True positive rate" } },
+        x: { min: 0, max: 1, title: { display: true, text: gettext("False positive rate") } },
+        y: { min: 0, max: 1, title: { display: true, text: gettext("True positive rate") } },
       },
     },
   });
@@ -64,7 +70,7 @@
     type: "bar",
     data: {
       labels: data.cellsPerDay.labels,
-      datasets: [{ label: "Cells classified", data: data.cellsPerDay.counts, backgroundColor: colour(0) }],
+      datasets: [{ label: gettext("Cells classified"), data: data.cellsPerDay.counts, backgroundColor: colour(0) }],
     },
     options: { scales: { y: { beginAtZero: true, ticks: { precision: 0 } } } },
   });
@@ -73,7 +79,7 @@
     type: "bar",
     data: {
       labels: data.flaggedOutcomes.labels,
-      datasets: [{ label: "Flagged cells", data: data.flaggedOutcomes.counts, backgroundColor: "#ffc107" }],
+      datasets: [{ label: gettext("Flagged cells"), data: data.flaggedOutcomes.counts, backgroundColor: "#ffc107" }],
     },
     options: { indexAxis: "y", scales: { x: { beginAtZero: true, ticks: { precision: 0 } } } },
   });

@@ -16,6 +16,10 @@
   // anchoring would move it a second time.
   document.documentElement.style.overflowAnchor = "none";
   let busy = false;
+  // Django's JavaScript catalogue (base.html) translates; without it the English stays.
+  const gettext = window.gettext || ((text) => text);
+  const interpolate = window.interpolate ||
+    ((format, values) => format.replace(/%\((\w+)\)s/g, (match, name) => String(values[name])));
 
   const cards = () => Array.from(form.querySelectorAll("[data-testid='review-cell']"));
   const checkbox = (card) => card.querySelector("input[name='cells']");
@@ -77,10 +81,10 @@
       wrapper.setAttribute("aria-valuemax", String(target));
     }
     if (text) {
-      text.innerHTML = "";
-      const strong = document.createElement("strong");
-      strong.textContent = String(counted);
-      text.append(strong, ` / ${target} leukocytes counted${counted >= target ? " — target reached" : ""}`);
+      // The same words as the server's _review_count.html; only numbers go into the markup.
+      const format = gettext("<strong>%(counted)s</strong> / %(target)s leukocytes counted");
+      text.innerHTML = interpolate(format, { counted: Number(counted), target: Number(target) }, true) +
+        (counted >= target ? ` — ${gettext("target reached")}` : "");
     }
   }
 
@@ -164,7 +168,7 @@
       });
       const html = await response.text();
       if (!swapPartials(html)) {
-        showAlert("danger", `The server answered ${response.status} without the review; reload the page. Nothing was lost.`);
+        showAlert("danger", interpolate(gettext("The server answered %(status)s without the review; reload the page. Nothing was lost."), { status: response.status }, true));
         return;
       }
       // The selection stays what it was (a key on the focused cell does not select it).
@@ -180,7 +184,7 @@
         again.focus({ preventScroll: true });
       }
     } catch (error) {
-      showAlert("danger", `The review could not be sent (${error.message}); check the connection and try again.`);
+      showAlert("danger", interpolate(gettext("The review could not be sent (%(error)s); check the connection and try again."), { error: error.message }, true));
     } finally {
       busy = false;
       form.removeAttribute("aria-busy");
@@ -307,7 +311,7 @@
   function showHeatmap(show) {
     heatmap.classList.toggle("d-none", !show);
     legend.classList.toggle("d-none", !show);
-    gradcamButton.textContent = show ? "Hide Grad-CAM" : "Show Grad-CAM";
+    gradcamButton.textContent = show ? gettext("Hide Grad-CAM") : gettext("Show Grad-CAM");
     gradcamButton.setAttribute("aria-pressed", show ? "true" : "false");
   }
 
@@ -316,9 +320,9 @@
       return;
     }
     zoomCard = card;
-    zoom.querySelector(".modal-title").textContent = card.getAttribute("aria-label") || "Cell";
+    zoom.querySelector(".modal-title").textContent = card.getAttribute("aria-label") || gettext("Cell");
     zoomImage.src = card.dataset.fullSrc;
-    zoomImage.alt = card.getAttribute("aria-label") || "Cell";
+    zoomImage.alt = card.getAttribute("aria-label") || gettext("Cell");
     heatmap.removeAttribute("src");
     showHeatmap(false);
     gradcamMessage.textContent = "";
@@ -359,7 +363,7 @@
         return;
       }
       gradcamButton.disabled = true;
-      gradcamButton.textContent = "Computing…";
+      gradcamButton.textContent = gettext("Computing…");
       const source = `${zoomCard.dataset.gradcamSrc}?mode=heatmap`;
       heatmap.addEventListener("load", () => {
         gradcamButton.disabled = false;
@@ -367,7 +371,7 @@
       }, { once: true });
       heatmap.addEventListener("error", () => {
         gradcamButton.disabled = false;
-        gradcamButton.textContent = "Grad-CAM unavailable";
+        gradcamButton.textContent = gettext("Grad-CAM unavailable");
         heatmap.removeAttribute("src");
         fetch(source, { credentials: "same-origin" })
           .then((response) => response.text())

@@ -8,6 +8,10 @@
   const FILES_PER_REQUEST = 10;
   const FIRST_REQUEST_FILES = 2;
   const BYTES_PER_REQUEST = 16 * 1024 * 1024; // below the server's 25 MB request limit
+  // Django's JavaScript catalogue (base.html) translates; without it the English stays.
+  const gettext = window.gettext || ((text) => text);
+  const interpolate = window.interpolate || ((format, values) => format.replace(/%s/g, () => String(values.shift())));
+  const QUEUED = gettext("Uploaded — queued for classification.");
 
   function setup(form) {
     const input = form.querySelector('input[type="file"]');
@@ -32,7 +36,7 @@
       const progress = document.createElement("div");
       progress.className = "progress";
       progress.setAttribute("role", "progressbar");
-      progress.setAttribute("aria-label", "Upload of " + file.name);
+      progress.setAttribute("aria-label", interpolate(gettext("Upload of %s"), [file.name]));
       progress.setAttribute("aria-valuemin", "0");
       progress.setAttribute("aria-valuemax", "100");
       const bar = document.createElement("div");
@@ -45,7 +49,7 @@
       const message = document.createElement("div");
       message.className = "small";
       message.dataset.testid = "upload-message";
-      message.textContent = "Waiting…";
+      message.textContent = gettext("Waiting…");
       item.append(name, progress, message);
       list.appendChild(item);
       return { bar: bar, message: message };
@@ -73,7 +77,7 @@
         offsets.push(total);
         total += job.file.size;
         job.entry.bar.dataset.state = "uploading";
-        job.entry.message.textContent = "Uploading…";
+        job.entry.message.textContent = gettext("Uploading…");
       });
       const request = new XMLHttpRequest();
       request.open("POST", form.action);
@@ -93,7 +97,7 @@
           entry.bar.setAttribute("aria-valuenow", String(percent));
           if (percent === 100 && !entry.bar.classList.contains("progress-bar-striped")) {
             entry.bar.classList.add("progress-bar-striped", "progress-bar-animated");
-            entry.message.textContent = "Uploaded, checking the image…";
+            entry.message.textContent = gettext("Uploaded, checking the image…");
           }
         });
       });
@@ -109,7 +113,7 @@
       });
       request.addEventListener("error", function () {
         batch.forEach(function (job) {
-          finish(job.entry, "error", "Upload failed: the server could not be reached. The file was not added; try again.");
+          finish(job.entry, "error", gettext("Upload failed: the server could not be reached. The file was not added; try again."));
         });
         done();
       });
@@ -131,7 +135,7 @@
         body.accepted.forEach(function (item) {
           acceptedIds.push(item.id);
           const job = take(item.name);
-          if (job) finish(job.entry, "done", "Uploaded — queued for classification.");
+          if (job) finish(job.entry, "done", QUEUED);
         });
       }
       if (body && body.rejected) {
@@ -146,11 +150,11 @@
       rest.forEach(function (job) {
         if (body && body.accepted && body.accepted.length && !body.detail) {
           // Accepted under a cleaned-up name (the server keeps only a printable base name).
-          finish(job.entry, "done", "Uploaded — queued for classification.");
+          finish(job.entry, "done", QUEUED);
         } else if (body && body.detail) {
           finish(job.entry, "error", body.detail);
         } else {
-          finish(job.entry, "error", "Upload failed (HTTP " + status + "). The file was not added; try again.");
+          finish(job.entry, "error", interpolate(gettext("Upload failed (HTTP %s). The file was not added; try again."), [status]));
         }
       });
       if (acceptedIds.length && grid()) grid().track(acceptedIds);
