@@ -55,6 +55,16 @@ def _valid_role(role: str) -> Role:
 
 
 @transaction.atomic
+def record_signup_details(*, user: User, first_name: str, last_name: str, laboratory: str, requested_role: str) -> User:
+    """Keep who the person says they are. The requested role is shown to the people managers, never granted."""
+    user.first_name = first_name.strip()
+    user.last_name = last_name.strip()
+    user.laboratory = laboratory.strip()
+    user.requested_role = Role(requested_role).value if requested_role else ""
+    user.save(update_fields=["first_name", "last_name", "laboratory", "requested_role"])
+    return user
+
+
 def approve_user(*, actor, user: User, role: str, request=None) -> User:
     """Give a pending (or deactivated) person a role, which opens the clinical pages to them."""
     role = _valid_role(role)

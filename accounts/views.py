@@ -1,21 +1,42 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext
 from django.views.decorators.http import require_http_methods, require_POST
 
-from .forms import RoleForm
+from .forms import RoleForm, SignupDetailsForm
 from .models import User
 from .permissions import capability_required
 from .selectors import list_people
-from .services import UserManagementError, approve_user, can_manage_admin_roles, change_role, deactivate_user
+from .services import (
+    UserManagementError,
+    approve_user,
+    can_manage_admin_roles,
+    change_role,
+    deactivate_user,
+    record_signup_details,
+)
 
 
 @login_required
+@require_http_methods(["GET", "POST"])
 def pending(request):
-    """The one page a signed-in person without a role sees; it needs no capability by design."""
-    if request.user.role is not None or request.user.is_superuser:
+    """The one page a signed-in person without a role sees; it needs no capability by design.
+
+    A person who signed up through Google or LinkedIn (name from the provider, no laboratory or requested role
+    yet) tells the people managers here who they are; their own details are all this form can change.
+    """
+    user = request.user
+    if user.role is not None or user.is_superuser:
         return redirect("home")
-    return render(request, "accounts/pending.html")
+    details_form = None
+    if not (user.laboratory and user.requested_role and user.first_name):
+        details_form = SignupDetailsForm(request.POST or None, instance=user)
+        if request.method == "POST" and details_form.is_valid():
+            record_signup_details(user=user, **details_form.cleaned_data)
+            messages.success(request, gettext("Thank you: the people managers now see your laboratory and role."))
+            return redirect("accounts:pending")
+    return render(request, "accounts/pending.html", {"details_form": details_form})
 
 
 @capability_required("manage_users")

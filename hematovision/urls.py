@@ -15,6 +15,7 @@ api_v1 = [
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("guide/", views.guide, name="guide"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("accounts/", include("allauth.urls")),
@@ -28,7 +29,6 @@ urlpatterns = [
     # Swagger UI from the sidecar's static files, its start-up script from a URL of ours (no inline script).
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("admin/", admin.site.urls),
-]
     # The language switcher posts to set_language (i18n/setlang/); URLs carry no language prefix.
     path("i18n/", include("django.conf.urls.i18n")),
     # Strings of static/js in the visitor's language (djangojs domain). base.html adds the language to the
@@ -38,5 +38,6 @@ urlpatterns = [
         cache_control(public=True, max_age=3600)(JavaScriptCatalog.as_view()),
         name="javascript-catalog",
     ),
+]
 
 handler500 = "hematovision.views.server_error"

@@ -1,18 +1,20 @@
 import sys
 
-from django.contrib.auth.decorators import login_required
+from django.conf import settings
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.views import defaults
 
 from accounts.permissions import has_capability
+from accounts.roles import Role
 from hematovision.middleware import database_unavailable_response, is_database_unavailable
 
 
-@login_required
 def home(request):
-    """Send each role to where its work is."""
+    """Visitors see what HematoVision is; signed-in people go to where their role's work is."""
     user = request.user
+    if not user.is_authenticated:
+        return render(request, "home.html", {"signup_open": getattr(settings, "ACCOUNT_ALLOW_SIGNUP", True)})
     if user.role is None and not user.is_superuser:
         return redirect("accounts:pending")
     if has_capability(user, "create_case") or has_capability(user, "review_cells"):
@@ -21,7 +23,18 @@ def home(request):
         return redirect("reports:dashboard")
     if has_capability(user, "export_data"):
         return redirect("reports:exports")
-    return render(request, "home.html")
+    return redirect("guide")
+
+
+# The guide's sections, one per role; the reader's own role comes first.
+GUIDE_SECTIONS = [role.value for role in Role]
+
+
+def guide(request):
+    """How to use HematoVision, by role. Open to visitors too: it holds no data and helps newcomers decide."""
+    role = request.user.role if request.user.is_authenticated else None
+    sections = sorted(GUIDE_SECTIONS, key=lambda section: section != role)
+    return render(request, "guide.html", {"sections": sections, "own_role": role})
 
 
 def healthz(request):

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from allauth.account.signals import user_signed_up
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.urls import reverse
+from django.utils import translation
+from django.utils.translation import gettext
 
+from accounts.roles import Role
 from cases.models import Case, CellImage, Review
 from cases.review_labels import is_critical
 
@@ -17,11 +21,22 @@ from .services import notify, users_with
 
 @receiver(user_signed_up)
 def signup_awaits_approval(sender, request, user, **kwargs):
+    # Name, laboratory and requested role as given at sign-up (a social sign-up may not have them yet).
+    # Written in the site's language, not in the language of the person signing up.
+    name = user.get_full_name()
+    who = f"{name} ({user.email})" if name else user.email
+    with translation.override(settings.LANGUAGE_CODE):
+        role = str(Role(user.requested_role).label) if user.requested_role else gettext("none given")
+        title = gettext("%(who)s signed up and awaits approval") % {"who": who}
+        body = gettext(
+            "Laboratory: %(laboratory)s. Requested role: %(role)s. "
+            "Give them a role on the people page, or leave them pending."
+        ) % {"laboratory": user.laboratory or gettext("none given"), "role": role}
     notify(
         recipients=users_with("manage_users"),
         kind=Notification.Kind.SIGNUP_PENDING,
-        title=f"{user.email} signed up and awaits approval",
-        body="Give them a role on the people page, or leave them pending.",
+        title=title,
+        body=body,
         link=reverse("accounts:people"),
         key=f"signup:{user.pk}",
     )

@@ -97,14 +97,14 @@ def _fresh(method: str, *args):
 
 ROUTES = [
     # hematovision
-    Route("home", ROLES, note="Sends each role to its work; pending people go to the pending page."),
+    Route(
+        "home",
+        ROLES | {ANONYMOUS},
+        note="Visitors see what HematoVision is; each role is sent to its work; pending people to the pending page.",
+    ),
+    Route("guide", EVERYONE, note="The guide for each role: no data, open to visitors deciding to sign up."),
     Route("healthz", EVERYONE, note="Liveness probe."),
     Route("readyz", EVERYONE, ok_statuses=frozenset({503}), note="Readiness probe; 503 reports a dependency."),
-    # accounts
-    Route("accounts:pending", SIGNED_IN, note="People with a role are redirected home from it."),
-    Route("accounts:people", roles_with("manage_users")),
-    Route(
-        "accounts:approve",
     Route(
         "set_language",
         EVERYONE,
@@ -113,6 +113,11 @@ ROUTES = [
         note="The language switcher (django.views.i18n.set_language): anyone, signed in or not, on every page.",
     ),
     Route("javascript-catalog", EVERYONE, note="Translations of the scripts' strings: no data, every page loads it."),
+    # accounts
+    Route("accounts:pending", SIGNED_IN, note="People with a role are redirected home from it."),
+    Route("accounts:people", roles_with("manage_users")),
+    Route(
+        "accounts:approve",
         roles_with("manage_users"),
         method="post",
         kwargs=_fresh("fresh_user", None),

@@ -10,12 +10,18 @@ from tests.accounts.helpers import code_from_email, current_totp_code
 from tests.factories import DEFAULT_PASSWORD
 
 NEW_PASSWORD = "a-Strong-passphrase-42"
+SIGNUP_DETAILS = {
+    "password1": NEW_PASSWORD,
+    "password2": NEW_PASSWORD,
+    "first_name": "Ana",
+    "last_name": "García",
+    "laboratory": "Hospital Clínic Haematology",
+    "requested_role": "technician",
+}
 
 
 def sign_up(client, email="new.tech@lab.example"):
-    return client.post(
-        reverse("account_signup"), {"email": email, "password1": NEW_PASSWORD, "password2": NEW_PASSWORD}
-    )
+    return client.post(reverse("account_signup"), {"email": email, **SIGNUP_DETAILS})
 
 
 def signed_in_user(client):

@@ -28,7 +28,15 @@ def test_a_sign_up_notifies_people_managers_by_email_naming_hematovision(
     with django_capture_on_commit_callbacks(execute=True):
         client.post(
             reverse("account_signup"),
-            {"email": "new.tech@lab.example", "password1": NEW_PASSWORD, "password2": NEW_PASSWORD},
+            {
+                "email": "new.tech@lab.example",
+                "password1": NEW_PASSWORD,
+                "password2": NEW_PASSWORD,
+                "first_name": "Ana",
+                "last_name": "García",
+                "laboratory": "Hospital Clínic Haematology",
+                "requested_role": "pathologist",
+            },
             HTTP_HOST="127.0.0.1:8011",
         )
     assert kinds_of(supervisor) == kinds_of(admin_user) == [Notification.Kind.SIGNUP_PENDING]
@@ -38,8 +46,9 @@ def test_a_sign_up_notifies_people_managers_by_email_naming_hematovision(
     assert "HematoVision" in verification.body and "127.0.0.1:8011" not in verification.body
     assert verification.subject.startswith("[HematoVision] ")
     notice = by_recipient[supervisor.email]
-    assert notice.subject == "[HematoVision] new.tech@lab.example signed up and awaits approval"
+    assert notice.subject == "[HematoVision] Ana García (new.tech@lab.example) signed up and awaits approval"
     assert "Hello from HematoVision" in notice.body and "https://hv.lab.example/people/" in notice.body
+    assert "Laboratory: Hospital Clínic Haematology. Requested role: Pathologist." in notice.body
 
 
 @pytest.mark.django_db
