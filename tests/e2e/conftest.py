@@ -64,5 +64,6 @@ def sign_in(page, live_server, email: str, password: str) -> None:
     page.goto(f"{live_server.url}/accounts/login/")
     page.fill("input[name=login]", email)
     page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
+    # The sign-in form's own button: the language switcher in the header has submit buttons too.
+    page.press("input[name=password]", "Enter")
     page.wait_for_load_state("networkidle")
