@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make run   - virtualenv, pinned requirements, migrate, demo users, serve on http://127.0.0.1:8000 (DEBUG off)
+#   make run   - virtualenv, pinned requirements, migrate, demo users and demo case, serve on http://127.0.0.1:8000 (DEBUG off)
 #   make dev   - the same with DEBUG on, for developers
 #   make test  - virtualenv, pinned dev requirements, Chromium for the browser tests, ruff, pytest
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -32,6 +32,7 @@ install-dev: $(VENV)/.installed-dev
 run: install-run
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py create_demo_users
+	$(BIN)/python manage.py load_demo_case
 	$(BIN)/python manage.py recover
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
@@ -39,6 +40,7 @@ run: install-run
 dev: install-run
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py create_demo_users
+	$(BIN)/python manage.py load_demo_case
 	$(BIN)/python manage.py recover
 	DEBUG=1 $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
