@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from accounts.permissions import capability_required
 from hematovision.csv_safety import csv_text_chunks
 
-from . import selectors, services
+from . import selectors, services, shadow
 from .forms import AuditFilterForm, DashboardForm, ExportForm
 
 PAGE_SIZE = 50
@@ -85,6 +85,8 @@ def dashboard(request):
     form, version, period = _dashboard_request(request)
     metrics = selectors.dashboard_metrics(model_version=version, period=period) if version and period else None
     context = {"form": form, "metrics": metrics}
+    if period is not None:
+        context["shadow"] = shadow.shadow_comparison(period=period)
     if metrics is not None:
         context["charts"] = chart_data(metrics)
         context["confusion"] = confusion_rows(metrics)
