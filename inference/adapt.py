@@ -27,11 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import read_model_metadata, write_model_metadata
 from .data import IMAGE_SUFFIXES, AugmentationConfig, DatasetError, ImageDataset
 from .export import keras_outputs
+from .model_folder import read_model_metadata, write_model_metadata
 from .preprocessing import scale_pixels
-from .training import TrainingConfig, TrainingResult, calibrate, save_model_folder
+from .training import TrainingConfig
+from .training_common import TrainingResult, calibrate, save_model_folder
 from .whole_network import dihedral_views
 
 logger = logging.getLogger(__name__)

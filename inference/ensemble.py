@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import read_model_metadata
-from .data import AugmentationConfig, load_image_folder
+from .data import load_image_folder
+from .model_folder import KERAS_ARTIFACT, read_model_metadata, write_model_metadata
 from .preprocessing import scale_pixels
-from .training import KERAS_ARTIFACT, TrainingConfig, TrainingResult, calibrate, null_progress, save_model_folder
+from .training import TrainingConfig
+from .training_common import TrainingResult, calibrate, null_progress, save_model_folder
 
 logger = logging.getLogger(__name__)
 
@@ -180,21 +181,13 @@ def combine_models(
     result.metadata["training"]["timings_s"]["total_with_members_s"] = round(
         members_training_s + result.metadata["training"]["timings_s"]["total_s"], 1
     )
-    from .artifacts import write_model_metadata
-
     write_model_metadata(output_dir, result.metadata, with_checksums=True)
     return result
 
 
 def _config_from(metadata: dict, *, num_threads: int) -> TrainingConfig:
     """The first member's training configuration (calibration settings and seed come from it)."""
-    saved = dict(metadata.get("training", {}).get("config") or {})
-    augmentation = saved.pop("augmentation", None) or {}
-    known = set(TrainingConfig.__dataclass_fields__)
-    config = TrainingConfig(**{k: v for k, v in saved.items() if k in known})
-    config.augmentation = AugmentationConfig(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in augmentation.items()}
-    )
+    config = TrainingConfig.from_json(metadata.get("training", {}).get("config") or {}, strict=False)
     config.num_threads = num_threads
     return config
 

@@ -27,6 +27,7 @@ from audit.models import AuditEvent
 from audit.services import record
 
 from .backbones.tracing import trace_layers
+from .model_folder import KERAS_ARTIFACT, SERVING_ARTIFACT
 from .models import ModelVersion
 from .preprocessing import make_preprocessing
 
@@ -37,8 +38,6 @@ BLOOD_CELL_CLASSES = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
 SCALE_MODES = {"1/255": (1.0 / 255.0, 0.0), "-1..1": (1.0 / 127.5, -1.0), "none": None}
 DEFAULT_SCALE = "1/255"
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
-SERVING_ARTIFACT = "model.tflite"
-KERAS_ARTIFACT = "model.keras"
 # The rebuilt model must reproduce the imported one; only float rounding may differ.
 REBUILD_TOLERANCE = 1e-4
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-OOD_STATISTICS_FILE = "ood.npz"
-
 
 class MahalanobisScorer:
     def __init__(self, *, means: np.ndarray, whitening: np.ndarray):

@@ -20,8 +20,9 @@ from django.conf import settings
 from PIL import Image
 
 from .calibration import softmax
+from .model_folder import OOD_STATISTICS_FILE
 from .models import ModelVersion
-from .ood import OOD_STATISTICS_FILE, MahalanobisScorer
+from .ood import MahalanobisScorer
 from .preprocessing import preprocess_batch, validate_preprocessing
 from .registry import artifact_path, get_active_version
 from .runtimes import open_runtime, sha256_of_file

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .artifacts import read_model_metadata
+from .model_folder import read_model_metadata, version_fields
 from .models import ModelVersion
 from .registry import get_active_version
 
@@ -26,23 +26,11 @@ def find_version(*, name_or_id: str | None) -> ModelVersion | None:
 def version_from_directory(directory: Path) -> ModelVersion:
     """An unsaved ModelVersion for a model folder that is not registered (a training output, the bundled
     model before installation); its absolute artifact_dir makes registry.artifact_path point into it."""
-    metadata = read_model_metadata(directory)
+    fields = version_fields(read_model_metadata(directory))
     return ModelVersion(
-        name=metadata["name"],
+        **{**fields, "checksums": fields["checksums"] or {}},
         source=ModelVersion.Source.TRAINED,
-        backbone=metadata["backbone"],
-        classes=metadata["classes"],
-        input_size=metadata["input_size"],
-        preprocessing=metadata["preprocessing"],
-        confidence_threshold=metadata.get("confidence_threshold", 0.0),
-        ood_threshold=metadata.get("ood_threshold"),
-        temperature=metadata.get("temperature", 1.0),
-        metrics=metadata.get("metrics", {}),
-        training=metadata.get("training", {}),
         artifact_dir=str(Path(directory).resolve()),
-        serving_artifact=metadata["serving_artifact"],
-        keras_artifact=metadata.get("keras_artifact", ""),
-        checksums=metadata.get("checksums", {}),
     )
 
 

@@ -13,9 +13,8 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from audit.services import record
 
-from .artifacts import read_model_metadata
+from .model_folder import artifact_files, read_model_metadata, version_fields
 from .models import ModelEvaluation, ModelVersion
-from .ood import OOD_STATISTICS_FILE
 from .preprocessing import validate_preprocessing
 from .runtimes import sha256_of_file
 
@@ -84,11 +83,11 @@ def register_version(
     if checksums is None:
         from .registry import artifact_path
 
-        files = [serving_artifact, keras_artifact]
-        if ood_threshold is not None:
-            files.append(OOD_STATISTICS_FILE)
         checksums = {}
-        for filename in filter(None, files):
+        files = artifact_files(
+            serving_artifact=serving_artifact, keras_artifact=keras_artifact, ood_threshold=ood_threshold
+        )
+        for filename in files:
             path = artifact_path(version, filename)
             if not path.is_file():
                 raise FileNotFoundError(f"model file missing: {path}")
@@ -263,24 +262,10 @@ def record_evaluation(
 def register_from_metadata(
     *, metadata: dict[str, Any], source: str, artifact_dir: str, name: str | None = None, actor=None
 ) -> ModelVersion:
-    return register_version(
-        name=name or metadata["name"],
-        source=source,
-        backbone=metadata["backbone"],
-        classes=metadata["classes"],
-        input_size=metadata["input_size"],
-        preprocessing=metadata["preprocessing"],
-        artifact_dir=artifact_dir,
-        serving_artifact=metadata["serving_artifact"],
-        keras_artifact=metadata.get("keras_artifact", ""),
-        confidence_threshold=metadata.get("confidence_threshold", 0.0),
-        ood_threshold=metadata.get("ood_threshold"),
-        temperature=metadata.get("temperature", 1.0),
-        metrics=metadata.get("metrics", {}),
-        training=metadata.get("training", {}),
-        checksums=metadata.get("checksums"),
-        actor=actor,
-    )
+    fields = version_fields(metadata)
+    if name:
+        fields["name"] = name
+    return register_version(**fields, source=source, artifact_dir=artifact_dir, actor=actor)
 
 
 def bundled_model_superseded(version: ModelVersion) -> bool:

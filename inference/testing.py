@@ -18,9 +18,17 @@ import numpy as np
 from django.conf import settings
 from PIL import Image, ImageDraw
 
-from .artifacts import read_model_metadata, write_model_metadata
+from .model_folder import (
+    KERAS_ARTIFACT,
+    METADATA_FILE,
+    OOD_STATISTICS_FILE,
+    SERVING_ARTIFACT,
+    new_metadata,
+    read_model_metadata,
+    write_model_metadata,
+)
 from .models import ModelVersion
-from .ood import OOD_STATISTICS_FILE, MahalanobisScorer
+from .ood import MahalanobisScorer
 from .preprocessing import make_preprocessing, preprocess_batch
 from .services import activate_version, register_from_metadata
 
@@ -77,9 +85,9 @@ def _build_files(directory: Path, *, classes: tuple[str, ...], input_size: int, 
     )
     model.fit(x, {"logits": labels}, epochs=30, batch_size=len(labels), verbose=0)
     directory.mkdir(parents=True, exist_ok=True)
-    export_tflite(model, directory / "model.tflite")
-    check_parity(model, directory / "model.tflite", x[:4])
-    model.save(directory / "model.keras")
+    export_tflite(model, directory / SERVING_ARTIFACT)
+    check_parity(model, directory / SERVING_ARTIFACT, x[:4])
+    model.save(directory / KERAS_ARTIFACT)
     features = np.asarray(model(x, training=False)["features"])
     scorer = MahalanobisScorer.fit(features, labels, n_classes=n)
     scorer.save(directory / OOD_STATISTICS_FILE)
@@ -87,19 +95,15 @@ def _build_files(directory: Path, *, classes: tuple[str, ...], input_size: int, 
     ood_threshold = float(scorer.score(features).max() * 3.0 + 1.0)
     write_model_metadata(
         directory,
-        {
-            "name": directory.name,
-            "backbone": "tiny_cnn",
-            "classes": list(classes),
-            "input_size": input_size,
-            "preprocessing": preprocessing,
-            "serving_artifact": "model.tflite",
-            "keras_artifact": "model.keras",
-            "ood_threshold": ood_threshold,
-            "temperature": 1.0,
-            "metrics": {},
-            "training": {"synthetic": True, "seed": seed},
-        },
+        new_metadata(
+            name=directory.name,
+            backbone="tiny_cnn",
+            classes=list(classes),
+            input_size=input_size,
+            preprocessing=preprocessing,
+            ood_threshold=ood_threshold,
+            training={"synthetic": True, "seed": seed},
+        ),
     )
 
 
@@ -117,7 +121,7 @@ def build_tiny_model_version(
     digest = hashlib.sha256(repr((classes, input_size, seed)).encode()).hexdigest()[:12]
     directory = Path(settings.MODEL_STORE_DIR) / f"tiny-{digest}"
     with _build_lock:
-        if not (directory / "metadata.json").is_file():
+        if not (directory / METADATA_FILE).is_file():
             _build_files(directory, classes=classes, input_size=input_size, seed=seed)
     metadata = read_model_metadata(directory)
     metadata["confidence_threshold"] = confidence_threshold

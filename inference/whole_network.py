@@ -6,7 +6,8 @@ backbone, so serving, evaluation and Grad-CAM are unchanged while training and s
 Every backbone layer is trained: batch norm is folded into the convolutions first (nothing left for small
 batches to disturb). Training images are decoded once into memory (view 0 plain, views 1.. augmented as
 in ``data.augment``, same seeds as the feature cache); each epoch picks one view per image and a random
-flip/rotation. Calibration, out-of-distribution statistics and export as in ``training.train``.
+flip/rotation. Calibration, out-of-distribution statistics and export as every recipe does
+(``training_common``). This is the "whole-network" recipe, and the multi-laboratory one's training.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +25,9 @@ import numpy as np
 from .data import ImageDataset, model_input_pixels
 from .export import keras_outputs
 from .preprocessing import make_preprocessing, scale_pixels
-from .training import (
-    TrainingConfig,
+from .training_common import (
+    RecipeConfig,
+    TrainingData,
     TrainingResult,
     balanced_class_weights,
     calibrate,
@@ -35,12 +38,22 @@ from .training import (
 
 logger = logging.getLogger(__name__)
 
+RECIPE = "whole-network"
 WARMUP_FRACTION = 0.05
 HEAD_DROPOUT = 0.2
 
 
-def load_views(dataset: ImageDataset, *, views: int, preprocessing: dict, config: TrainingConfig, progress):
-    """uint8 pixels [views, N, S, S, 3]: view 0 plain, the others augmented (seeded per image and view)."""
+@dataclass
+class WholeNetworkConfig(RecipeConfig):
+    # The backbone's internal resolution; the classifier takes ``input_size`` and resizes inside.
+    whole_network_size: int = 128
+    # Share of the training folders held out for validation when no validation folder is given.
+    val_fraction: float = 0.1
+
+
+def load_views(dataset: ImageDataset, *, views: int, preprocessing: dict, config, progress):
+    """uint8 pixels [views, N, S, S, 3]: view 0 plain, the others augmented (seeded per image and view).
+    ``config`` needs ``seed``, ``num_threads`` and ``augmentation`` (a recipe's or adaptation's config)."""
     size = preprocessing["input_size"]
     pixels = np.empty((views, len(dataset), size, size, 3), dtype=np.uint8)
     for view in range(views):
@@ -58,9 +71,10 @@ def load_views(dataset: ImageDataset, *, views: int, preprocessing: dict, config
     return pixels
 
 
-def build_classifier(config: TrainingConfig, n_classes: int):
+def build_classifier(config, n_classes: int):
     """Input ``input_size`` -> resize -> folded backbone at ``whole_network_size`` -> pooled features ->
-    logits; every backbone layer top-level (Grad-CAM and block names work as for other classifiers)."""
+    logits; every backbone layer top-level (Grad-CAM and block names work as for other classifiers).
+    ``config`` needs ``backbone``, ``weights``, ``input_size`` and ``whole_network_size``."""
     import keras
 
     from .backbones import get_backbone
@@ -137,19 +151,23 @@ def _batches(pixels: np.ndarray, labels, weights, *, batch_size: int, seed: int 
 
 def train_whole_network(
     *,
-    train_dirs: list[Path],
+    config: WholeNetworkConfig,
+    data: TrainingData,
     output_dir: Path,
     name: str,
-    val_dir: Path | None = None,
-    config: TrainingConfig,
     progress: Callable = null_progress,
     log: Callable[[str], None] = logger.info,
+    recipe: str = RECIPE,
 ) -> TrainingResult:
+    """Train on ``data`` with ``config`` (a ``WholeNetworkConfig`` or a recipe config built on it, whose
+    ``val_fraction``, when it has one, splits validation off when ``data`` has no validation folders)."""
     import keras
 
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    dataset, train_set, val_set = load_training_data(train_dirs, val_dir, config=config, log=log)
+    dataset, train_set, val_set = load_training_data(
+        data, seed=config.seed, val_fraction=getattr(config, "val_fraction", None), log=log
+    )
     classes = dataset.classes
     # Raw 0..255 pixels: the classifier scales them itself.
     preprocessing = make_preprocessing(input_size=config.input_size, scale="raw", resample=config.resample)
@@ -222,8 +240,8 @@ def train_whole_network(
         classes=classes,
         preprocessing=preprocessing,
         calibration=calibration,
-        train_dirs=train_dirs,
-        val_dir=val_dir,
+        train_dirs=data.described()[0],
+        val_dir=data.described()[1],
         dataset=dataset,
         train_set=train_set,
         val_set=val_set,
@@ -236,4 +254,5 @@ def train_whole_network(
         timings=timings,
         started=started,
         log=log,
+        recipe=recipe,
     )

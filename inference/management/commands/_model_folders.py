@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from inference.models import ModelVersion
 from inference.services import activate_version, register_from_metadata
-from inference.training import TrainingResult
+from inference.training_common import TrainingResult
 
 
 def add_output_arguments(parser, *, default_name: str) -> None:

@@ -1,4 +1,10 @@
-"""manage.py train --data DIR: transfer learning, evaluation on validation, export, registration."""
+"""manage.py train --recipe NAME: one training recipe of the registry (``inference.recipes``), then
+calibration, export and registration.
+
+Recipes that read class folders take ``--data`` (``--val-data`` or ``--val-fraction``); the multilab
+recipes read a datasets root (``--data-root``). A setting the chosen recipe does not have is refused rather
+than ignored, so a command line always means what it says.
+"""
 
 from __future__ import annotations
 
@@ -10,94 +16,155 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from inference.backbones import DEFAULT_BACKBONE, UnknownBackbone, WeightsUnavailable, available_backbones
-from inference.data import AugmentationConfig, DatasetError
+from inference.backbones import UnknownBackbone, WeightsUnavailable, available_backbones
+from inference.data import DatasetError
 from inference.management.commands._model_folders import (
     add_output_arguments,
     output_folder,
     report_and_register,
 )
-from inference.training import TrainingConfig, null_progress, tqdm_progress, train
+from inference.recipes import LABORATORIES, RecipeError, available_recipes, get_recipe, run
+from inference.training_common import null_progress, tqdm_progress
+
+
+def _none_or(value: str) -> str | None:
+    return None if value == "none" else value
+
+
+# Option -> (flag, config field, conversion). Given only when typed: the defaults are each recipe's own.
+CONFIG_OPTIONS = {
+    "backbone": ("--backbone", "backbone", str),
+    "weights": ("--weights", "weights", _none_or),
+    "input_size": ("--input-size", "input_size", int),
+    "finetune_from": ("--finetune-from", "finetune_from", _none_or),
+    "whole_network_size": ("--whole-network-size", "whole_network_size", int),
+    "views": ("--views", "views", int),
+    "epochs": ("--epochs", "finetune_epochs", int),
+    "head_epochs": ("--head-epochs", "head_epochs", int),
+    "batch_size": ("--batch-size", "batch_size", int),
+    "learning_rate": ("--learning-rate", "finetune_learning_rate", float),
+    "patience": ("--patience", "patience", int),
+    "seed": ("--seed", "seed", int),
+    "threads": ("--threads", "num_threads", int),
+    "val_fraction": ("--val-fraction", "val_fraction", float),
+    "without": ("--without", "without", tuple),
+}
 
 
 class Command(BaseCommand):
-    help = "Train a classifier on ImageFolder-style data (one folder per class) and register it."
+    help = "Train a classifier with one of the training recipes and register it."
 
     def add_arguments(self, parser):
-        parser.add_argument("--data", required=True, type=Path, help="training images, one sub-folder per class")
-        parser.add_argument("--extra-data", action="append", type=Path, default=[], help="more training folders")
         parser.add_argument(
+            "--recipe",
+            choices=available_recipes(),
+            help='training recipe (default: "frozen-head", or "whole-network" with --whole-network-size)',
+        )
+        data = parser.add_argument_group("data")
+        data.add_argument("--data", type=Path, help="training images, one sub-folder per class (folder recipes)")
+        data.add_argument("--data-root", type=Path, help="datasets root holding pbc/, olympus/, lisc/ (multilab)")
+        data.add_argument("--extra-data", action="append", type=Path, default=[], help="more training folders")
+        data.add_argument(
             "--include-confirmed",
             action="store_true",
             help="add the cells whose labels pathologists confirmed (settings.CONFIRMED_LABELS_EXPORTER)",
         )
-        parser.add_argument("--val-data", type=Path, help="validation folder (default: a split of --data)")
-        parser.add_argument("--val-fraction", type=float, default=0.1)
-        parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"one of {', '.join(available_backbones())}")
-        parser.add_argument("--weights", default="imagenet", help='"imagenet", "none" (random) or a weights file')
-        parser.add_argument("--input-size", type=int, default=224)
-        parser.add_argument("--finetune-from", default="block11", help='first backbone block fine-tuned, or "none"')
-        parser.add_argument(
+        data.add_argument("--val-data", type=Path, help="validation folder (default: a split of --data)")
+        data.add_argument("--val-fraction", type=float, help="share of --data held out for validation (0.1)")
+        data.add_argument(
+            "--without", action="append", choices=LABORATORIES, help="multilab: leave this laboratory out"
+        )
+        data.add_argument("--cache-dir", type=Path, help="feature / cut-cell cache (default: VAR_DIR/cache/...)")
+        model = parser.add_argument_group("model and training (defaults: the recipe's)")
+        model.add_argument("--backbone", help=f"one of {', '.join(available_backbones())}")
+        model.add_argument("--weights", help='"imagenet", "none" (random) or a weights file')
+        model.add_argument("--input-size", type=int)
+        model.add_argument("--finetune-from", help='frozen-head: first backbone block fine-tuned, or "none"')
+        model.add_argument(
             "--whole-network-size",
             type=int,
-            help="fine-tune the whole network (batch norm folded) at this internal size, e.g. 128, instead of "
-            "the top blocks on cached activations; the model still takes --input-size and resizes inside",
+            help="whole-network / multilab: fine-tune every layer (batch norm folded) at this internal size, "
+            "e.g. 128; the model still takes --input-size and resizes inside",
         )
-        parser.add_argument("--views", type=int, default=4, help="cached views per image (view 0 unaugmented)")
-        parser.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs (0: head only)")
-        parser.add_argument("--head-epochs", type=int, default=40)
-        parser.add_argument("--batch-size", type=int, default=32)
-        parser.add_argument("--learning-rate", type=float, default=3e-4)
-        parser.add_argument("--patience", type=int, default=2)
-        parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--threads", type=int, default=2)
-        parser.add_argument("--cache-dir", type=Path, help="feature cache (default: VAR_DIR/cache/features)")
-        add_output_arguments(parser, default_name="backbone")
+        model.add_argument("--views", type=int, help="views per image (view 0 unaugmented)")
+        model.add_argument("--epochs", type=int, help="fine-tuning epochs (frozen-head: 0 trains the head only)")
+        model.add_argument("--head-epochs", type=int, help="frozen-head: linear head epochs")
+        model.add_argument("--batch-size", type=int)
+        model.add_argument("--learning-rate", type=float)
+        model.add_argument("--patience", type=int)
+        model.add_argument("--seed", type=int)
+        model.add_argument("--threads", type=int)
+        add_output_arguments(parser, default_name="recipe, backbone")
 
     def handle(self, *args, **options):
-        name = options["name"] or f"{options['backbone']}-{timezone.now():%Y%m%d-%H%M%S}"
+        recipe, config = self._recipe_and_config(options)
+        cache_dir = options["cache_dir"] or Path(settings.VAR_DIR) / "cache" / (
+            "features" if recipe.name == "frozen-head" else ""
+        )
+        default_name = f"{config.backbone}-{timezone.now():%Y%m%d-%H%M%S}"
+        name = options["name"] or (default_name if recipe.name == "frozen-head" else f"{recipe.name}-{default_name}")
         output = output_folder(name=name, output=options["output"], register=not options["no_register"])
-        train_dirs = [options["data"], *options["extra_data"]]
+        data_dirs = [options["data"]] if options["data"] else []
+        data_dirs += options["extra_data"]
         with tempfile.TemporaryDirectory(prefix="confirmed-") as confirmed_dir:
             if options["include_confirmed"]:
-                train_dirs.append(self._export_confirmed(Path(confirmed_dir)))
-            config = TrainingConfig(
-                backbone=options["backbone"],
-                input_size=options["input_size"],
-                weights=None if options["weights"] == "none" else options["weights"],
-                finetune_from=(
-                    "all"
-                    if options["whole_network_size"]
-                    else None
-                    if options["finetune_from"] == "none"
-                    else options["finetune_from"]
-                ),
-                whole_network_size=options["whole_network_size"],
-                views=options["views"],
-                head_epochs=options["head_epochs"],
-                finetune_epochs=options["epochs"],
-                batch_size=options["batch_size"],
-                finetune_learning_rate=options["learning_rate"],
-                patience=options["patience"],
-                seed=options["seed"],
-                val_fraction=options["val_fraction"],
-                num_threads=options["threads"],
-                augmentation=AugmentationConfig(),
-            )
+                data_dirs.append(self._export_confirmed(Path(confirmed_dir)))
             try:
-                result = train(
-                    train_dirs=train_dirs,
-                    val_dir=options["val_data"],
+                result = run(
+                    recipe.name,
+                    config,
                     output_dir=output,
-                    name=name,
-                    config=config,
-                    cache_dir=options["cache_dir"] or Path(settings.VAR_DIR) / "cache" / "features",
+                    model_name=name,
+                    data_dirs=data_dirs,
+                    val_dirs=[options["val_data"]] if options["val_data"] else [],
+                    data_root=options["data_root"],
+                    cache_dir=cache_dir if recipe.cache_used(config) else None,
                     progress=null_progress if options["quiet_progress"] else tqdm_progress,
                     log=lambda message: self.stdout.write(message),
                 )
             except (DatasetError, UnknownBackbone, WeightsUnavailable, ValueError) as exc:
                 raise CommandError(str(exc)) from exc
         report_and_register(self, result, register=not options["no_register"], activate=options["activate"])
+
+    def _recipe_and_config(self, options):
+        """The chosen recipe and its config from the typed options; an option that would do nothing on this
+        recipe is an error, before any work."""
+        name = options["recipe"] or ("whole-network" if options["whole_network_size"] else "frozen-head")
+        recipe = get_recipe(name)
+        fields = recipe.config_fields()
+        overrides = {}
+        for option, (flag, field, convert) in CONFIG_OPTIONS.items():
+            if options.get(option) is None:
+                continue
+            if field not in fields:
+                raise CommandError(f"{flag} does nothing with recipe {recipe.name}: it has no {field} setting")
+            overrides[field] = convert(options[option])
+        if "without" in overrides:
+            overrides["without"] = tuple(sorted(set(recipe.preset.get("without", ())) | set(overrides["without"])))
+        if recipe.reads_data_root:
+            if options["data"]:
+                raise CommandError(
+                    f"--data does nothing with recipe {recipe.name}: it reads --data-root "
+                    "(add training folders with --extra-data)"
+                )
+            if options["val_data"]:
+                raise CommandError(f"--val-data does nothing with recipe {recipe.name}: it chooses its validation data")
+            if not options["data_root"]:
+                raise CommandError(f"recipe {recipe.name} needs --data-root (the folder holding pbc/, olympus/, lisc/)")
+        else:
+            if options["data_root"]:
+                raise CommandError(f"--data-root does nothing with recipe {recipe.name}: it reads --data")
+            if not options["data"]:
+                raise CommandError(f"recipe {recipe.name} needs --data (one sub-folder per class)")
+            if options["val_data"] and options["val_fraction"] is not None:
+                raise CommandError("--val-fraction does nothing with --val-data: validation is that folder")
+        try:
+            config = recipe.config(**overrides)
+        except RecipeError as exc:
+            raise CommandError(str(exc)) from exc
+        if options["cache_dir"] and not recipe.cache_used(config):
+            raise CommandError(f"--cache-dir does nothing with recipe {recipe.name}: it caches nothing")
+        return recipe, config
 
     def _export_confirmed(self, directory: Path) -> Path:
         dotted = getattr(settings, "CONFIRMED_LABELS_EXPORTER", "")
