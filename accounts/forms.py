@@ -1,4 +1,5 @@
 from django import forms
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from .models import User
@@ -14,6 +15,11 @@ class RoleForm(forms.Form):
         self.fields["role"].choices = grantable_roles(actor=actor)
 
 
+def requested_role_choices() -> list[tuple[str, str]]:
+    """Every role may be requested (granting is another matter), named in the reader's language."""
+    return [("", gettext("Choose a role…")), *((role.value, gettext(str(role.label))) for role in Role)]
+
+
 class SignupForm(forms.Form):
     """What allauth's sign-up asks besides email and password (ACCOUNT_SIGNUP_FORM_CLASS).
 
@@ -22,20 +28,25 @@ class SignupForm(forms.Form):
     """
 
     first_name = forms.CharField(
-        label=_("First name"), max_length=150, widget=forms.TextInput({"autocomplete": "given-name"})
+        label=_("First name"),
+        max_length=150,
+        widget=forms.TextInput({"autocomplete": "given-name", "placeholder": _("First name")}),
     )
     last_name = forms.CharField(
-        label=_("Last name"), max_length=150, widget=forms.TextInput({"autocomplete": "family-name"})
+        label=_("Last name"),
+        max_length=150,
+        widget=forms.TextInput({"autocomplete": "family-name", "placeholder": _("Last name")}),
     )
     laboratory = forms.CharField(
         label=_("Laboratory"),
         max_length=120,
         help_text=_("The laboratory or hospital you work for."),
-        widget=forms.TextInput({"autocomplete": "organization"}),
+        widget=forms.TextInput({"autocomplete": "organization", "placeholder": _("Laboratory")}),
     )
     requested_role = forms.ChoiceField(
         label=_("Requested role"),
-        choices=[("", _("Choose a role…")), *Role.choices],
+        choices=requested_role_choices,
+        widget=forms.Select({"class": "form-select"}),
         help_text=_("A supervisor or administrator reviews your request and grants the role."),
     )
 
@@ -64,4 +75,4 @@ class SignupDetailsForm(forms.ModelForm):
         for name, field in self.fields.items():
             field.required = True
             field.widget.attrs["class"] = "form-select" if name == "requested_role" else "form-control"
-        self.fields["requested_role"].choices = [("", _("Choose a role…")), *Role.choices]
+        self.fields["requested_role"].choices = requested_role_choices

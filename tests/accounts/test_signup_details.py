@@ -34,6 +34,9 @@ def test_sign_up_page_asks_name_laboratory_and_requested_role(client):
 
     for name in ("first_name", "last_name", "laboratory", "requested_role"):
         assert f'name="{name}"' in page
+    assert '<select name="requested_role" class="form-select"' in page
+    assert '<option value="pathologist">Pathologist</option>' in page
+    assert "reviews your request and grants the role" in page
 
 
 @pytest.mark.django_db
