@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from django.utils.translation import gettext_lazy as _
+
 from .review_labels import REVIEWER_LABELS, is_critical, is_reviewer_label, reviewer_label_name
 
 # Adult reference intervals, % of leukocytes (common textbook intervals; labs validate their own).
@@ -26,9 +28,16 @@ ERYTHROBLAST_RANGE = (0.0, 0.0)
 NON_LEUKOCYTES = {"erythroblast", "platelet"}
 KNOWN_TYPES = set(LEUKOCYTE_REFERENCE_RANGES) | NON_LEUKOCYTES
 
+# Names shown to people (in the page's language); labels stay as the model names them.
 DISPLAY_NAMES = {
-    "ig": "Immature granulocytes (IG)",
-    "erythroblast": "Erythroblasts (NRBC)",
+    "neutrophil": _("Neutrophil"),
+    "lymphocyte": _("Lymphocyte"),
+    "monocyte": _("Monocyte"),
+    "eosinophil": _("Eosinophil"),
+    "basophil": _("Basophil"),
+    "platelet": _("Platelet"),
+    "ig": _("Immature granulocytes (IG)"),
+    "erythroblast": _("Erythroblasts (NRBC)"),
 }
 
 
@@ -44,7 +53,7 @@ def display_name(label: str) -> str:
     if is_reviewer_label(label):
         return reviewer_label_name(label)
     name = canonical(label)
-    return DISPLAY_NAMES.get(name, name.capitalize())
+    return str(DISPLAY_NAMES.get(name, name.capitalize()))
 
 
 def is_leukocyte(label: str) -> bool:

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
+from django.utils.translation import gettext_lazy as _
 
 
 class Laboratory(models.Model):
@@ -9,21 +10,22 @@ class Laboratory(models.Model):
 
     name = models.CharField(max_length=120, unique=True)
     instrument = models.CharField(
-        max_length=200, blank=True, help_text="Microscope or analyser and camera, e.g. 'CellaVision DM96'."
+        max_length=200, blank=True, help_text=_("Microscope or analyser and camera, e.g. 'CellaVision DM96'.")
     )
     um_per_pixel = models.FloatField(
-        "µm per pixel",
+        _("µm per pixel"),
         null=True,
         blank=True,
         validators=[MinValueValidator(0.01), MaxValueValidator(10.0)],
-        help_text="Micrometres per image pixel, when the laboratory knows it (calibration slide).",
+        help_text=_("Micrometres per image pixel, when the laboratory knows it (calibration slide)."),
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]
-        verbose_name_plural = "laboratories"
+        verbose_name = _("laboratory")
+        verbose_name_plural = _("laboratories")
 
     def __str__(self) -> str:
         return f"{self.name} ({self.instrument})" if self.instrument else self.name
@@ -33,10 +35,10 @@ class Case(models.Model):
     """One blood smear / sample."""
 
     class Status(models.TextChoices):
-        DRAFT = "draft", "Draft"
-        CLASSIFYING = "classifying", "Classifying"
-        AWAITING_REVIEW = "awaiting_review", "Awaiting review"
-        SIGNED = "signed", "Signed"
+        DRAFT = "draft", _("Draft")
+        CLASSIFYING = "classifying", _("Classifying")
+        AWAITING_REVIEW = "awaiting_review", _("Awaiting review")
+        SIGNED = "signed", _("Signed")
 
     accession_id = models.CharField(max_length=64, unique=True)
     # Identifies the patient in the lab's own system: stored, never listed or exported.
@@ -76,16 +78,16 @@ class CellImage(models.Model):
     """
 
     class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        CLASSIFYING = "classifying", "Classifying"
-        CLASSIFIED = "classified", "Classified"
-        FAILED = "failed", "Failed"
-        NO_CELL = "no_cell", "No cell found"
+        QUEUED = "queued", _("Queued")
+        CLASSIFYING = "classifying", _("Classifying")
+        CLASSIFIED = "classified", _("Classified")
+        FAILED = "failed", _("Failed")
+        NO_CELL = "no_cell", _("No cell found")
 
     class Kind(models.TextChoices):
-        CELL = "cell", "Cell"
-        FIELD = "field", "Microscope field"
-        NO_CELL = "no_cell", "Image without a cell"
+        CELL = "cell", _("Cell")
+        FIELD = "field", _("Microscope field")
+        NO_CELL = "no_cell", _("Image without a cell")
 
     case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="images")
     # Path inside the private, encrypted image store; never a URL.
@@ -176,13 +178,13 @@ class Prediction(models.Model):
     @property
     def flag_reason_names(self) -> list[str]:
         """The flag's reasons in words, for the pages (the codes stay in `flag_reasons`)."""
-        return [FLAG_REASON_NAMES.get(code, code.replace("_", " ")) for code in self.flag_reasons or ()]
+        return [str(FLAG_REASON_NAMES.get(code, code.replace("_", " "))) for code in self.flag_reasons or ()]
 
 
 FLAG_REASON_NAMES = {
-    "low_confidence": "low confidence",
-    "out_of_distribution": "unlike the images the model was trained on",
-    "not_a_cell": "may not be a blood cell",
+    "low_confidence": _("low confidence"),
+    "out_of_distribution": _("unlike the images the model was trained on"),
+    "not_a_cell": _("may not be a blood cell"),
 }
 
 
@@ -219,9 +221,9 @@ class Review(models.Model):
     """A pathologist's decision on one cell. Append-only; the final label is the latest review."""
 
     class Kind(models.TextChoices):
-        CONFIRM = "confirm", "Confirmed"
-        OVERRIDE = "override", "Reclassified"
-        AMENDMENT = "amendment", "Amendment after sign-off"
+        CONFIRM = "confirm", _("Confirmed")
+        OVERRIDE = "override", _("Reclassified")
+        AMENDMENT = "amendment", _("Amendment after sign-off")
 
     image = models.ForeignKey(CellImage, on_delete=models.PROTECT, related_name="reviews")
     reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")

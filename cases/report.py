@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from accounts.permissions import has_capability
 from audit.models import AuditEvent
@@ -90,9 +91,9 @@ class CaseReport:
     @property
     def status_text(self) -> str:
         return {
-            "preliminary": "Preliminary — not signed",
-            "final": "Final",
-            "amended": "Final, amended after signing",
+            "preliminary": gettext("Preliminary — not signed"),
+            "final": gettext("Final"),
+            "amended": gettext("Final, amended after signing"),
         }[self.status]
 
 
@@ -167,12 +168,15 @@ def build_report(*, case: Case, cells_per_class: int = GALLERY_CELLS_PER_CLASS) 
 def add_comment(*, case: Case, author, text: str, request=None) -> CaseComment:
     """A pathologist's comment for the report; after sign-off it is an addendum. Audited."""
     if not has_capability(author, "review_cells"):
-        raise PermissionDenied("Only pathologists can comment on a report.")
+        raise PermissionDenied(gettext("Only pathologists can comment on a report."))
     text = (text or "").strip()
     if not text:
-        raise CommentRefused("Write the comment first.")
+        raise CommentRefused(gettext("Write the comment first."))
     if len(text) > MAX_COMMENT_LENGTH:
-        raise CommentRefused(f"The comment is too long ({len(text)} characters; at most {MAX_COMMENT_LENGTH}).")
+        raise CommentRefused(
+            gettext("The comment is too long (%(length)d characters; at most %(limit)d).")
+            % {"length": len(text), "limit": MAX_COMMENT_LENGTH}
+        )
     with transaction.atomic():
         case = Case.objects.select_for_update().get(pk=case.pk)
         comment = CaseComment.objects.create(

@@ -11,6 +11,7 @@ import io
 import logging
 from pathlib import Path
 
+from django.utils.translation import gettext, ngettext
 from fpdf import FPDF
 from PIL import Image
 
@@ -78,8 +79,16 @@ class ReportPDF(FPDF):
             0,
             5,
             self.text_of(
-                f"Case {case.accession_id} · {self.report.status_text} · HematoVision decision support, "
-                f"not a diagnostic device · page {self.page_no()}/{{nb}}"
+                gettext(
+                    "Case %(accession)s · %(status)s · HematoVision decision support, not a diagnostic device · "
+                    "page %(page)s/%(pages)s"
+                )
+                % {
+                    "accession": case.accession_id,
+                    "status": self.report.status_text,
+                    "page": self.page_no(),
+                    "pages": "{nb}",
+                }
             ),
             align="C",
         )
@@ -115,17 +124,21 @@ def render_pdf(report: CaseReport) -> bytes:
     pdf = ReportPDF(report)
     pdf.alias_nb_pages()
     pdf.add_page()
-    pdf.line_text("Leukocyte differential — digital morphology", size=14, bold=True)
+    pdf.line_text(gettext("Leukocyte differential — digital morphology"), size=14, bold=True)
     rows = [
-        ("Accession", case.accession_id),
-        ("Patient reference", case.patient_reference or "—"),
-        ("Received", _when(case.created_at)),
-        ("Status", report.status_text),
-        ("Signed", f"{_when(case.signed_at)} by {case.signed_by.get_full_name() or case.signed_by.email}")
+        (gettext("Accession"), case.accession_id),
+        (gettext("Patient reference"), case.patient_reference or "—"),
+        (gettext("Received"), _when(case.created_at)),
+        (gettext("Status"), report.status_text),
+        (
+            gettext("Signed"),
+            gettext("%(when)s by %(email)s")
+            % {"when": _when(case.signed_at), "email": case.signed_by.get_full_name() or case.signed_by.email},
+        )
         if case.signed_by_id
-        else ("Signed", "not yet"),
-        ("Model version", ", ".join(report.model_versions) or "—"),
-        ("Report printed", _when(report.generated_at)),
+        else (gettext("Signed"), gettext("not yet")),
+        (gettext("Model version"), ", ".join(report.model_versions) or "—"),
+        (gettext("Report printed"), _when(report.generated_at)),
     ]
     for label, value in rows:
         pdf.font(9, bold=True)
@@ -135,25 +148,34 @@ def render_pdf(report: CaseReport) -> bytes:
     if report.critical:
         pdf.ln(2)
         pdf.set_text_color(160, 0, 0)
-        pdf.line_text("CRITICAL FINDING: a reviewer marked at least one cell other / abnormal.", size=10, bold=True)
+        pdf.line_text(
+            gettext("CRITICAL FINDING: a reviewer marked at least one cell other / abnormal."), size=10, bold=True
+        )
         pdf.set_text_color(0, 0, 0)
 
     differential = report.differential
-    pdf.heading("Differential")
-    pdf.line_text(
-        f"{differential.leukocytes} leukocyte(s) counted; {differential.reviewed_cells} of {differential.total_cells} "
-        "cell(s) with a pathologist's final label (* = model's label, not yet reviewed)."
-    )
+    pdf.heading(gettext("Differential"))
+    counted = ngettext("%(count)d leukocyte counted;", "%(count)d leukocytes counted;", differential.leukocytes) % {
+        "count": differential.leukocytes
+    }
+    reviewed = ngettext(
+        "%(reviewed)d of %(count)d cell with a pathologist's final label",
+        "%(reviewed)d of %(count)d cells with a pathologist's final label",
+        differential.total_cells,
+    ) % {"reviewed": differential.reviewed_cells, "count": differential.total_cells}
+    not_reviewed = gettext("(* = the model's label, not yet reviewed).")
+    pdf.line_text(f"{counted} {reviewed} {not_reviewed}")
     widths = (62, 18, 28, 42, 30)
     pdf.font(9, bold=True)
-    for width, title in zip(widths, ("Cell type", "Count", "Value", "Adult reference", "Flag"), strict=True):
+    titles = (gettext("Cell type"), gettext("Count"), gettext("Value"), gettext("Adult reference"), gettext("Flag"))
+    for width, title in zip(widths, titles, strict=True):
         pdf.cell(width, 6, pdf.text_of(title), border="B")
     pdf.ln()
     pdf.font(9)
     for row in differential.rows:
         value = f"{row.value:.1f} {row.unit}" if row.value is not None else "—"
         reference = f"{row.low:g}–{row.high:g} {row.unit}" if row.low is not None else "—"
-        flag = {"high": "↑ above range", "low": "↓ below range"}.get(row.flag, "")
+        flag = {"high": "↑ " + gettext("above range"), "low": "↓ " + gettext("below range")}.get(row.flag, "")
         cells = (row.name, f"{row.count}{'*' if row.unreviewed else ''}", value, reference, flag)
         for width, text in zip(widths, cells, strict=True):
             pdf.font(9, bold=bool(row.flag) and text == flag)
@@ -161,34 +183,45 @@ def render_pdf(report: CaseReport) -> bytes:
         pdf.ln()
     pdf.ln(1)
     pdf.line_text(
-        "Reported apart (not in the percentages): "
+        gettext("Reported apart (not in the percentages)")
+        + ": "
         + ", ".join(f"{row.name} {row.count}" for row in differential.reviewer_rows)
         + "."
     )
     pdf.line_text(
-        "Percentages are of leukocytes; NRBC per 100 leukocytes; platelets counted only. Reference intervals are "
-        "common adult values; interpret with the laboratory's own intervals.",
+        gettext(
+            "Percentages are of leukocytes; NRBC per 100 leukocytes; platelets counted only. Reference intervals are "
+            "common adult values; interpret with the laboratory's own intervals."
+        ),
         size=7,
     )
 
     if report.comments:
-        pdf.heading("Comments")
+        pdf.heading(gettext("Comments"))
         for comment in report.comments:
             who = comment.author.get_full_name() or comment.author.email
-            addendum = " (addendum after signing)" if comment.after_signing else ""
+            addendum = " (" + gettext("addendum after signing") + ")" if comment.after_signing else ""
             pdf.line_text(f"{_when(comment.created_at)} {who}{addendum}: {comment.text}")
     if report.amendments:
-        pdf.heading("Amendments after signing")
+        pdf.heading(gettext("Amendments after signing"))
         for amendment in report.amendments:
             pdf.line_text(
-                f"{_when(amendment.at)} {amendment.by}: cell {amendment.cell_id} {amendment.from_name} → "
-                f"{amendment.to_name} — {amendment.reason}"
+                gettext("%(when)s %(by)s: cell %(cell)s %(from)s → %(to)s — %(reason)s")
+                % {
+                    "when": _when(amendment.at),
+                    "by": amendment.by,
+                    "cell": amendment.cell_id,
+                    "from": amendment.from_name,
+                    "to": amendment.to_name,
+                    "reason": amendment.reason,
+                }
             )
 
-    pdf.heading("Cells by class")
+    pdf.heading(gettext("Cells by class"))
     for group in report.gallery:
         shown = len(group.cells)
-        more = f" (first {shown} shown)" if group.count > shown else ""
+        first_shown = gettext("first %(shown)s shown") % {"shown": shown}
+        more = f" ({first_shown})" if group.count > shown else ""
         pdf.line_text(f"{group.name}: {group.count}{more}", bold=True)
         x = pdf.l_margin
         if pdf.get_y() + THUMB_MM > pdf.h - 20:
@@ -210,9 +243,10 @@ def render_pdf(report: CaseReport) -> bytes:
     signer = case.signed_by
     pdf.ln(2)
     pdf.line_text(
-        f"Signed electronically by {signer.get_full_name() or signer.email} on {_when(case.signed_at)}."
+        gettext("Signed electronically by %(signer)s on %(when)s.")
+        % {"signer": signer.get_full_name() or signer.email, "when": _when(case.signed_at)}
         if signer
-        else "Not signed: preliminary report.",
+        else gettext("Not signed: preliminary report."),
         bold=True,
     )
     return bytes(pdf.output())

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.utils.translation import gettext as _
+
 LOW_CONFIDENCE = "low_confidence"
 OUT_OF_DISTRIBUTION = "out_of_distribution"
 NOT_A_CELL = "not_a_cell"
@@ -23,11 +25,11 @@ class FlagReason:
 
 
 def _percent(value: float | None) -> str:
-    return "unknown" if value is None else f"{100.0 * value:.0f}%"
+    return _("unknown") if value is None else f"{100.0 * value:.0f}%"
 
 
 def _number(value: float | None) -> str:
-    return "unknown" if value is None else f"{value:.2f}"
+    return _("unknown") if value is None else f"{value:.2f}"
 
 
 def _sentence(code: str, prediction) -> FlagReason:
@@ -35,27 +37,40 @@ def _sentence(code: str, prediction) -> FlagReason:
     if code == LOW_CONFIDENCE:
         return FlagReason(
             code,
-            "Low confidence",
-            f"The model is unsure: its confidence in “{prediction.label}” is {_percent(prediction.confidence)}, "
-            f"below the {_percent(version.confidence_threshold)} this model version needs to call a cell. "
-            "Look at the runner-up classes before confirming.",
+            _("Low confidence"),
+            _(
+                "The model is unsure: its confidence in “%(label)s” is %(confidence)s, below the %(threshold)s this "
+                "model version needs to call a cell. Look at the runner-up classes before confirming."
+            )
+            % {
+                "label": prediction.label,
+                "confidence": _percent(prediction.confidence),
+                "threshold": _percent(version.confidence_threshold),
+            },
         )
     if code == OUT_OF_DISTRIBUTION:
         return FlagReason(
             code,
-            "Unlike the training images",
-            f"This image looks unlike the cells the model learned from (out-of-distribution score "
-            f"{_number(prediction.ood_score)}, above the limit {_number(version.ood_threshold)}): staining, "
-            "magnification, focus or the kind of cell may differ, so the label is less trustworthy.",
+            _("Unlike the training images"),
+            _(
+                "This image looks unlike the cells the model learned from (out-of-distribution score %(score)s, "
+                "above the limit %(limit)s): staining, magnification, focus or the kind of cell may differ, so the "
+                "label is less trustworthy."
+            )
+            % {"score": _number(prediction.ood_score), "limit": _number(version.ood_threshold)},
         )
     if code == NOT_A_CELL:
         return FlagReason(
             code,
-            "Maybe not a cell",
-            "The model does not see a single white blood cell here: it may be debris, a clump, an empty area or "
-            "a cut-off cell. Mark it as an artefact if so.",
+            _("Maybe not a cell"),
+            _(
+                "The model does not see a single white blood cell here: it may be debris, a clump, an empty area or "
+                "a cut-off cell. Mark it as an artefact if so."
+            ),
         )
-    return FlagReason(code, code.replace("_", " ").capitalize(), f"The model flagged this cell ({code}).")
+    return FlagReason(
+        code, code.replace("_", " ").capitalize(), _("The model flagged this cell (%(code)s).") % {"code": code}
+    )
 
 
 def flag_reason_codes(prediction) -> list[str]:
@@ -84,6 +99,8 @@ def flag_reasons(prediction) -> list[FlagReason]:
     reasons = [_sentence(code, prediction) for code in flag_reason_codes(prediction)]
     if not reasons and prediction is not None and prediction.flagged:
         reasons.append(
-            FlagReason("flagged", "Needs review", "The model flagged this cell as unidentified; review it by eye.")
+            FlagReason(
+                "flagged", _("Needs review"), _("The model flagged this cell as unidentified; review it by eye.")
+            )
         )
     return reasons

@@ -8,15 +8,17 @@ A cell a reviewer calls abnormal (a blast, an atypical cell) makes its case a cr
 
 from __future__ import annotations
 
+from django.utils.translation import gettext_lazy as _
+
 SMUDGE = "smudge"
 ARTEFACT = "artefact"
 ABNORMAL = "abnormal"
 
-# code -> (name shown to people, keyboard shortcut on the review page)
+# code -> (name shown to people, translated when shown; keyboard shortcut on the review page)
 REVIEWER_LABELS: dict[str, tuple[str, str]] = {
-    SMUDGE: ("Smudge cell", "s"),
-    ARTEFACT: ("Artefact", "x"),
-    ABNORMAL: ("Other / abnormal cell", "o"),
+    SMUDGE: (_("Smudge cell"), "s"),
+    ARTEFACT: (_("Artefact"), "x"),
+    ABNORMAL: (_("Other / abnormal cell"), "o"),
 }
 CRITICAL_LABELS = frozenset({ABNORMAL})
 
@@ -26,7 +28,7 @@ def is_reviewer_label(label: str) -> bool:
 
 
 def reviewer_label_name(label: str) -> str:
-    return REVIEWER_LABELS[label][0]
+    return str(REVIEWER_LABELS[label][0])
 
 
 def is_critical(label: str) -> bool:

@@ -7,6 +7,7 @@ they are the signer. A failed attempt is audited (as a failed sign-in, with what
 from __future__ import annotations
 
 from allauth.mfa.totp.internal.auth import TOTP
+from django.utils.translation import gettext
 
 from accounts.mfa import totp_authenticator
 from audit.models import AuditEvent
@@ -35,13 +36,17 @@ def reauthenticate(*, user, password: str = "", code: str = "", purpose: str, re
         authenticator = totp_authenticator(user)
         if authenticator is None:
             raise ReauthenticationFailed(
-                "Your account has no authenticator app; enter your password instead (or set one up under Security)."
+                gettext(
+                    "Your account has no authenticator app; enter your password instead (or set one up under Security)."
+                )
             )
         if TOTP(authenticator).validate_code(code):
             return "totp"
     elif password:
         if not methods["password"]:
-            raise ReauthenticationFailed("Your account has no password; enter a code from your authenticator app.")
+            raise ReauthenticationFailed(
+                gettext("Your account has no password; enter a code from your authenticator app.")
+            )
         if user.check_password(password):
             return "password"
     record(
@@ -52,5 +57,7 @@ def reauthenticate(*, user, password: str = "", code: str = "", purpose: str, re
         request=request,
     )
     raise ReauthenticationFailed(
-        "That code is not valid; enter the current one." if code else "That password is not right; nothing was signed."
+        gettext("That code is not valid; enter the current one.")
+        if code
+        else gettext("That password is not right; nothing was signed.")
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db.models import Prefetch, QuerySet
+from django.utils.translation import gettext as _
 
 from inference.models import ModelVersion
 from inference.registry import get_active_version
@@ -154,14 +155,14 @@ def review_gallery(
             by_class.setdefault(cell.predicted_label, []).append(cell)
     groups: list[GalleryGroup] = []
     if flagged:
-        groups.append(GalleryGroup(key="flagged", title="Unidentified — needs review", cells=flagged, flagged=True))
+        groups.append(GalleryGroup(key="flagged", title=_("Unidentified — needs review"), cells=flagged, flagged=True))
     for label in sorted(by_class, key=lambda name: (order.get(name, len(order)), name)):
         groups.append(GalleryGroup(key=label, title=display_name(label), cells=by_class[label]))
     for label in REVIEWER_LABELS:
         if label in by_reviewer_label:
             groups.append(GalleryGroup(key=label, title=display_name(label), cells=by_reviewer_label[label]))
     if unclassified:
-        groups.append(GalleryGroup(key="unclassified", title="Not classified", cells=unclassified))
+        groups.append(GalleryGroup(key="unclassified", title=_("Not classified"), cells=unclassified))
     return groups
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext, ngettext
 
 from accounts.permissions import has_capability
 from audit.models import AuditEvent
@@ -43,20 +44,26 @@ def _selected_cells(*, case: Case, image_ids) -> list[CellForReview]:
     try:
         wanted = sorted({int(image_id) for image_id in image_ids})
     except (TypeError, ValueError) as error:
-        raise ReviewRefused("Cell ids must be whole numbers.") from error
+        raise ReviewRefused(gettext("Cell ids must be whole numbers.")) from error
     if not wanted:
-        raise ReviewRefused("Select at least one cell.")
+        raise ReviewRefused(gettext("Select at least one cell."))
     cells = cells_for_review(case=case, image_ids=wanted)
     missing = sorted(set(wanted) - {cell.image.pk for cell in cells})
     if missing:
-        raise ReviewRefused(f"Case {case.accession_id} has no cell {', '.join(map(str, missing))}.")
+        raise ReviewRefused(
+            gettext("Case %(accession)s has no cell %(cells)s.")
+            % {"accession": case.accession_id, "cells": ", ".join(map(str, missing))}
+        )
     return cells
 
 
 def _clean_reason(reason: str | None) -> str:
     reason = (reason or "").strip()
     if len(reason) > MAX_REASON_LENGTH:
-        raise ReviewRefused(f"The reason is too long ({len(reason)} characters; at most {MAX_REASON_LENGTH}).")
+        raise ReviewRefused(
+            gettext("The reason is too long (%(length)d characters; at most %(limit)d).")
+            % {"length": len(reason), "limit": MAX_REASON_LENGTH}
+        )
     return reason
 
 
@@ -67,7 +74,10 @@ def _check_label(*, case: Case, label: str) -> None:
     choices = label_choices(case=case)
     if label not in choices:
         allowed = ", ".join([*choices, *REVIEWER_LABELS])
-        raise ReviewRefused(f"“{label}” is not a class of this case's model; choose one of: {allowed}.")
+        raise ReviewRefused(
+            gettext("“%(label)s” is not a class of this case's model; choose one of: %(allowed)s.")
+            % {"label": label, "allowed": allowed}
+        )
 
 
 def review_cells(
@@ -76,14 +86,15 @@ def review_cells(
     """Confirm the selected cells (no `to_label`: each keeps its current label) or reclassify them all to
     `to_label`. A change of label is an override; its reason is optional while reviewing (an amendment after
     sign-off needs one). Refused once the case is signed."""
-    _require(reviewer, "review_cells", "Only pathologists can review cells.")
+    _require(reviewer, "review_cells", gettext("Only pathologists can review cells."))
     to_label = (to_label or "").strip()
     reason = _clean_reason(reason)
     with transaction.atomic():
         case = _locked_case(case)
         if case.status == Case.Status.SIGNED:
             raise ReviewConflict(
-                f"Case {case.accession_id} is signed; change a cell with an amendment and a reason instead."
+                gettext("Case %(accession)s is signed; change a cell with an amendment and a reason instead.")
+                % {"accession": case.accession_id}
             )
         if to_label:
             _check_label(case=case, label=to_label)
@@ -92,7 +103,10 @@ def review_cells(
         for cell in cells:
             target = to_label or cell.current_label
             if not target:
-                raise ReviewRefused(f"Cell {cell.image.pk} has no prediction to confirm; reclassify it to a class.")
+                raise ReviewRefused(
+                    gettext("Cell %(cell)s has no prediction to confirm; reclassify it to a class.")
+                    % {"cell": cell.image.pk}
+                )
             kind = Review.Kind.CONFIRM if target == cell.current_label else Review.Kind.OVERRIDE
             planned.append((cell, kind, target))
         reviews = []
@@ -125,19 +139,24 @@ def review_cells(
 
 def sign_case(*, case: Case, signer, request=None) -> Case:
     """Lock the case once every cell has a final label."""
-    _require(signer, "sign_case", "Only pathologists can sign cases.")
+    _require(signer, "sign_case", gettext("Only pathologists can sign cases."))
     with transaction.atomic():
         case = _locked_case(case)
         if case.status == Case.Status.SIGNED:
-            raise ReviewConflict(f"Case {case.accession_id} is already signed.")
+            raise ReviewConflict(gettext("Case %(accession)s is already signed.") % {"accession": case.accession_id})
         progress = review_progress(case=case)
         if progress.total == 0:
-            raise ReviewConflict(f"Case {case.accession_id} has no cells to sign.")
+            raise ReviewConflict(gettext("Case %(accession)s has no cells to sign.") % {"accession": case.accession_id})
         if progress.unlabelled_ids:
             count = len(progress.unlabelled_ids)
             listed = ", ".join(map(str, progress.unlabelled_ids[:20])) + (" …" if count > 20 else "")
             raise ReviewConflict(
-                f"Case {case.accession_id} cannot be signed: {count} cell(s) have no final label yet ({listed})."
+                ngettext(
+                    "Case %(accession)s cannot be signed: %(count)d cell has no final label yet (%(cells)s).",
+                    "Case %(accession)s cannot be signed: %(count)d cells have no final label yet (%(cells)s).",
+                    count,
+                )
+                % {"accession": case.accession_id, "count": count, "cells": listed}
             )
         case.status = Case.Status.SIGNED
         case.signed_by = signer
@@ -156,22 +175,32 @@ def sign_case(*, case: Case, signer, request=None) -> Case:
 def amend_cells(*, case: Case, image_ids, amender, to_label: str, reason: str, request=None) -> list[Review]:
     """Change the final label of cells of a signed case. The case stays signed; the amendment and its
     reason are recorded next to the original decisions."""
-    _require(amender, "sign_case", "Only pathologists can amend signed cases.")
+    _require(amender, "sign_case", gettext("Only pathologists can amend signed cases."))
     to_label = (to_label or "").strip()
     reason = _clean_reason(reason)
     with transaction.atomic():
         case = _locked_case(case)
         if case.status != Case.Status.SIGNED:
-            raise ReviewConflict(f"Case {case.accession_id} is not signed yet; review its cells instead.")
+            raise ReviewConflict(
+                gettext("Case %(accession)s is not signed yet; review its cells instead.")
+                % {"accession": case.accession_id}
+            )
         if not to_label:
-            raise ReviewRefused("Choose the class the cells should have.")
+            raise ReviewRefused(gettext("Choose the class the cells should have."))
         if not reason:
-            raise ReviewRefused("An amendment needs a reason.")
+            raise ReviewRefused(gettext("An amendment needs a reason."))
         _check_label(case=case, label=to_label)
         cells = _selected_cells(case=case, image_ids=image_ids)
         unchanged = [cell.image.pk for cell in cells if cell.current_label == to_label]
         if unchanged:
-            raise ReviewRefused(f"Cell(s) {', '.join(map(str, unchanged))} already have the label “{to_label}”.")
+            raise ReviewRefused(
+                ngettext(
+                    "Cell %(cells)s already has the label “%(label)s”.",
+                    "Cells %(cells)s already have the label “%(label)s”.",
+                    len(unchanged),
+                )
+                % {"cells": ", ".join(map(str, unchanged)), "label": to_label}
+            )
         reviews = []
         for cell in cells:
             review = Review.objects.create(

@@ -10,6 +10,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 from PIL import Image
 
 from inference.preprocessing import to_rgb
@@ -234,7 +235,7 @@ def confirmed_cells(*, signed_only: bool = False) -> list[tuple[CellImage, str]]
 # "This model is not validated for images like these": when a case's cells as a whole look unlike the
 # training data. The rule: at least UNLIKE_TRAINING_MIN_CELLS classified cells, and at least
 # UNLIKE_TRAINING_SHARE of them flagged for a reason that says "unlike the training data" (not merely unsure).
-NOT_VALIDATED_MESSAGE = "This model is not validated for images like these."
+NOT_VALIDATED_MESSAGE = _("This model is not validated for images like these.")
 UNLIKE_TRAINING_REASONS = frozenset({"out_of_distribution", "not_a_cell"})
 UNLIKE_TRAINING_SHARE = 0.30
 UNLIKE_TRAINING_MIN_CELLS = 3
@@ -255,7 +256,7 @@ class ValidityWarning:
 
     @property
     def message(self) -> str:
-        return NOT_VALIDATED_MESSAGE if self.warn else ""
+        return str(NOT_VALIDATED_MESSAGE) if self.warn else ""
 
 
 def model_validity(*, case: Case) -> ValidityWarning:

@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from django.db import IntegrityError, transaction
+from django.utils.translation import gettext, ngettext
 from PIL import Image
 
 from audit.models import AuditEvent
@@ -66,7 +67,7 @@ def create_case(
 ) -> Case:
     accession_id = accession_id.strip()
     if not accession_id:
-        raise CaseError("An accession id is required.")
+        raise CaseError(gettext("An accession id is required."))
     try:
         with transaction.atomic():
             case = Case.objects.create(
@@ -86,7 +87,9 @@ def create_case(
                 request=request,
             )
     except IntegrityError as exc:
-        raise CaseError(f"A case with accession id {accession_id} already exists.") from exc
+        raise CaseError(
+            gettext("A case with accession id %(accession)s already exists.") % {"accession": accession_id}
+        ) from exc
     return case
 
 
@@ -102,10 +105,10 @@ def create_laboratory(*, name: str, instrument: str = "", um_per_pixel: float | 
     """Add a laboratory (names are unique, compared without regard to case)."""
     name = name.strip()
     if not name:
-        raise CaseError("A laboratory needs a name.")
+        raise CaseError(gettext("A laboratory needs a name."))
     with transaction.atomic():
         if Laboratory.objects.filter(name__iexact=name).exists():
-            raise CaseError(f"A laboratory named {name} already exists.")
+            raise CaseError(gettext("A laboratory named %(name)s already exists.") % {"name": name})
         laboratory = Laboratory.objects.create(name=name, instrument=instrument.strip(), um_per_pixel=um_per_pixel)
         record(
             action=LABORATORY_CREATED,
@@ -123,11 +126,11 @@ def update_laboratory(
     """Change a laboratory; the audit trail keeps each changed field's old and new value."""
     name = name.strip()
     if not name:
-        raise CaseError("A laboratory needs a name.")
+        raise CaseError(gettext("A laboratory needs a name."))
     with transaction.atomic():
         locked = Laboratory.objects.select_for_update().get(pk=laboratory.pk)
         if Laboratory.objects.filter(name__iexact=name).exclude(pk=locked.pk).exists():
-            raise CaseError(f"A laboratory named {name} already exists.")
+            raise CaseError(gettext("A laboratory named %(name)s already exists.") % {"name": name})
         new_values = {"name": name, "instrument": instrument.strip(), "um_per_pixel": um_per_pixel}
         changes = {
             field: {"from": getattr(locked, field), "to": value}
@@ -154,7 +157,9 @@ def add_images(*, case: Case, files: Iterable, uploaded_by, request=None) -> tup
     Every file is judged on its own: rejected files get a message each and the good ones are kept.
     """
     if case.status == Case.Status.SIGNED:
-        raise UploadRefused(f"Case {case.accession_id} is signed; no images can be added to it.")
+        raise UploadRefused(
+            gettext("Case %(accession)s is signed; no images can be added to it.") % {"accession": case.accession_id}
+        )
     known_hashes = dict(case.images.filter(parent__isnull=True).values_list("sha256", "original_name"))
     stored: list[tuple[str, str, str, ValidatedImage]] = []
     rejected: list[RejectedFile] = []
@@ -169,7 +174,8 @@ def add_images(*, case: Case, files: Iterable, uploaded_by, request=None) -> tup
             rejected.append(
                 RejectedFile(
                     name=name,
-                    message=f"{name} is identical to {known_hashes[image.sha256]}, already in this case.",
+                    message=gettext("%(name)s is identical to %(other)s, already in this case.")
+                    % {"name": name, "other": known_hashes[image.sha256]},
                 )
             )
             continue
@@ -214,7 +220,10 @@ def _register_images(*, case: Case, stored: Sequence, uploaded_by, request) -> l
     with transaction.atomic():
         locked = Case.objects.select_for_update().get(pk=case.pk)
         if locked.status == Case.Status.SIGNED:
-            raise UploadRefused(f"Case {locked.accession_id} is signed; no images can be added to it.")
+            raise UploadRefused(
+                gettext("Case %(accession)s is signed; no images can be added to it.")
+                % {"accession": locked.accession_id}
+            )
         accepted = CellImage.objects.bulk_create(
             [
                 CellImage(
@@ -263,7 +272,10 @@ def retry_classification(*, image: CellImage, actor, request=None) -> CellImage:
     with transaction.atomic():
         locked = CellImage.objects.select_for_update().select_related("case").get(pk=image.pk)
         if locked.case.status == Case.Status.SIGNED:
-            raise RetryRefused(f"Case {locked.case.accession_id} is signed; its images are not classified again.")
+            raise RetryRefused(
+                gettext("Case %(accession)s is signed; its images are not classified again.")
+                % {"accession": locked.case.accession_id}
+            )
         if not selectors.retry_allowed(image=locked):
             raise RetryRefused(_retry_refusal(locked))
         previous = locked.status
@@ -285,12 +297,13 @@ def retry_classification(*, image: CellImage, actor, request=None) -> CellImage:
 
 def _retry_refusal(image: CellImage) -> str:
     if image.status == CellImage.Status.CLASSIFIED:
-        return f"Image {image.original_name} is already classified."
+        return gettext("Image %(name)s is already classified.") % {"name": image.original_name}
     minutes = max(1, round(selectors.stale_after().total_seconds() / 60))
-    return (
-        f"Image {image.original_name} is {image.get_status_display().lower()}; it can be retried if it is still "
-        f"waiting after {minutes} minute(s)."
-    )
+    return ngettext(
+        "Image %(name)s is %(status)s; it can be retried if it is still waiting after %(minutes)d minute.",
+        "Image %(name)s is %(status)s; it can be retried if it is still waiting after %(minutes)d minutes.",
+        minutes,
+    ) % {"name": image.original_name, "status": image.get_status_display().lower(), "minutes": minutes}
 
 
 # Confirmed cells as training data.

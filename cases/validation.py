@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from io import BytesIO
 
 from django.conf import settings
+from django.utils.translation import gettext
 from PIL import Image, ImageMode, UnidentifiedImageError
 
 from inference.preprocessing import to_rgb
@@ -76,14 +77,22 @@ def validate_image(uploaded_file) -> ValidatedImage:
     max_pixels = settings.MAX_UPLOAD_PIXELS
     declared_size = getattr(uploaded_file, "size", None)
     if declared_size is not None and declared_size > max_bytes:
-        raise ImageRejected(f"is {human_size(declared_size)}; the limit is {human_size(max_bytes)} per image.")
+        raise ImageRejected(
+            gettext("is %(size)s; the limit is %(limit)s per image.")
+            % {"size": human_size(declared_size), "limit": human_size(max_bytes)}
+        )
     data = read_upload(uploaded_file, limit=max_bytes)
     if not data:
-        raise ImageRejected("is empty (0 bytes).")
+        raise ImageRejected(gettext("is empty (0 bytes)."))
     if len(data) > max_bytes:
-        raise ImageRejected(f"is larger than {human_size(max_bytes)}, the limit per image.")
+        raise ImageRejected(
+            gettext("is larger than %(limit)s, the limit per image.") % {"limit": human_size(max_bytes)}
+        )
     if _looks_like_svg(data[:1024]):
-        raise ImageRejected(f"is an SVG drawing, not a microscope photograph; upload {ACCEPTED_DESCRIPTION} images.")
+        raise ImageRejected(
+            gettext("is an SVG drawing, not a microscope photograph; upload %(formats)s images.")
+            % {"formats": ACCEPTED_DESCRIPTION}
+        )
 
     with warnings.catch_warnings():
         # Pillow's own bomb limit is a warning below 2x; the platform's limit is checked explicitly below.
@@ -92,16 +101,19 @@ def validate_image(uploaded_file) -> ValidatedImage:
             image = Image.open(BytesIO(data))
         except Image.DecompressionBombError as exc:
             raise ImageRejected(
-                f"declares far more pixels than the limit of {max_pixels:,} per image (a possible decompression "
-                "bomb); it was not decoded."
+                gettext(
+                    "declares far more pixels than the limit of %(limit)s per image (a possible decompression bomb); "
+                    "it was not decoded."
+                )
+                % {"limit": f"{max_pixels:,}"}
             ) from exc
         except UnidentifiedImageError as exc:
             raise ImageRejected(
-                f"is not an image that can be decoded (wrong or unknown file type); upload {ACCEPTED_DESCRIPTION} "
-                "images."
+                gettext("is not an image that can be decoded (wrong or unknown file type); upload %(formats)s images.")
+                % {"formats": ACCEPTED_DESCRIPTION}
             ) from exc
         except (OSError, SyntaxError, ValueError) as exc:
-            raise ImageRejected(f"could not be read as an image: {exc}.") from exc
+            raise ImageRejected(gettext("could not be read as an image: %(error)s.") % {"error": exc}) from exc
         with image:
             return _check_decoded(image, data, max_pixels=max_pixels)
 
@@ -127,36 +139,62 @@ def decoded_bytes(image: Image.Image) -> int:
 def _check_decoded(image: Image.Image, data: bytes, *, max_pixels: int) -> ValidatedImage:
     image_format = image.format or "unknown"
     if image_format not in ACCEPTED_FORMATS:
-        kind = f"a {image_format} image" if image_format in KNOWN_REFUSED_FORMATS else f"in {image_format} format"
-        raise ImageRejected(f"is {kind}, which is not accepted; upload {ACCEPTED_DESCRIPTION} images.")
+        if image_format in KNOWN_REFUSED_FORMATS:
+            message = gettext("is a %(format)s image, which is not accepted; upload %(formats)s images.")
+        else:
+            message = gettext("is in %(format)s format, which is not accepted; upload %(formats)s images.")
+        raise ImageRejected(message % {"format": image_format, "formats": ACCEPTED_DESCRIPTION})
     width, height = image.size
     if width < 1 or height < 1:
-        raise ImageRejected(f"declares an empty picture ({width} × {height} pixels).")
+        raise ImageRejected(
+            gettext("declares an empty picture (%(width)s × %(height)s pixels).") % {"width": width, "height": height}
+        )
     if width * height > max_pixels:
         raise ImageRejected(
-            f"declares {width:,} × {height:,} pixels ({width * height:,}); the limit is {max_pixels:,} pixels "
-            "(40 megapixels) per image."
+            gettext(
+                "declares %(width)s × %(height)s pixels (%(pixels)s); the limit is %(limit)s pixels (40 megapixels) "
+                "per image."
+            )
+            % {
+                "width": f"{width:,}",
+                "height": f"{height:,}",
+                "pixels": f"{width * height:,}",
+                "limit": f"{max_pixels:,}",
+            }
         )
     decoded = decoded_bytes(image)
     max_decoded = settings.MAX_DECODED_BYTES
     if decoded > max_decoded:
         raise ImageRejected(
-            f"would take {human_size(decoded)} once decoded ({width:,} × {height:,} pixels at "
-            f"{decoded // (width * height)} bytes each); the limit is {human_size(max_decoded)} of decoded "
-            "pixels per image. It was not decoded."
+            gettext(
+                "would take %(size)s once decoded (%(width)s × %(height)s pixels at %(bytes)s bytes each); the limit "
+                "is %(limit)s of decoded pixels per image. It was not decoded."
+            )
+            % {
+                "size": human_size(decoded),
+                "width": f"{width:,}",
+                "height": f"{height:,}",
+                "bytes": decoded // (width * height),
+                "limit": human_size(max_decoded),
+            }
         )
     frames = getattr(image, "n_frames", 1)
     if frames > 1:
         raise ImageRejected(
-            f"contains {frames} frames (animated or multi-page); upload each cell as a single-frame image."
+            gettext("contains %(frames)s frames (animated or multi-page); upload each cell as a single-frame image.")
+            % {"frames": frames}
         )
     try:
         image.load()
         upright = to_rgb(image)
     except Image.DecompressionBombError as exc:
-        raise ImageRejected(f"declares more pixels than the limit of {max_pixels:,} per image.") from exc
+        raise ImageRejected(
+            gettext("declares more pixels than the limit of %(limit)s per image.") % {"limit": f"{max_pixels:,}"}
+        ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageRejected(f"is damaged or truncated and cannot be decoded ({exc}).") from exc
+        raise ImageRejected(
+            gettext("is damaged or truncated and cannot be decoded (%(error)s).") % {"error": exc}
+        ) from exc
     return ValidatedImage(
         data=data,
         sha256=hashlib.sha256(data).hexdigest(),

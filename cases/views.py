@@ -10,6 +10,8 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.permissions import capability_required, has_capability
@@ -69,7 +71,9 @@ def case_create(request):
         except services.CaseError as exc:
             form.add_error("accession_id", str(exc))
         else:
-            messages.success(request, f"Case {case.accession_id} created. Add its cell images below.")
+            messages.success(
+                request, _("Case %(accession)s created. Add its cell images below.") % {"accession": case.accession_id}
+            )
             return redirect("cases:detail", pk=case.pk)
     return render(request, "cases/create.html", {"form": form})
 
@@ -110,7 +114,7 @@ def upload_images(request, pk: int):
     case = _case_or_404(pk)
     files = request.FILES.getlist("files")
     if not files:
-        message = "Choose at least one image file to upload."
+        message = _("Choose at least one image file to upload.")
         if _wants_json(request):
             return JsonResponse({"detail": message, "accepted": [], "rejected": []}, status=400)
         messages.error(request, message)
@@ -129,7 +133,15 @@ def upload_images(request, pk: int):
         }
         return JsonResponse(body, status=201 if accepted else 400)
     if accepted:
-        messages.success(request, f"{len(accepted)} image(s) uploaded and queued for classification.")
+        messages.success(
+            request,
+            ngettext(
+                "%(count)d image uploaded and queued for classification.",
+                "%(count)d images uploaded and queued for classification.",
+                len(accepted),
+            )
+            % {"count": len(accepted)},
+        )
     for item in rejected:
         messages.error(request, item.message)
     return redirect("cases:detail", pk=case.pk)
@@ -172,5 +184,5 @@ def retry_image(request, pk: int):
     except services.RetryRefused as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"{image.original_name} is queued for classification again.")
+        messages.success(request, _("%(name)s is queued for classification again.") % {"name": image.original_name})
     return redirect("cases:detail", pk=image.case_id)

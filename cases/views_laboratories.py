@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
 from accounts.permissions import capability_required
@@ -34,7 +35,7 @@ def laboratory_list(request):
     if request.method == "POST" and form.is_valid():
         laboratory = _save(request, form, None)
         if laboratory is not None:
-            messages.success(request, f"Laboratory {laboratory.name} added.")
+            messages.success(request, _("Laboratory %(name)s added.") % {"name": laboratory.name})
             return redirect("cases:laboratories")
     return render(request, "cases/laboratories.html", {"laboratories": selectors.list_laboratories(), "form": form})
 
@@ -52,6 +53,6 @@ def laboratory_edit(request, pk: int):
     if request.method == "POST" and form.is_valid():
         saved = _save(request, form, laboratory)
         if saved is not None:
-            messages.success(request, f"Laboratory {saved.name} saved.")
+            messages.success(request, _("Laboratory %(name)s saved.") % {"name": saved.name})
             return redirect("cases:laboratories")
     return render(request, "cases/laboratory_edit.html", {"laboratory": laboratory, "title": title, "form": form})

@@ -7,6 +7,7 @@ import json
 from django.contrib import messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.permissions import capability_required, has_capability
@@ -78,5 +79,5 @@ def report_comment(request, pk: int):
         context = {"report": build_report(case=case), "case": case, "can_comment": True, "comment_error": str(exc)}
         context["comment_text"] = request.POST.get("text", "")
         return render(request, "cases/report.html", context, status=400)
-    messages.success(request, "Comment added to the report.")
+    messages.success(request, _("Comment added to the report."))
     return redirect("cases:report", pk=case.pk)

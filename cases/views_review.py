@@ -9,6 +9,8 @@ import logging
 from django.contrib import messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.permissions import capability_required, has_capability
@@ -55,7 +57,7 @@ def _class_buttons(labels: list[str]) -> list[dict]:
         for index, label in enumerate(labels)
     ]
     buttons += [
-        {"label": label, "name": name, "key": key, "reviewer_only": True}
+        {"label": label, "name": str(name), "key": key, "reviewer_only": True}
         for label, (name, key) in REVIEWER_LABELS.items()
     ]
     return buttons
@@ -150,13 +152,13 @@ def review_submit(request, pk: int):
             return _refused(
                 request,
                 case,
-                "Choose the class to give the selected cells.",
+                _("Choose the class to give the selected cells."),
                 selected=selected,
                 to_label="",
                 reason=reason,
             )
     else:
-        return _refused(request, case, "Unknown review action.", selected=selected, to_label=to_label, reason=reason)
+        return _refused(request, case, _("Unknown review action."), selected=selected, to_label=to_label, reason=reason)
     try:
         reviews = review_services.review_cells(
             case=case, image_ids=cells, reviewer=request.user, to_label=target, reason=reason, request=request
@@ -165,9 +167,15 @@ def review_submit(request, pk: int):
         return _refused(request, case, str(exc), selected=selected, to_label=to_label, reason=reason)
     overrides = sum(1 for review in reviews if review.kind == Review.Kind.OVERRIDE)
     if target:
-        notice = f"{len(reviews)} cell(s) → {display_name(target)} ({overrides} reclassified)."
+        notice = ngettext(
+            "%(count)d cell → %(name)s (%(overrides)d reclassified).",
+            "%(count)d cells → %(name)s (%(overrides)d reclassified).",
+            len(reviews),
+        ) % {"count": len(reviews), "name": display_name(target), "overrides": overrides}
     else:
-        notice = f"{len(reviews)} cell(s) confirmed."
+        notice = ngettext("%(count)d cell confirmed.", "%(count)d cells confirmed.", len(reviews)) % {
+            "count": len(reviews)
+        }
     return _done(request, case, notice, selected=selected)
 
 
@@ -189,10 +197,13 @@ def confirm_unreviewed(request, pk: int):
     if request.method == "GET":
         return render(request, "cases/review_confirm_unreviewed.html", context)
     if not progress.unlabelled_ids:
-        messages.info(request, f"Every cell of case {case.accession_id} already has a final label.")
+        messages.info(
+            request,
+            _("Every cell of case %(accession)s already has a final label.") % {"accession": case.accession_id},
+        )
         return redirect("cases:review", pk=case.pk)
     if request.POST.get("confirm") != "yes":
-        context["error"] = "Tick the box to confirm you have looked at these cells."
+        context["error"] = _("Tick the box to confirm you have looked at these cells.")
         return render(request, "cases/review_confirm_unreviewed.html", context, status=400)
     try:
         reviews = review_services.review_cells(
@@ -201,7 +212,15 @@ def confirm_unreviewed(request, pk: int):
     except review_services.ReviewRefused as exc:
         context["error"] = str(exc)
         return render(request, "cases/review_confirm_unreviewed.html", context, status=400)
-    messages.success(request, f"{len(reviews)} cell(s) confirmed with the model's label.")
+    messages.success(
+        request,
+        ngettext(
+            "%(count)d cell confirmed with the model's label.",
+            "%(count)d cells confirmed with the model's label.",
+            len(reviews),
+        )
+        % {"count": len(reviews)},
+    )
     return redirect("cases:review", pk=case.pk)
 
 
@@ -231,7 +250,7 @@ def sign(request, pk: int):
     except (ReauthenticationFailed, review_services.ReviewRefused) as exc:
         context["error"] = str(exc)
         return render(request, "cases/review_sign.html", context, status=400)
-    messages.success(request, f"Case {case.accession_id} is signed.")
+    messages.success(request, _("Case %(accession)s is signed.") % {"accession": case.accession_id})
     return redirect("cases:review", pk=case.pk)
 
 
@@ -248,7 +267,10 @@ def amend(request, pk: int):
         )
     except review_services.ReviewRefused as exc:
         return _refused(request, case, str(exc), selected=selected, to_label=to_label, reason=reason)
-    return _done(request, case, f"Amendment recorded for {len(reviews)} cell(s).", selected=selected)
+    notice = ngettext(
+        "Amendment recorded for %(count)d cell.", "Amendment recorded for %(count)d cells.", len(reviews)
+    ) % {"count": len(reviews)}
+    return _done(request, case, notice, selected=selected)
 
 
 @require_GET

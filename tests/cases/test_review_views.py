@@ -89,7 +89,7 @@ def test_a_class_key_reclassifies_without_a_reason_and_answers_with_the_changed_
     assert response.status_code == 200
     assert "<html" not in content and 'id="review-gallery" data-partial' in content
     assert 'id="review-count" data-partial' in content and '<option value="200" selected>' in content
-    assert "1 cell(s) → Monocyte (1 reclassified)." in content
+    assert "1 cell → Monocyte (1 reclassified)." in content
     review = Review.objects.get()
     assert (review.kind, review.to_label, review.reason) == (Review.Kind.OVERRIDE, "monocyte", "")
     # The cell now sits under its new class, still selected.
@@ -155,7 +155,7 @@ def test_sign_is_refused_with_a_message_while_cells_lack_labels(case, cell_ids, 
     client.force_login(pathologist)
     response = post(client, "cases:review_sign", case, {"password": DEFAULT_PASSWORD})
     assert response.status_code == 400
-    assert "cannot be signed: 2 cell(s) have no final label" in response.content.decode()
+    assert "cannot be signed: 2 cells have no final label" in response.content.decode()
     case.refresh_from_db()
     assert case.status == Case.Status.AWAITING_REVIEW
 

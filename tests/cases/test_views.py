@@ -133,7 +133,7 @@ def test_upload_without_script_redirects_with_messages(client, technician, case)
         follow=True,
     )
 
-    assert "1 image(s) uploaded" in response.text
+    assert "1 image uploaded" in response.text
     assert "empty.jpg is empty" in response.text
 
 
