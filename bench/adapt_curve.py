@@ -8,70 +8,39 @@ code `manage.py adapt` runs) on k cells per class drawn from olympus *train* (ca
 `--draws` random draws per k, then measure accuracy on olympus *test* through the serving predictor.
 Optionally (`--base-test DIR`) also on a base test set, to see what adaptation costs the base lab.
 
-Olympus cells: the labelled white cell of each labelled field with exactly one WBC box in BOXES.csv,
-cropped square around the box with a margin (the bench's own reader; olympus images never ship).
+Olympus cells: adaptation draws from the labelled cell of each olympus *train* field cut at the canonical
+scale as serving cuts it (``inference.field_data.export_cell_windows``: the cells a lab's reviews would
+confirm); accuracy is measured on every labelled olympus *test* field through the upload path (find the
+cells, score the labelled one), as `manage.py evaluate --data ../shared/datasets/olympus --split test` does.
+Olympus images never ship.
 `--tiny` runs a small setting (one k, one draw, one epoch, a few test cells) to check the script.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 OLYMPUS = ROOT.parent / "shared" / "datasets" / "olympus"
 
 
-def olympus_crops(split: str, *, root: Path = OLYMPUS, margin: float = 0.35) -> list[tuple[Image.Image, str]]:
-    """(crop, label) for each labelled field of `split` with exactly one WBC box."""
-    boxes = defaultdict(list)
-    with open(root / "BOXES.csv", newline="") as stream:
-        for row in csv.DictReader(stream):
-            if row["class"] == "WBC":
-                boxes[row["path"]].append(row)
-    crops = []
-    with open(root / "MANIFEST.csv", newline="") as stream:
-        for row in csv.DictReader(stream):
-            if row["split"] != split or not row["label"] or len(boxes[row["path"]]) != 1:
-                continue
-            box = boxes[row["path"]][0]
-            x0, y0, x1, y1 = (int(box[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
-            side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
-            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-            with Image.open(root / row["path"]) as field:
-                crop = field.convert("RGB").crop(
-                    (round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2))
-                )
-            crops.append((crop, row["label"]))
-    return crops
-
-
-def write_folder(cells: list[tuple[Image.Image, str]], directory: Path, *, prefix: str) -> None:
-    for index, (image, label) in enumerate(cells):
-        folder = directory / label
-        folder.mkdir(parents=True, exist_ok=True)
-        image.save(folder / f"{prefix}-{index:05d}.png")
-
-
-def accuracy_on(model_dir: Path, dataset) -> float:
+def accuracy_on(model_dir: Path, images) -> float:
+    """Accuracy through the upload path on ``LabelledImages`` (fields or class folders)."""
     from inference.evaluation import evaluate_images
     from inference.predictor import Predictor
     from inference.selectors import version_from_directory
 
     predictor = Predictor(version_from_directory(model_dir))
-    return float(
-        evaluate_images(predictor=predictor, paths=dataset.paths, labels=dataset.labels)["metrics"]["accuracy"]
-    )
+    return float(evaluate_images(predictor=predictor, **images.evaluation_arguments())["metrics"]["accuracy"])
 
 
 def main() -> dict:
@@ -95,45 +64,53 @@ def main() -> dict:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hematovision.settings.local")
     django.setup()
     from inference.adapt import AdaptConfig, adapt_model
-    from inference.artifacts import read_model_metadata
     from inference.data import ImageDataset, load_image_folder
+    from inference.field_data import LabelledImages, export_cell_windows, load_labelled
+    from inference.model_folder import read_model_metadata
 
     started = time.perf_counter()
     shots = [int(k) for k in args.shots.split(",")]
     draws, epochs = args.draws, args.epochs
-    test_cells = olympus_crops("test")
-    train_cells = olympus_crops("train")
     if args.tiny:
         shots, draws, epochs = [2], 1, epochs or 1
-        test_cells = test_cells[::4]
     classes = read_model_metadata(args.base_model)["classes"]
-    missing = sorted({label for _, label in train_cells + test_cells} - set(classes))
-    if missing:
-        raise SystemExit(f"the base model has no class {missing}")
+    test_set = load_labelled([OLYMPUS], classes=classes, split="test")
+    if args.tiny:
+        keep = slice(None, None, 8)
+        test_set = LabelledImages(
+            classes=classes,
+            paths=test_set.paths[keep],
+            labels_list=test_set.labels_list[keep],
+            labelled_boxes=test_set.labelled_boxes[keep],
+            laboratories=test_set.laboratories[keep],
+        )
     config = AdaptConfig(**({"epochs": epochs} if epochs else {}))
 
     results = {"base_model": str(args.base_model), "data": args.data, "config": {"epochs": config.epochs}}
     with tempfile.TemporaryDirectory(prefix="adapt-curve-") as scratch:
         scratch = Path(scratch)
-        write_folder(test_cells, scratch / "test", prefix="test")
-        test_set = load_image_folder([scratch / "test"], classes=classes)
-        by_class = defaultdict(list)
-        for index, (_, label) in enumerate(train_cells):
-            by_class[label].append(index)
-        write_folder(train_cells, scratch / "train", prefix="train")
+        export_cell_windows(OLYMPUS, split="train", output_dir=scratch / "train")
         train_all = load_image_folder([scratch / "train"], classes=classes)
-        path_of = {p.name: p for p in train_all.paths}
+        by_class = defaultdict(list)
+        for index, label in enumerate(train_all.labels):
+            by_class[classes[label]].append(index)
         base_test = None
         if args.base_test:
-            base_test = load_image_folder([args.base_test], classes=classes)
-            if args.base_test_limit and len(base_test) > args.base_test_limit:
-                keep = np.random.default_rng(0).permutation(len(base_test))[: args.base_test_limit]
-                base_test = base_test.subset(np.sort(keep))
-        results["test_cells"] = test_set.counts()
+            base_test = load_labelled([args.base_test], classes=classes, split="test")
+            if args.base_test_limit and len(base_test.paths) > args.base_test_limit:
+                keep = np.sort(np.random.default_rng(0).permutation(len(base_test.paths))[: args.base_test_limit])
+                base_test = LabelledImages(
+                    classes=classes,
+                    paths=[base_test.paths[i] for i in keep],
+                    labels_list=[base_test.labels_list[i] for i in keep],
+                    labelled_boxes=[base_test.labelled_boxes[i] for i in keep],
+                    laboratories=[base_test.laboratories[i] for i in keep],
+                )
+        results["test_cells"] = dict(Counter(classes[label] for label in test_set.labels_list))
         results["train_cells_available"] = {k: len(v) for k, v in sorted(by_class.items())}
         results["base_accuracy"] = accuracy_on(args.base_model, test_set)
         if base_test is not None:
-            results["base_test"] = {"data": str(args.base_test), "n": len(base_test)}
+            results["base_test"] = {"data": str(args.base_test), "n": len(base_test.paths)}
             results["base_test"]["base_accuracy"] = accuracy_on(args.base_model, base_test)
         curve = []
         for k in shots:
@@ -145,7 +122,7 @@ def main() -> dict:
                 chosen = []
                 for label, indices in sorted(by_class.items()):
                     picked = rng.choice(indices, size=min(k, len(indices)), replace=False)
-                    chosen += [(path_of[f"train-{i:05d}.png"], classes.index(label)) for i in picked]
+                    chosen += [(train_all.paths[i], classes.index(label)) for i in picked]
                 data = ImageDataset(
                     classes=classes,
                     paths=[p for p, _ in chosen],

@@ -66,9 +66,10 @@ def main() -> None:
     import keras
 
     from inference.gradcam import fine_feature_layer_name, gradcam_heatmap
+    from inference.model_folder import read_model_metadata
     from inference.preprocessing import preprocess
 
-    metadata = json.loads((Path(args.model_dir) / "metadata.json").read_text())
+    metadata = read_model_metadata(Path(args.model_dir))
     model = keras.models.load_model(Path(args.model_dir) / metadata["keras_artifact"], compile=False)
     fine = fine_feature_layer_name(model)
     shares = {"last": [], "fine": []}

@@ -65,7 +65,9 @@ def _preprocess_ms(metadata: dict) -> float:
 def measure(runtime: str, model_dir: Path, threads: int, seconds: float) -> dict:
     import numpy as np
 
-    metadata = json.loads((model_dir / "metadata.json").read_text())
+    from inference.model_folder import read_model_metadata
+
+    metadata = read_model_metadata(model_dir)
     batch = _inputs(metadata, 32)
     if runtime == "keras":
         import tensorflow as tf
@@ -139,7 +141,9 @@ def export_onnx(model_dir: Path) -> None:
     import keras
     import numpy as np
 
-    metadata = json.loads((model_dir / "metadata.json").read_text())
+    from inference.model_folder import read_model_metadata
+
+    metadata = read_model_metadata(model_dir)
     model = keras.saving.load_model(model_dir / metadata["keras_artifact"], compile=False)
     path = _onnx_path(model_dir)
     path.parent.mkdir(parents=True, exist_ok=True)

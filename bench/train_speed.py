@@ -30,10 +30,9 @@ def measure(feed: str, *, size: int, steps: int, batch_size: int, intra: int, in
     if inter:
         tf.config.threading.set_inter_op_parallelism_threads(inter)
 
-    from inference.training import TrainingConfig
-    from inference.whole_network import _batches, build_classifier
+    from inference.whole_network import WholeNetworkConfig, _batches, build_classifier
 
-    classifier = build_classifier(TrainingConfig(whole_network_size=size, finetune_from="all"), 8)
+    classifier = build_classifier(WholeNetworkConfig(whole_network_size=size), 8)
     trainer = keras.Model(classifier.input, classifier.output["logits"])
     trainer.compile(
         optimizer=keras.optimizers.Adam(1e-4),

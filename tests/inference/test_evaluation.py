@@ -168,3 +168,17 @@ def test_evaluate_installs_the_bundled_model_when_none_is_active(db, settings, t
     assert json.loads(capsys.readouterr().out)["n"] == 1
     assert ModelVersion.objects.filter(is_active=True, source=ModelVersion.Source.BUNDLED).exists()
     reset_predictor()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--model", "any", "--model-dir", "folder"], "--model or --model-dir, not both"),
+        (["--model-dir", "folder", "--record"], "--record needs a registered version"),
+    ],
+)
+def test_evaluate_refuses_options_that_would_do_nothing(db, tmp_path, arguments, message):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=message):
+        call_command("evaluate", "--data", str(tmp_path), *arguments)

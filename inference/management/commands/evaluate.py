@@ -44,6 +44,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
+        if options["model"] and options["model_dir"]:
+            raise CommandError("give --model or --model-dir, not both")
+        if options["record"] and options["model_dir"]:
+            raise CommandError("--record needs a registered version (--model), not --model-dir")
         try:
             if options["model_dir"]:
                 predictor = Predictor(version_from_directory(options["model_dir"]), num_threads=options["threads"])
@@ -54,6 +58,8 @@ class Command(BaseCommand):
                 predictor = Predictor(version, num_threads=options["threads"])
             else:
                 predictor = get_predictor()  # the active version; installs the bundled model when none is
+                if options["threads"]:
+                    predictor = Predictor(predictor.version, num_threads=options["threads"])
         except ModelUnavailable as exc:
             raise CommandError(str(exc)) from exc
         version = predictor.version
