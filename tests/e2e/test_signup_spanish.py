@@ -13,6 +13,7 @@ from accounts.models import User
 from notifications.models import Notification
 from tests.accounts.helpers import code_from_email
 from tests.e2e.conftest import SCREENSHOTS
+from tests.e2e.test_accessibility import axe_violations
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -34,17 +35,20 @@ def sideways_overflow(page) -> int:
     return page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
 
 
-def at_both_widths(page, name: str) -> dict[str, int]:
-    """Screenshot at 1366 and 375 px; returns the sideways overflow (px) at each width."""
+def at_both_widths(page, live_server, name: str) -> dict[str, dict]:
+    """Screenshot at 1366 and 375 px; returns, per width, the sideways overflow (px) and any serious or critical
+    axe-core violation (contrast included) — empty when the page is fine."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    overflow = {}
+    problems = {}
     for label, (width, height) in WIDTHS.items():
         page.set_viewport_size({"width": width, "height": height})
         page.wait_for_timeout(150)
-        overflow[label] = sideways_overflow(page)
+        overflow, violations = sideways_overflow(page), axe_violations(page, live_server)
+        if overflow > 0 or violations:
+            problems[label] = {"overflow_px": overflow, "violations": violations}
         page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
     page.set_viewport_size({"width": 1366, "height": 900})
-    return overflow
+    return problems
 
 
 def use_session_of(page, live_server, user) -> None:
@@ -64,13 +68,13 @@ def test_a_spanish_newcomer_signs_up_and_the_supervisor_is_told(live_server, spa
     expect(page.get_by_test_id("home-visitor")).to_be_visible()
     expect(page.get_by_test_id("home-disclaimer")).to_contain_text("no un dispositivo de diagnóstico")
     expect(page.get_by_test_id("home-sign-up")).to_have_text("Crear una cuenta")
-    assert at_both_widths(page, "home") == {"1366": 0, "375": 0}
+    assert not (problems := at_both_widths(page, live_server, "home")), problems
 
     # Sign-up asks name, laboratory and requested role (a request: the account will wait).
     page.get_by_test_id("home-sign-up").click()
     page.wait_for_url("**/accounts/signup/")
     expect(page.get_by_label("Rol solicitado")).to_be_visible()
-    assert at_both_widths(page, "signup") == {"1366": 0, "375": 0}
+    assert not (problems := at_both_widths(page, live_server, "signup")), problems
     page.fill("input[name=email]", EMAIL)
     page.fill("input[name=first_name]", "Ana")
     page.fill("input[name=last_name]", "García Pérez")
@@ -113,4 +117,4 @@ def test_a_spanish_newcomer_signs_up_and_the_supervisor_is_told(live_server, spa
     page.goto(f"{live_server.url}/guide/")
     expect(page.get_by_test_id("guide-section").first).to_have_attribute("data-role", "supervisor")
     expect(page.locator("h1")).to_have_text("Guía")
-    assert at_both_widths(page, "guide") == {"1366": 0, "375": 0}
+    assert not (problems := at_both_widths(page, live_server, "guide")), problems
