@@ -292,6 +292,14 @@ ROUTES = [
     ),
     Route("inference:rollback", roles_with("manage_models"), method="post"),
     Route(
+        "inference:shadow_start",
+        roles_with("manage_models"),
+        method="post",
+        kwargs=_fresh("fresh_model_version"),
+        note="A fresh version has no recorded evaluation: the refusal redirects to the models page; access was granted.",
+    ),
+    Route("inference:shadow_stop", roles_with("manage_models"), method="post"),
+    Route(
         "inference:adapt",
         roles_with("manage_laboratories"),
         also=[Check("post", roles_with("manage_laboratories"), data={}, ok_statuses=frozenset({400}))],
