@@ -5,6 +5,7 @@ zoom shows a cell's Grad-CAM; the case's pages fit a phone (375 px) and the revi
 violation. Screenshots go to docs/screenshots/."""
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def test_pathologist_reviews_a_hundred_cells_without_reload_reclassifies_by_key_
     again = [url for url in image_requests if any(f"/images/{cell}/" in url for cell in (image_id, following))]
     assert again == []
     assert same_document(page)
-    screenshot("review-station-1366")
+    screenshot("review-station-1366", full_page=False)  # far down the gallery, where the reviewer is
 
     # Select another cell by click and mark it a smudge cell with its key: counted apart, not a leukocyte.
     smudge = page.locator("[data-testid=review-cell][data-reviewed=false]").nth(60)
@@ -153,7 +154,7 @@ def test_pathologist_reviews_a_hundred_cells_without_reload_reclassifies_by_key_
 
     # Signing asks for the password again; a wrong one signs nothing.
     page.get_by_test_id("sign-case").click()
-    expect(page.get_by_test_id("sign-summary")).to_contain_text("100 leukocyte(s) counted")
+    expect(page.get_by_test_id("sign-summary")).to_contain_text(re.compile(r"\b100 leukocytes? counted"))
     page.get_by_test_id("sign-password").fill("not the password")
     page.get_by_test_id("sign-submit").click()
     expect(page.get_by_test_id("sign-error")).to_contain_text("password is not right")
@@ -253,5 +254,5 @@ def test_hundred_cell_case_pages_fit_a_phone_and_the_review_has_no_serious_axe_v
                 violations = axe_violations(page, live_server)
                 if violations:
                     problems.setdefault(f"{name}@{width}", {})["violations"] = violations
-            screenshot(f"{name}-100-cells-{width_name}")
+            screenshot(f"{name}-100-cells-{width_name}", full_page=False)
     assert not problems, json.dumps(problems, indent=1)
