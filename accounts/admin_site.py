@@ -11,6 +11,7 @@ from django.contrib.auth import REDIRECT_FIELD_NAME, logout
 from django.http import HttpResponseRedirect
 from django.shortcuts import resolve_url
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.utils.translation import gettext_lazy as _
 
 
 def session_completed_second_factor(request) -> bool:
@@ -20,8 +21,8 @@ def session_completed_second_factor(request) -> bool:
 
 
 class AdminSite(admin.AdminSite):
-    site_header = "HematoVision administration"
-    site_title = "HematoVision administration"
+    site_header = _("HematoVision administration")
+    site_title = _("HematoVision administration")
 
     def has_permission(self, request) -> bool:
         return super().has_permission(request) and session_completed_second_factor(request)

@@ -1,3 +1,4 @@
+from django.utils.translation import gettext
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -45,7 +46,7 @@ class TokenView(APIView):
         form = TokenRequestSerializer(data=request.data)
         if not form.is_valid():
             return Response(
-                {"detail": "Give your email address and password.", "errors": form.errors},
+                {"detail": gettext("Give your email address and password."), "errors": form.errors},
                 status=status.HTTP_400_BAD_REQUEST,
             )
         try:

@@ -11,6 +11,7 @@ import hashlib
 from datetime import timedelta
 
 from django.utils import timezone
+from django.utils.translation import gettext
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 
@@ -33,19 +34,23 @@ class ApiTokenAuthentication(TokenAuthentication):
     def authenticate_credentials(self, key):
         token = ApiToken.objects.select_related("user").filter(key_hash=hash_key(key)).first()
         if token is None:
-            raise exceptions.AuthenticationFailed("Invalid token.")
+            raise exceptions.AuthenticationFailed(gettext("Invalid token."))
         now = timezone.now()
         if token.expires_at <= now:
-            raise exceptions.AuthenticationFailed("This token has expired: request a new one at /api/v1/auth/token/.")
+            raise exceptions.AuthenticationFailed(
+                gettext("This token has expired: request a new one at /api/v1/auth/token/.")
+            )
         user = token.user
         if not user.is_active:
-            raise exceptions.AuthenticationFailed("User inactive or deleted.")
+            raise exceptions.AuthenticationFailed(gettext("User inactive or deleted."))
         if needs_totp_setup(user):
-            raise exceptions.PermissionDenied(TOTP_REQUIRED_MESSAGE)
+            raise exceptions.PermissionDenied(str(TOTP_REQUIRED_MESSAGE))
         if needs_second_factor(user) and not token.second_factor:
             raise exceptions.PermissionDenied(
-                "Your role requires two-factor authentication and this token was issued without it: "
-                "request a new token at /api/v1/auth/token/ with the code from your authenticator app."
+                gettext(
+                    "Your role requires two-factor authentication and this token was issued without it: "
+                    "request a new token at /api/v1/auth/token/ with the code from your authenticator app."
+                )
             )
         if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)

@@ -8,7 +8,7 @@ from .selectors import grantable_roles
 
 
 class RoleForm(forms.Form):
-    role = forms.ChoiceField(label="Role")
+    role = forms.ChoiceField(label=_("Role"))
 
     def __init__(self, *args, actor, **kwargs):
         super().__init__(*args, **kwargs)

@@ -1,11 +1,13 @@
 """Which accounts must have a second factor before they may do anything."""
 
 from allauth.mfa.models import Authenticator
+from django.utils.translation import gettext_lazy as _
 
 from .demo import is_demo_user
 from .roles import MFA_REQUIRED_ROLES
 
-TOTP_REQUIRED_MESSAGE = (
+# Lazy: translated into the language of the request that is refused.
+TOTP_REQUIRED_MESSAGE = _(
     "Your role requires two-factor authentication: activate an authenticator app under Security "
     "(/accounts/2fa/totp/activate/) first."
 )

@@ -40,6 +40,6 @@ class MFARequiredMiddleware:
         path = request.path_info
         if not path.startswith(mfa_setup_path_prefixes()) and needs_totp_setup(request.user):
             if path.startswith("/api/"):
-                return JsonResponse({"detail": TOTP_REQUIRED_MESSAGE}, status=403)
+                return JsonResponse({"detail": str(TOTP_REQUIRED_MESSAGE)}, status=403)
             return redirect("mfa_activate_totp")
         return self.get_response(request)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class Role(models.TextChoices):
-    TECHNICIAN = "technician", "Lab technician"
-    PATHOLOGIST = "pathologist", "Pathologist"
-    SUPERVISOR = "supervisor", "Supervisor"
-    RESEARCHER = "researcher", "Researcher"
-    ADMIN = "admin", "Administrator"
+    TECHNICIAN = "technician", _("Lab technician")
+    PATHOLOGIST = "pathologist", _("Pathologist")
+    SUPERVISOR = "supervisor", _("Supervisor")
+    RESEARCHER = "researcher", _("Researcher")
+    ADMIN = "admin", _("Administrator")
 
 
 # Capability codenames are permissions on accounts.User (see its Meta).

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from audit.models import AuditEvent
 from audit.services import record
@@ -39,13 +40,15 @@ def can_manage_admin_roles(actor) -> bool:
 
 def _check_change_allowed(*, actor, user, new_role: str | None = None) -> None:
     if actor.pk == user.pk:
-        raise UserManagementError("You cannot change your own role or deactivate your own account.")
+        raise UserManagementError(gettext("You cannot change your own role or deactivate your own account."))
     if can_manage_admin_roles(actor):
         return
     if new_role in ADMIN_ONLY_ROLES:
-        raise UserManagementError(f"Only an administrator can grant the {new_role} role.")
+        raise UserManagementError(
+            gettext("Only an administrator can grant the %(role)s role.") % {"role": Role(new_role).label}
+        )
     if user.is_superuser or user.role in ADMIN_ONLY_ROLES:
-        raise UserManagementError("Only an administrator can change an administrator's account.")
+        raise UserManagementError(gettext("Only an administrator can change an administrator's account."))
 
 
 def _valid_role(role: str) -> Role:
@@ -182,27 +185,35 @@ def issue_api_token(*, request, email: str, password: str, code: str = "") -> tu
         # The website's password check: the per-client and per-account buckets (accounts.adapters).
         user = adapter.authenticate(request, email=email, password=password)
     except ValidationError:
-        raise TokenRefused("Too many failed sign-in attempts. Wait a few minutes and try again.", status=429) from None
+        raise TokenRefused(
+            gettext("Too many failed sign-in attempts. Wait a few minutes and try again."), status=429
+        ) from None
     if user is None:
-        raise TokenRefused("The email address or password is not correct.", status=400)
+        raise TokenRefused(gettext("The email address or password is not correct."), status=400)
     if not EmailAddress.objects.filter(user=user, email__iexact=user.email, verified=True).exists():
-        raise TokenRefused("Verify your email address first by signing in on the website.", status=403)
+        raise TokenRefused(gettext("Verify your email address first by signing in on the website."), status=403)
     if user.role is None and not user.is_superuser:
         raise TokenRefused(
-            "Your account is awaiting approval: a supervisor must assign you a role before you can use the API.",
+            gettext(
+                "Your account is awaiting approval: a supervisor must assign you a role before you can use the API."
+            ),
             status=403,
         )
     if needs_totp_setup(user):
-        raise TokenRefused(TOTP_REQUIRED_MESSAGE, status=403)
+        raise TokenRefused(str(TOTP_REQUIRED_MESSAGE), status=403)
     authenticator = totp_authenticator(user)
     if authenticator is not None:
         # The website's TOTP step's bucket: per user, apart from the passwords'.
         try:
             clear_totp_failures = check_totp_rate_limit(user)
         except ValidationError:
-            raise TokenRefused("Too many wrong codes. Wait a few minutes and try again.", status=429) from None
+            raise TokenRefused(gettext("Too many wrong codes. Wait a few minutes and try again."), status=429) from None
         if not TOTP(authenticator).validate_code(code.strip()):
-            message = "Enter the current code from your authenticator app." if not code else "That code is not valid."
+            message = (
+                gettext("Enter the current code from your authenticator app.")
+                if not code
+                else gettext("That code is not valid.")
+            )
             raise TokenRefused(message, status=400)
         clear_totp_failures()
     token, key = create_api_token(user=user, second_factor=authenticator is not None)

@@ -60,14 +60,14 @@ def _apply(request, pk, action, success_message):
     except UserManagementError as error:
         messages.error(request, str(error))
     else:
-        messages.success(request, success_message.format(email=user.email))
+        messages.success(request, success_message % {"email": user.email})
     return redirect("accounts:people")
 
 
 def _chosen_role(request):
     form = RoleForm(request.POST, actor=request.user)
     if not form.is_valid():
-        raise UserManagementError("Choose one of the roles offered to you.")
+        raise UserManagementError(gettext("Choose one of the roles offered to you."))
     return form.cleaned_data["role"]
 
 
@@ -78,7 +78,7 @@ def approve(request, pk):
         request,
         pk,
         lambda user: approve_user(actor=request.user, user=user, role=_chosen_role(request), request=request),
-        "{email} is approved.",
+        gettext("%(email)s is approved."),
     )
 
 
@@ -89,7 +89,7 @@ def set_role(request, pk):
         request,
         pk,
         lambda user: change_role(actor=request.user, user=user, role=_chosen_role(request), request=request),
-        "{email} has a new role.",
+        gettext("%(email)s has a new role."),
     )
 
 
@@ -99,7 +99,7 @@ def deactivate(request, pk):
     """Asks first (a page that says what deactivation does), then deactivates on a confirmed POST."""
     person = get_object_or_404(User, pk=pk)
     if request.method == "GET" or request.POST.get("confirm") != "yes":
-        error = "" if request.method == "GET" else "Tick the box to confirm the deactivation."
+        error = "" if request.method == "GET" else gettext("Tick the box to confirm the deactivation.")
         return render(
             request,
             "accounts/deactivate_confirm.html",
@@ -110,5 +110,5 @@ def deactivate(request, pk):
         request,
         pk,
         lambda user: deactivate_user(actor=request.user, user=user, request=request),
-        "{email} is deactivated and signed out everywhere.",
+        gettext("%(email)s is deactivated and signed out everywhere."),
     )

@@ -2,6 +2,7 @@ from django.apps import AppConfig
 from django.core.signals import request_finished
 from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate, pre_migrate
+from django.utils.translation import gettext_lazy as _
 
 
 def _drop_guards(sender, using="default", **kwargs):
@@ -23,7 +24,7 @@ def _install_guards(sender, using="default", **kwargs):
 
 class AuditConfig(AppConfig):
     name = "audit"
-    verbose_name = "Audit trail"
+    verbose_name = _("Audit trail")
 
     def ready(self):
         from .db_guards import register_sqlite_functions

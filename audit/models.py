@@ -1,29 +1,30 @@
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class AuditEvent(models.Model):
     """One thing that happened, append-only: who did what to which object, and when."""
 
     class Action(models.TextChoices):
-        SIGN_IN = "sign_in", "Sign-in"
-        SIGN_IN_FAILED = "sign_in_failed", "Failed sign-in"
-        SIGN_OUT = "sign_out", "Sign-out"
-        USER_APPROVED = "user_approved", "User approved"
-        ROLE_CHANGED = "role_changed", "Role changed"
-        CASE_CREATED = "case_created", "Case created"
-        UPLOAD = "upload", "Image uploaded"
-        UPLOAD_REJECTED = "upload_rejected", "Upload rejected"
-        IMAGE_VIEWED = "image_viewed", "Image viewed"
-        CLASSIFICATION_RETRIED = "classification_retried", "Classification retried"
-        REVIEW = "review", "Review"
-        SIGN_OFF = "sign_off", "Case signed"
-        AMENDMENT = "amendment", "Amendment"
-        EXPORT = "export", "Export"
-        MODEL_IMPORTED = "model_imported", "Model imported"
-        MODEL_ACTIVATED = "model_activated", "Model activated"
-        LABORATORY_CREATED = "laboratory_created", "Laboratory added"
-        LABORATORY_CHANGED = "laboratory_changed", "Laboratory changed"
+        SIGN_IN = "sign_in", _("Sign-in")
+        SIGN_IN_FAILED = "sign_in_failed", _("Failed sign-in")
+        SIGN_OUT = "sign_out", _("Sign-out")
+        USER_APPROVED = "user_approved", _("User approved")
+        ROLE_CHANGED = "role_changed", _("Role changed")
+        CASE_CREATED = "case_created", _("Case created")
+        UPLOAD = "upload", _("Image uploaded")
+        UPLOAD_REJECTED = "upload_rejected", _("Upload rejected")
+        IMAGE_VIEWED = "image_viewed", _("Image viewed")
+        CLASSIFICATION_RETRIED = "classification_retried", _("Classification retried")
+        REVIEW = "review", _("Review")
+        SIGN_OFF = "sign_off", _("Case signed")
+        AMENDMENT = "amendment", _("Amendment")
+        EXPORT = "export", _("Export")
+        MODEL_IMPORTED = "model_imported", _("Model imported")
+        MODEL_ACTIVATED = "model_activated", _("Model activated")
+        LABORATORY_CREATED = "laboratory_created", _("Laboratory added")
+        LABORATORY_CHANGED = "laboratory_changed", _("Laboratory changed")
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # Users are deactivated, never deleted: an event keeps pointing at its actor.

@@ -1,5 +1,6 @@
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate, pre_migrate
+from django.utils.translation import gettext_lazy as _
 
 
 def _drop_guards(sender, using="default", **kwargs):
@@ -20,7 +21,7 @@ def _install_guards(sender, using="default", **kwargs):
 
 class CasesConfig(AppConfig):
     name = "cases"
-    verbose_name = "Cases and cell images"
+    verbose_name = _("Cases and cell images")
 
     def ready(self):
         # Reviews and signed cases are guarded by triggers (cases/db_guards.py); migrations run without them.

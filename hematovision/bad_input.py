@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from django.http import HttpResponse, JsonResponse
+from django.utils.translation import gettext
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
@@ -42,8 +43,8 @@ class BadInputMiddleware:
     def process_exception(self, request, exception):
         if isinstance(exception, OverflowError):
             logger.warning("number out of range path=%s: %s", request.path, exception)
-            return _bad_request(request, "A number in the request is out of range (no id is that large).")
+            return _bad_request(request, gettext("A number in the request is out of range (no id is that large)."))
         if isinstance(exception, RecursionError) and request.method in ("POST", "PUT", "PATCH"):
             logger.warning("request body nested too deeply path=%s", request.path)
-            return _bad_request(request, "The request body is nested too deeply to be read.")
+            return _bad_request(request, gettext("The request body is nested too deeply to be read."))
         return None

@@ -27,7 +27,9 @@ from django.core.files.uploadedfile import InMemoryUploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, load_handler
 from django.http import HttpResponse, JsonResponse, multipartparser
 from django.urls import Resolver404, resolve
+from django.utils import translation
 from django.utils.html import escape
+from django.utils.translation import gettext
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,8 @@ class InMemoryUploadHandler(FileUploadHandler):
         self.received = 0
         max_files = settings.MAX_UPLOAD_FILES
         self.refusal = (
-            f"was not uploaded: the request held more than {max_files} files; send the rest in another upload."
+            gettext("was not uploaded: the request held more than %(count)d files; send the rest in another upload.")
+            % {"count": max_files}
             if self.files_seen > max_files
             else ""
         )
@@ -68,9 +71,9 @@ class InMemoryUploadHandler(FileUploadHandler):
         if self.refusal:
             return None
         if self.received > settings.MAX_UPLOAD_BYTES:
-            self.refusal = (
-                f"is larger than {_human_size(settings.MAX_UPLOAD_BYTES)}, the limit per image; it was not kept."
-            )
+            self.refusal = gettext("is larger than %(limit)s, the limit per image; it was not kept.") % {
+                "limit": _human_size(settings.MAX_UPLOAD_BYTES)
+            }
             self.buffer = io.BytesIO()
             return None
         self.buffer.write(raw_data)
@@ -109,10 +112,11 @@ def _refusal(request, message: str, status: int) -> HttpResponse:
     if _wants_json(request):
         response = JsonResponse({"detail": message, "accepted": [], "rejected": []}, status=status)
     else:
+        title = escape(gettext("Upload refused"))
+        back = escape(gettext("Go back to the case page to try again."))
         page = (
-            '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Upload refused</title></head>'
-            f"<body><h1>Upload refused</h1><p>{escape(message)}</p><p>Go back to the case page to try again.</p>"
-            "</body></html>"
+            f'<!doctype html><html lang="{translation.get_language()}"><head><meta charset="utf-8">'
+            f"<title>{title}</title></head><body><h1>{title}</h1><p>{escape(message)}</p><p>{back}</p></body></html>"
         )
         response = HttpResponse(page, status=status)
     response["Connection"] = "close"
@@ -125,7 +129,9 @@ class UploadLimitsMiddleware:
 
     def __call__(self, request):
         if request.method in ("POST", "PUT", "PATCH"):
-            refused = self._check(request)
+            # This runs before LocaleMiddleware: the refusals are written in the request's language here.
+            with translation.override(translation.get_language_from_request(request)):
+                refused = self._check(request)
             if refused is not None:
                 return refused
         return self.get_response(request)
@@ -140,13 +146,16 @@ class UploadLimitsMiddleware:
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
-            return _refusal(request, "The request's Content-Length is not a number.", 400)
+            return _refusal(request, gettext("The request's Content-Length is not a number."), 400)
         if length > limit:
             logger.warning("upload refused path=%s bytes=%d limit=%d", request.path, length, limit)
             return _refusal(
                 request,
-                f"The upload is {_human_size(length)}; at most {_human_size(limit)} can be sent in one request. "
-                "Nothing was kept: send the images in several smaller uploads.",
+                gettext(
+                    "The upload is %(size)s; at most %(limit)s can be sent in one request. "
+                    "Nothing was kept: send the images in several smaller uploads."
+                )
+                % {"size": _human_size(length), "limit": _human_size(limit)},
                 413,
             )
         if request.content_type != "multipart/form-data":
@@ -158,8 +167,11 @@ class UploadLimitsMiddleware:
             logger.warning("multipart body refused path=%s: %s", request.path, exc)
             return _refusal(
                 request,
-                f"The upload could not be read ({exc}). Nothing was kept; check the file names (at most a few "
-                "thousand characters each) and send it again.",
+                gettext(
+                    "The upload could not be read (%(error)s). Nothing was kept; check the file names (at most a few "
+                    "thousand characters each) and send it again."
+                )
+                % {"error": exc},
                 400,
             )
         return None

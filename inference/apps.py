@@ -1,5 +1,6 @@
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
+from django.utils.translation import gettext_lazy as _
 
 
 def _register_bundled_candidate(sender, **kwargs):
@@ -15,7 +16,7 @@ def _register_bundled_candidate(sender, **kwargs):
 
 class InferenceConfig(AppConfig):
     name = "inference"
-    verbose_name = "Models and inference"
+    verbose_name = _("Models and inference")
 
     def ready(self):
         # An upgrade runs `migrate`: a new bundled model is registered then as a candidate beside an

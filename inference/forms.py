@@ -5,6 +5,9 @@ import secrets
 from pathlib import Path
 
 from django import forms
+from django.utils.functional import lazy
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from .import_jobs import queue_model_import
 from .importing import DEFAULT_SCALE, KERAS_SUFFIXES, SCALE_MODES, ImportFailed, parse_classes
@@ -15,40 +18,49 @@ MAX_MODEL_FILE_BYTES = 1024 * 1024 * 1024
 
 class ModelImportForm(forms.Form):
     file = forms.FileField(
-        help_text=f"A Keras model file ({', '.join(KERAS_SUFFIXES)}).",
+        help_text=lazy(
+            lambda: gettext("A Keras model file (%(suffixes)s).") % {"suffixes": ", ".join(KERAS_SUFFIXES)}, str
+        )(),
         widget=forms.ClearableFileInput(attrs={"class": "form-control", "accept": ",".join(KERAS_SUFFIXES)}),
     )
     name = forms.CharField(
         required=False,
         max_length=120,
-        help_text="Letters, digits, '.', '_' or '-'. Default: the file name and a checksum prefix.",
+        help_text=_("Letters, digits, '.', '_' or '-'. Default: the file name and a checksum prefix."),
         widget=forms.TextInput(attrs={"class": "form-control"}),
     )
     classes = forms.CharField(
         required=False,
-        help_text="Class names in output order, comma-separated (a 4-output model defaults to the Blood_Cell classes).",
+        help_text=_(
+            "Class names in output order, comma-separated (a 4-output model defaults to the Blood_Cell classes)."
+        ),
         widget=forms.TextInput(attrs={"class": "form-control"}),
     )
     input_size = forms.IntegerField(
         required=False,
         min_value=16,
         max_value=1024,
-        help_text="Only for models that accept any input size.",
+        help_text=_("Only for models that accept any input size."),
         widget=forms.NumberInput(attrs={"class": "form-control"}),
     )
     scale = forms.ChoiceField(
         choices=[(mode, mode) for mode in SCALE_MODES],
         initial=DEFAULT_SCALE,
-        help_text="The pixel scaling the model was trained with.",
+        help_text=_("The pixel scaling the model was trained with."),
         widget=forms.Select(attrs={"class": "form-select"}),
     )
 
     def clean_file(self):
         upload = self.cleaned_data["file"]
         if not upload.name.lower().endswith(KERAS_SUFFIXES):
-            raise forms.ValidationError(f"{upload.name} is not a Keras model file ({', '.join(KERAS_SUFFIXES)}).")
+            raise forms.ValidationError(
+                gettext("%(name)s is not a Keras model file (%(suffixes)s).")
+                % {"name": upload.name, "suffixes": ", ".join(KERAS_SUFFIXES)}
+            )
         if upload.size > MAX_MODEL_FILE_BYTES:
-            raise forms.ValidationError(f"The file is larger than {MAX_MODEL_FILE_BYTES // (1024 * 1024)} MB.")
+            raise forms.ValidationError(
+                gettext("The file is larger than %(size)d MB.") % {"size": MAX_MODEL_FILE_BYTES // (1024 * 1024)}
+            )
         return upload
 
     def clean_classes(self):
@@ -80,11 +92,11 @@ class AdaptationForm(forms.Form):
 
     name = forms.CharField(
         max_length=120,
-        help_text="Name of the new version (it is registered inactive).",
+        help_text=_("Name of the new version (it is registered inactive)."),
         widget=forms.TextInput(attrs={"class": "form-control"}),
     )
     laboratory = forms.ChoiceField(
-        help_text="Whose signed cases' reviewed cells to adapt on.",
+        help_text=_("Whose signed cases' reviewed cells to adapt on."),
         widget=forms.Select(attrs={"class": "form-select"}),
     )
 
@@ -97,12 +109,12 @@ class AdaptationForm(forms.Form):
 
         provider = getattr(settings, "LABORATORY_CHOICES", "cases.lab_cells.laboratory_choices")
         self.laboratories = [(str(pk), label) for pk, label in import_string(provider)()]
-        self.fields["laboratory"].choices = [(self.ALL, "All laboratories")] + self.laboratories
+        self.fields["laboratory"].choices = [(self.ALL, gettext("All laboratories"))] + self.laboratories
 
     def clean_name(self):
         name = self.cleaned_data["name"].strip()
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-            raise forms.ValidationError("Use letters, digits, '.', '_' or '-'.")
+            raise forms.ValidationError(gettext("Use letters, digits, '.', '_' or '-'."))
         return name
 
     def clean(self):

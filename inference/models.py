@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 
 class ModelVersion(models.Model):
@@ -8,10 +9,10 @@ class ModelVersion(models.Model):
     class names, input size and preprocessing, so serving can never drift from training."""
 
     class Source(models.TextChoices):
-        BUNDLED = "bundled", "Bundled with the platform"
-        TRAINED = "trained", "Trained here"
-        IMPORTED = "imported", "Imported file"
-        ADAPTED = "adapted", "Adapted to a laboratory"
+        BUNDLED = "bundled", _("Bundled with the platform")
+        TRAINED = "trained", _("Trained here")
+        IMPORTED = "imported", _("Imported file")
+        ADAPTED = "adapted", _("Adapted to a laboratory")
 
     name = models.CharField(max_length=120, unique=True)
     source = models.CharField(max_length=20, choices=Source.choices)
@@ -65,10 +66,10 @@ class ModelImport(models.Model):
     """
 
     class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Importing"
-        DONE = "done", "Imported"
-        FAILED = "failed", "Failed"
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Importing")
+        DONE = "done", _("Imported")
+        FAILED = "failed", _("Failed")
 
     original_name = models.CharField(max_length=255, help_text="Metadata only; never used as a path.")
     stored_file = models.CharField(max_length=255, help_text="Path of the upload, relative to MODEL_STORE_DIR.")
@@ -117,11 +118,11 @@ class AdaptationJob(models.Model):
     embedded default, a background process); this row is what the page shows meanwhile."""
 
     class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Failed")
+        CANCELLED = "cancelled", _("Cancelled")
 
     FINISHED = (Status.DONE, Status.FAILED, Status.CANCELLED)
 

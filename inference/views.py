@@ -108,7 +108,10 @@ def model_import(request):
             elif job.status == ModelImport.Status.DONE:
                 messages.success(request, f"{job.original_name}: {job.message}")
             else:
-                messages.info(request, f"{job.original_name} is queued for import; its progress shows below.")
+                messages.info(
+                    request,
+                    gettext("%(name)s is queued for import; its progress shows below.") % {"name": job.original_name},
+                )
             return redirect("inference:list")
     status = 400 if form.errors else 200
     return render(request, "inference/import.html", {"form": form}, status=status)
@@ -124,7 +127,7 @@ def model_activate(request, pk: int):
     except ModelVersion.DoesNotExist as exc:
         raise Http404("No such model version.") from exc
     if version.is_active:
-        messages.info(request, f"{version.name} is already the active model version.")
+        messages.info(request, gettext("%(name)s is already the active model version.") % {"name": version.name})
         return redirect("inference:list")
     if request.POST.get("confirm") != "yes":
         return redirect("inference:compare", pk=version.pk)
@@ -133,7 +136,10 @@ def model_activate(request, pk: int):
     except services.ActivationRefused as exc:
         messages.error(request, str(exc))
         return redirect("inference:compare", pk=version.pk)
-    messages.success(request, f"{version.name} is now the active model version; new cells are classified with it.")
+    messages.success(
+        request,
+        gettext("%(name)s is now the active model version; new cells are classified with it.") % {"name": version.name},
+    )
     return redirect("inference:list")
 
 
@@ -145,7 +151,9 @@ def model_rollback(request):
     except services.ActivationRefused as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Rolled back: {version.name} is the active model version again.")
+        messages.success(
+            request, gettext("Rolled back: %(name)s is the active model version again.") % {"name": version.name}
+        )
     return redirect("inference:list")
 
 
@@ -210,9 +218,12 @@ def adaptation_cancel(request, pk: int):
     job = get_object_or_404(AdaptationJob, pk=pk)
     job = adaptation.cancel_adaptation(job=job, actor=request.user, request=request)
     if job.status == AdaptationJob.Status.CANCELLED:
-        messages.info(request, "The adaptation was cancelled.")
+        messages.info(request, gettext("The adaptation was cancelled."))
     elif job.finished:
-        messages.info(request, f"The adaptation had already ended ({job.get_status_display().lower()}).")
+        messages.info(
+            request,
+            gettext("The adaptation had already ended (%(status)s).") % {"status": job.get_status_display().lower()},
+        )
     else:
-        messages.info(request, "Cancelling: the adaptation stops at its next step and registers nothing.")
+        messages.info(request, gettext("Cancelling: the adaptation stops at its next step and registers nothing."))
     return redirect("inference:adaptation", pk=job.pk)

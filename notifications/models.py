@@ -1,16 +1,17 @@
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class Notification(models.Model):
     """One message to one person, shown in the app (until read) and sent by email."""
 
     class Kind(models.TextChoices):
-        SIGNUP_PENDING = "signup_pending", "Sign-up awaiting approval"
-        ACCOUNT_APPROVED = "account_approved", "Account approved"
-        CASE_AWAITING_REVIEW = "case_awaiting_review", "Case awaiting review"
-        CLASSIFICATION_FAILED = "classification_failed", "Classification failed"
-        CRITICAL_FINDING = "critical_finding", "Critical finding"
+        SIGNUP_PENDING = "signup_pending", _("Sign-up awaiting approval")
+        ACCOUNT_APPROVED = "account_approved", _("Account approved")
+        CASE_AWAITING_REVIEW = "case_awaiting_review", _("Case awaiting review")
+        CLASSIFICATION_FAILED = "classification_failed", _("Classification failed")
+        CRITICAL_FINDING = "critical_finding", _("Critical finding")
 
     recipient = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
     kind = models.CharField(max_length=40, choices=Kind.choices)

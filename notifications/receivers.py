@@ -9,7 +9,7 @@ from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.urls import reverse
 from django.utils import translation
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 
 from accounts.roles import Role
 from cases.models import Case, CellImage, Review
@@ -46,11 +46,14 @@ def signup_awaits_approval(sender, request, user, **kwargs):
 def account_approved(sender, instance, created, update_fields=None, **kwargs):
     if created or not update_fields or "approved_at" not in update_fields or instance.approved_at is None:
         return
+    with translation.override(settings.LANGUAGE_CODE):
+        title = gettext("Your HematoVision account is approved")
+        body = gettext("You can now sign in and use the pages of your role.")
     notify(
         recipients=[instance],
         kind=Notification.Kind.ACCOUNT_APPROVED,
-        title="Your HematoVision account is approved",
-        body="You can now sign in and use the pages of your role.",
+        title=title,
+        body=body,
         link=reverse("home"),
         key=f"approved:{instance.pk}:{instance.approved_at.isoformat()}",
         once="ever",
@@ -65,21 +68,35 @@ def case_status_changed(sender, instance, created, update_fields=None, **kwargs)
         return
     images = CellImage.objects.filter(case=instance)
     if images.filter(predictions__isnull=False).exists():
+        cells = images.cells().count()
+        with translation.override(settings.LANGUAGE_CODE):
+            title = gettext("Case %(accession)s awaits review") % {"accession": instance.accession_id}
+            body = ngettext(
+                "%(count)d cell is classified or finished; the case can be reviewed and signed.",
+                "%(count)d cells are classified or finished; the case can be reviewed and signed.",
+                cells,
+            ) % {"count": cells}
         notify(
             recipients=users_with("review_cells"),
             kind=Notification.Kind.CASE_AWAITING_REVIEW,
-            title=f"Case {instance.accession_id} awaits review",
-            body=f"{images.cells().count()} cell(s) are classified or finished; the case can be reviewed and signed.",
+            title=title,
+            body=body,
             link=reverse("cases:review", args=[instance.pk]),
             key=f"review:{instance.pk}",
         )
     failed = list(images.filter(status=CellImage.Status.FAILED).order_by("pk").values_list("pk", "status_message"))
     for image_id, message in failed:
+        with translation.override(settings.LANGUAGE_CODE):
+            title = gettext("Classification failed for image %(image)s of case %(accession)s") % {
+                "image": image_id,
+                "accession": instance.accession_id,
+            }
+            body = message or gettext("No reason was recorded.")
         notify(
             recipients=users_with("view_errors"),
             kind=Notification.Kind.CLASSIFICATION_FAILED,
-            title=f"Classification failed for image {image_id} of case {instance.accession_id}",
-            body=message or "No reason was recorded.",
+            title=title,
+            body=body,
             link=reverse("cases:detail", args=[instance.pk]),
             key=f"failed:{image_id}",
             once="ever",
@@ -94,11 +111,17 @@ def critical_finding(sender, instance, created, **kwargs):
         return
     case = instance.image.case
     recipients = [user for user in users_with("review_cells") | users_with("view_dashboard")]
+    with translation.override(settings.LANGUAGE_CODE):
+        title = gettext("Critical finding in case %(accession)s") % {"accession": case.accession_id}
+        body = gettext("%(reviewer)s marked cell %(cell)s other / abnormal.") % {
+            "reviewer": instance.reviewer.email,
+            "cell": instance.image_id,
+        }
     notify(
         recipients=[user for user in recipients if user.pk != instance.reviewer_id],
         kind=Notification.Kind.CRITICAL_FINDING,
-        title=f"Critical finding in case {case.accession_id}",
-        body=f"{instance.reviewer.email} marked cell {instance.image_id} other / abnormal.",
+        title=title,
+        body=body,
         link=reverse("cases:review", args=[case.pk]),
         key=f"critical:{case.pk}",
     )

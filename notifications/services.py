@@ -15,7 +15,8 @@ from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Q
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext
 
 from accounts.roles import ROLE_CAPABILITIES
 
@@ -43,16 +44,22 @@ def absolute(link: str) -> str:
 
 
 def _email_body(notification: Notification) -> str:
-    lines = [f"Hello from {PRODUCT},", "", notification.title]
+    lines = [gettext("Hello from %(product)s,") % {"product": PRODUCT}, "", notification.title]
     if notification.body:
         lines += ["", notification.body]
     if notification.link:
-        lines += ["", f"Open it: {absolute(notification.link)}"]
-    lines += ["", f"— {PRODUCT}", "You receive this because of your role in HematoVision."]
+        lines += ["", gettext("Open it: %(link)s") % {"link": absolute(notification.link)}]
+    lines += ["", f"— {PRODUCT}", gettext("You receive this because of your role in HematoVision.")]
     return "\n".join(lines)
 
 
 def _send_emails(notification_ids: list[int]) -> None:
+    # In the site's language, like the notifications' titles (the recipient's own language is not known).
+    with translation.override(settings.LANGUAGE_CODE):
+        _send_each(notification_ids)
+
+
+def _send_each(notification_ids: list[int]) -> None:
     for notification in Notification.objects.filter(pk__in=notification_ids).select_related("recipient"):
         try:
             send_mail(

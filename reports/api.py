@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from django.utils import timezone
+from django.utils.translation import gettext
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, renderers, serializers
@@ -73,7 +74,7 @@ def _parsed(serializer_class, request):
         if request.query_params.get(name) == "" and not getattr(field, "allow_blank", False)
     ]
     if blank:
-        raise ValidationError({name: ["This parameter may not be empty."] for name in blank})
+        raise ValidationError({name: [gettext("This parameter may not be empty.")] for name in blank})
     query.is_valid(raise_exception=True)
     return query.validated_data
 
@@ -181,7 +182,7 @@ class DashboardMetricsAPI(APIView):
         query = _parsed(MetricsQuerySerializer, request)
         version = query.get("model_version") or selectors.default_dashboard_version()
         if version is None:
-            return Response({"detail": "No model version is registered yet."}, status=404)
+            return Response({"detail": gettext("No model version is registered yet.")}, status=404)
         period = selectors.resolve_period(start=query.get("start"), end=query.get("end"), required=True)
         metrics = selectors.dashboard_metrics(model_version=version, period=period)
         return Response(DashboardMetricsSerializer(metrics_body(metrics)).data)

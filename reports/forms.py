@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from django import forms
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from audit.models import AuditEvent
 from inference.models import ModelVersion
@@ -39,13 +41,13 @@ class ExportForm(PeriodFormMixin, forms.Form):
     model_version = forms.ModelChoiceField(
         queryset=ModelVersion.objects.order_by("-created_at"),
         required=False,
-        empty_label="All model versions",
+        empty_label=_("All model versions"),
         widget=forms.Select(attrs={"class": "form-select"}),
     )
-    start = forms.DateField(required=False, widget=DATE_INPUT, help_text="Classified on or after")
-    end = forms.DateField(required=False, widget=DATE_INPUT, help_text="Classified on or before")
+    start = forms.DateField(required=False, widget=DATE_INPUT, help_text=_("Classified on or after"))
+    end = forms.DateField(required=False, widget=DATE_INPUT, help_text=_("Classified on or before"))
     reviewed_only = forms.BooleanField(
-        required=False, widget=forms.CheckboxInput(attrs={"class": "form-check-input"}), label="Reviewed cells only"
+        required=False, widget=forms.CheckboxInput(attrs={"class": "form-check-input"}), label=_("Reviewed cells only")
     )
 
     def export_filter(self) -> ExportFilter:
@@ -58,14 +60,14 @@ class ExportForm(PeriodFormMixin, forms.Form):
 
 class AuditFilterForm(PeriodFormMixin, forms.Form):
     action = forms.ChoiceField(
-        choices=[("", "Any action"), *AuditEvent.Action.choices],
+        choices=[("", _("Any action")), *AuditEvent.Action.choices],
         required=False,
         widget=forms.Select(attrs={"class": "form-select form-select-sm"}),
     )
     actor = forms.CharField(
         required=False,
         max_length=254,
-        widget=forms.TextInput(attrs={"class": "form-control form-control-sm", "placeholder": "email contains"}),
+        widget=forms.TextInput(attrs={"class": "form-control form-control-sm", "placeholder": _("email contains")}),
     )
     object_type = forms.ChoiceField(required=False, widget=forms.Select(attrs={"class": "form-select form-select-sm"}))
     object_id = forms.CharField(
@@ -76,7 +78,9 @@ class AuditFilterForm(PeriodFormMixin, forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["object_type"].choices = [("", "Any object")] + [(name, name) for name in audit_object_types()]
+        self.fields["object_type"].choices = [("", gettext("Any object"))] + [
+            (name, name) for name in audit_object_types()
+        ]
 
     def audit_filter(self) -> AuditFilter:
         data = self.cleaned_data

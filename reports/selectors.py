@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.db.models import Q, QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from audit.models import AuditEvent
 from cases.models import CellImage, Prediction, Review
@@ -58,9 +59,9 @@ MAX_PERIOD_DAYS = 3660
 def period_problem(*, start: dt.date | None, end: dt.date | None) -> str:
     """Why a requested period is unusable, or an empty string."""
     if start and end and end < start:
-        return "The end date is before the start date."
+        return gettext("The end date is before the start date.")
     if start and end and (end - start).days >= MAX_PERIOD_DAYS:
-        return f"Choose a period of at most {MAX_PERIOD_DAYS} days."
+        return gettext("Choose a period of at most %(days)d days.") % {"days": MAX_PERIOD_DAYS}
     return ""
 
 

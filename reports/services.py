@@ -24,6 +24,7 @@ from django.db.models import DateField, F
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Round, Trunc
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from accounts.permissions import has_capability
 from audit.models import AuditEvent
@@ -67,7 +68,7 @@ def _describe(export_filter: ExportFilter) -> dict:
 def export_cells(*, actor, export_filter: ExportFilter, request=None) -> Iterator[list]:
     """Record the export, then return its rows (a header first): one row per prediction of a cell."""
     if not has_capability(actor, "export_data"):
-        raise PermissionDenied("Only researchers and administrators can download exports.")
+        raise PermissionDenied(gettext("Only researchers and administrators can download exports."))
     predictions = export_predictions(export_filter=export_filter)
     classes = export_classes(predictions=predictions)
     row_count = predictions.count()
@@ -187,7 +188,7 @@ AUDIT_COLUMNS = ["time", "actor_email", "action", "object_type", "object_id", "i
 def export_audit_trail(*, actor, audit_filter: AuditFilter, request=None) -> Iterator[list]:
     """Record the download, then return the filtered audit events as rows (a header first)."""
     if not has_capability(actor, "view_audit"):
-        raise PermissionDenied("Only supervisors and administrators can download the audit trail.")
+        raise PermissionDenied(gettext("Only supervisors and administrators can download the audit trail."))
     events = audit_events(audit_filter=audit_filter)
     record(
         action=AuditEvent.Action.EXPORT,
