@@ -11,6 +11,8 @@ import io
 import logging
 from pathlib import Path
 
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.translation import gettext, ngettext
 from fpdf import FPDF
 from PIL import Image
@@ -116,7 +118,11 @@ def _thumbnail(image_id: int) -> Image.Image | None:
 
 
 def _when(value) -> str:
-    return value.strftime("%Y-%m-%d %H:%M %Z").strip() if value else "—"
+    """In the reader's date format and the laboratory's time zone, named: "05/03/2026 14:30 CET"."""
+    if not value:
+        return "—"
+    local = timezone.localtime(value)
+    return f"{date_format(local, 'SHORT_DATETIME_FORMAT')} {local.strftime('%Z')}".strip()
 
 
 def render_pdf(report: CaseReport) -> bytes:

@@ -6,6 +6,7 @@ from django.core.paginator import Paginator
 from django.http import StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.permissions import capability_required
@@ -52,7 +53,8 @@ def chart_data(metrics: selectors.DashboardMetrics) -> dict:
         },
         "roc": [{"label": curve.label, "fpr": curve.fpr, "tpr": curve.tpr, "auc": curve.auc} for curve in metrics.roc],
         "cellsPerDay": {
-            "labels": [day.isoformat() for day, _ in metrics.cells_per_day],
+            # Shown under the chart: in the reader's date format.
+            "labels": [date_format(day, "SHORT_DATE_FORMAT") for day, _ in metrics.cells_per_day],
             "counts": [count for _, count in metrics.cells_per_day],
         },
         "flaggedOutcomes": {

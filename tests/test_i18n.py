@@ -206,3 +206,17 @@ def test_the_scanner_finds_unmarked_text():
 )
 def test_every_template_marks_its_text_for_translation(template):
     assert unmarked_text(Path(settings.BASE_DIR, template).read_text()) == []
+
+
+def test_the_pdf_report_writes_dates_in_the_readers_format(settings):
+    from django.utils import translation
+
+    from cases.report_pdf import _when
+
+    settings.TIME_ZONE = "Europe/Madrid"
+    moment = dt.datetime(2026, 3, 5, 13, 30, tzinfo=dt.UTC)
+    with translation.override("es"):
+        assert _when(moment) == "05/03/2026 14:30 CET"
+    with translation.override("en-gb"):
+        assert _when(moment) == "05/03/2026 14:30 CET"
+    assert _when(None) == "—"
