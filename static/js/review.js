@@ -386,6 +386,23 @@
     });
   }
 
+  // --- the toolbar that stays at the top on wide screens ------------------------------------------------------
+  // Its height depends on the width and the language (the class buttons wrap). The page is told where it ends,
+  // so a cell scrolled or focused into view and the running differential beside the gallery stay below it.
+  const toolbar = form.querySelector(".review-toolbar");
+  function placeBelowToolbar() {
+    const sticky = toolbar && window.getComputedStyle(toolbar).position === "sticky";
+    const bottom = sticky ? Math.ceil(toolbar.getBoundingClientRect().height) + 16 : 0;
+    document.documentElement.style.setProperty("--review-toolbar-bottom", `${bottom}px`);
+  }
+  if (toolbar) {
+    placeBelowToolbar();
+    window.addEventListener("resize", placeBelowToolbar);
+    if (window.ResizeObserver) {
+      new ResizeObserver(placeBelowToolbar).observe(toolbar);
+    }
+  }
+
   refresh();
   applyTarget();
 })();

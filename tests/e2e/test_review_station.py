@@ -110,6 +110,17 @@ def test_pathologist_reviews_a_hundred_cells_without_reload_reclassifies_by_key_
     assert same_document(page)
     screenshot("review-station-1366", full_page=False)  # far down the gallery, where the reviewer is
 
+    # The sticky toolbar hides nothing the reviewer works with: the running differential beside the gallery
+    # starts below it, and a row reached by arrow keys is brought out from under it.
+    toolbar = page.get_by_test_id("review-toolbar").bounding_box()
+    toolbar_bottom = toolbar["y"] + toolbar["height"]
+    assert page.get_by_test_id("running-differential").bounding_box()["y"] >= toolbar_bottom
+    for _ in range(3):
+        page.keyboard.press("ArrowUp")
+    page.wait_for_function(
+        "bottom => document.activeElement.getBoundingClientRect().top >= bottom", arg=toolbar_bottom, timeout=5_000
+    )
+
     # Select another cell by click and mark it a smudge cell with its key: counted apart, not a leukocyte.
     smudge = page.locator("[data-testid=review-cell][data-reviewed=false]").nth(60)
     smudge_id = smudge.get_attribute("data-image-id")
