@@ -14,6 +14,8 @@ from django.db import connection
 from playwright.sync_api import expect
 
 from audit.models import AuditEvent
+from cases.models import ShadowPrediction
+from cases.review_services import review_cells
 from inference import adaptation
 from inference.models import AdaptationJob, ModelVersion
 from inference.predictor import reset_predictor
@@ -48,7 +50,7 @@ def shots(page, screenshot, name: str) -> None:
     page.set_viewport_size(DESKTOP)
 
 
-def test_supervisor_adapts_and_compares_admin_activates_and_rolls_back(
+def test_supervisor_adapts_and_compares_admin_activates_and_rolls_back_then_runs_it_in_shadow(
     live_server, page, screenshot, technician, pathologist, supervisor, admin_user, monkeypatch
 ):
     reset_predictor()
@@ -110,3 +112,25 @@ def test_supervisor_adapts_and_compares_admin_activates_and_rolls_back(
     table = page.get_by_test_id("audit-table")
     for action in ("model.adaptation", "model.evaluated", "model.activated", "model.rolled.back"):
         expect(table.get_by_text(re.compile(action, re.IGNORECASE)).first).to_be_visible()
+
+    # The admin runs the candidate in shadow; new cells are classified by both, the technician sees one.
+    page.goto(f"{live_server.url}/models/")
+    candidate_row.get_by_test_id("shadow-start").click()
+    expect(page.get_by_test_id("shadow-banner")).to_contain_text(candidate.name)
+    expect(candidate_row).to_have_attribute("data-shadow", "true")
+    shots(page, screenshot, "models-shadow")
+    case = reviewed_case(technician, pathologist, laboratory=lab, cells_per_class=2, seed=7, sign=False)
+    cells = list(case.images.order_by("pk"))
+    assert ShadowPrediction.objects.filter(image__in=cells, model_version=candidate).count() == len(cells)
+    for cell in cells:  # the final labels the dashboard compares both versions with
+        review_cells(case=case, image_ids=[cell.pk], reviewer=pathologist, to_label=cell.reviews.latest("pk").to_label)
+
+    page.context.clear_cookies()
+    use_session_of(page, live_server, supervisor)
+    page.goto(f"{live_server.url}/reports/dashboard/")
+    comparison = page.get_by_test_id("shadow-comparison")
+    expect(comparison).to_have_attribute("data-shadow", candidate.name)
+    expect(comparison).to_have_attribute("data-active", base.name)
+    expect(page.get_by_test_id("shadow-n")).to_have_text(str(len(cells)))
+    comparison.scroll_into_view_if_needed()
+    shots(page, screenshot, "dashboard-shadow")
