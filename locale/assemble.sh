@@ -2,9 +2,9 @@
 # Rebuilds the Spanish catalogues from the code and the translators' fragments, then compiles them.
 #   locale/es/LC_MESSAGES/django.po    strings of the templates and Python code (makemessages)
 #   locale/es/LC_MESSAGES/djangojs.po  strings of static/js (gettext through Django's JavaScript catalogue)
-# Translations already in a catalogue stay (fuzzy guesses are emptied); empty ones are filled from
-# locale/es/fragments/*.po (ha.po first: the i18n owner's choice wins). What is still empty afterwards is
-# listed: translate it in a fragment and run this again. The .mo files are committed, so a machine without
+# Every string takes its Spanish from locale/es/fragments/*.po (ha.po first: the i18n owner's choice wins),
+# so a corrected fragment corrects the catalogue; fuzzy guesses are emptied. What is still empty afterwards
+# is listed: translate it in a fragment and run this again. The .mo files are committed, so a machine without
 # gettext serves Spanish too.
 # Usage: locale/assemble.sh   (from anywhere; needs GNU gettext for makemessages and msgfmt, and polib)
 set -euo pipefail
@@ -61,11 +61,9 @@ for entry in po:
         entry.msgstr_plural = {k: v for k, v in entry.msgstr_plural.items() if int(k) < 2}
         for k in (0, 1):
             entry.msgstr_plural.setdefault(k, "")
-    if entry.translated():
-        continue
     source = known.get((entry.msgctxt, entry.msgid, entry.msgid_plural or None))
     if source is None:
-        continue
+        continue  # a translation made in the catalogue itself stays
     if entry.msgid_plural:
         forms = {int(k): v for k, v in source.msgstr_plural.items()}
         entry.msgstr_plural = {0: forms.get(0, ""), 1: forms.get(1, forms.get(0, ""))}
@@ -74,7 +72,7 @@ for entry in po:
     filled += 1
 po.save(path)
 missing = [e.msgid for e in po if not e.translated()]
-print(f"{path}: {len(po)} strings, {filled} filled from fragments, {len(missing)} still untranslated")
+print(f"{path}: {len(po)} strings, {filled} taken from fragments, {len(missing)} still untranslated")
 for msgid in missing:
     print("   ", msgid[:110].replace("\n", " "))
 PY
