@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.http import Http404
+from django.utils.translation import gettext
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
@@ -114,7 +115,11 @@ class CaseImagesAPI(generics.ListAPIView):
         files = request.FILES.getlist("files")
         if not files:
             return Response(
-                {"accepted": [], "rejected": [], "detail": "Send one or more image files in the field `files`."},
+                {
+                    "accepted": [],
+                    "rejected": [],
+                    "detail": gettext("Send one or more image files in the field `files`."),
+                },
                 status=status.HTTP_400_BAD_REQUEST,
             )
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.http import Http404
+from django.utils.translation import gettext
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
@@ -150,7 +151,7 @@ class CaseReviewsAPI(generics.ListAPIView):
         image = self.request.query_params.get("image")
         if image:
             if not image.isdigit():
-                raise serializers.ValidationError({"image": ["A cell image id is a whole number."]})
+                raise serializers.ValidationError({"image": [gettext("A cell image id is a whole number.")]})
             reviews = reviews.filter(image_id=int(image))
         return reviews
 

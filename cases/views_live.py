@@ -18,6 +18,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.http import HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
@@ -104,7 +105,8 @@ def case_events(request, pk: int):
     if not events.push_available():
         # Several processes and no Redis: a prediction stored by a worker would never reach this stream.
         return JsonResponse(
-            {"detail": "Push is not available on this deployment (no Redis configured); poll instead."}, status=503
+            {"detail": gettext("Push is not available on this deployment (no Redis configured); poll instead.")},
+            status=503,
         )
     subscription = events.subscribe(case_id=case.pk)
     if isinstance(request, ASGIRequest):

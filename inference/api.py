@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.utils.translation import gettext
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
@@ -82,7 +83,7 @@ class ModelVersionListAPI(generics.ListAPIView):
         is_active = self.request.query_params.get("is_active")
         if is_active is not None:
             if is_active.lower() not in {"true", "false"}:
-                raise serializers.ValidationError({"is_active": ["Use true or false."]})
+                raise serializers.ValidationError({"is_active": [gettext("Use true or false.")]})
             versions = versions.filter(is_active=is_active.lower() == "true")
         source = self.request.query_params.get("source")
         if source:
