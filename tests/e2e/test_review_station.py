@@ -184,6 +184,7 @@ def test_pathologist_reviews_a_hundred_cells_without_reload_reclassifies_by_key_
         page.get_by_test_id("report-pdf").click()
     pdf = Path(pdf_download.value.path()).read_bytes()
     assert pdf.startswith(b"%PDF-") and pdf_download.value.suggested_filename == "report-E2E-REVIEW-100.pdf"
+    assert b"E2E-REVIEW-100" in pdf  # the document names the case (its title; the page text is compressed)
     with page.expect_download() as fhir_download:
         page.get_by_test_id("report-fhir").click()
     document = json.loads(Path(fhir_download.value.path()).read_text())
