@@ -92,4 +92,3 @@ def test_no_shadow_section_without_a_shadow_version(scored_version, supervisor, 
     client.force_login(supervisor)
     page = client.get(reverse("reports:dashboard"), {"start": DAY_2.isoformat(), "end": DAY_3.isoformat()})
     assert page.status_code == 200 and 'data-testid="shadow-comparison"' not in page.content.decode()
-
