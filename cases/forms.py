@@ -31,7 +31,7 @@ class CaseForm(forms.ModelForm):
 
 
 class CaseFilterForm(forms.Form):
-    status = forms.ChoiceField(choices=[("", _("Any status")), *Case.Status.choices], required=False)
+    status = forms.ChoiceField(label=_("Status"), choices=[("", _("Any status")), *Case.Status.choices], required=False)
     accession = forms.CharField(required=False, max_length=64, label=_("Accession id"))
 
 

@@ -1,7 +1,9 @@
-"""Words of the case pages that come from codes: {{ image.located_as|located_kind }}."""
+"""Words of the case pages that come from codes: {{ image.located_as|located_kind }}, {{ label|class_name }}."""
 
 from django import template
 from django.utils.translation import gettext_lazy as _
+
+from cases.differential import display_name
 
 register = template.Library()
 
@@ -19,3 +21,9 @@ def located_kind(code):
     """The kind in the page's language; an unknown code is shown as it is, no code as "cell"."""
     code = code or "cell"
     return str(LOCATED_KINDS.get(code, code))
+
+
+@register.filter
+def class_name(label):
+    """A model class or reviewer-only label as people read it ("neutrophil" -> "Neutrophil" / "Neutrófilo")."""
+    return display_name(label) if label else ""
