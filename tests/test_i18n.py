@@ -220,3 +220,14 @@ def test_the_pdf_report_writes_dates_in_the_readers_format(settings):
     with translation.override("en-gb"):
         assert _when(moment) == "05/03/2026 14:30 CET"
     assert _when(None) == "—"
+
+
+def test_templates_format_dates_in_the_readers_language():
+    """`|date:"Y-m-d H:i"` writes the same digits in every language; the named formats follow the language."""
+    hard_coded = [
+        f"{path.relative_to(settings.BASE_DIR)}: {match.group(0)}"
+        for path in Path(settings.BASE_DIR, "templates").rglob("*.html")
+        for match in re.finditer(r'\|date:"([^"]*)"', path.read_text())
+        if not match.group(1).endswith("_FORMAT")
+    ]
+    assert not hard_coded, hard_coded
