@@ -324,7 +324,7 @@ def test_the_embedded_default_runs_the_job_in_a_background_process(tiny_model, s
 
 def _bundle_from(version, settings) -> dict:
     """Make the tiny model's folder the 'bundled model on disk', with a release evaluation in its metadata."""
-    from inference.artifacts import read_model_metadata, write_model_metadata
+    from inference.model_folder import read_model_metadata, write_model_metadata
 
     folder = artifact_path(version, "model.keras").parent
     metadata = read_model_metadata(folder)

@@ -92,7 +92,7 @@ def test_predictor_accepts_grey_and_transparent_images(tiny_model):
 
 def _bundle_from(version: ModelVersion, settings) -> dict:
     """Make a tiny model's folder play the part of the bundled model directory."""
-    from inference.artifacts import read_model_metadata
+    from inference.model_folder import read_model_metadata
 
     settings.BUNDLED_MODEL_DIR = artifact_path(version, "")
     return read_model_metadata(settings.BUNDLED_MODEL_DIR)

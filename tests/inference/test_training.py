@@ -306,3 +306,25 @@ def test_the_legacy_training_config_maps_to_its_recipe():
     assert name == "whole-network" and config == WholeNetworkConfig(whole_network_size=96, views=2, seed=3)
     name, config = recipe_config(TrainingConfig(finetune_from="block13", head_epochs=5))
     assert name == "frozen-head" and config == FrozenHeadConfig(finetune_from="block13", head_epochs=5)
+
+
+@pytest.mark.slow
+def test_the_legacy_train_function_still_trains_through_the_registry(tmp_path):
+    """Scripts call ``inference.training.train(train_dirs=..., val_dir=..., config=TrainingConfig(...))``."""
+    from inference.data import MULTILAB_AUGMENTATION
+    from inference.training import TrainingConfig, train
+
+    data = _dataset(tmp_path / "data")
+    config = TrainingConfig(
+        weights=None, input_size=32, whole_network_size=32, views=1, finetune_epochs=1, finetune_from="all",
+        augmentation=MULTILAB_AUGMENTATION,
+    )  # fmt: skip
+    result = train(
+        train_dirs=[data, data], val_dir=data, output_dir=tmp_path / "out", name="legacy", config=config,
+        cache_dir=tmp_path / "cache", log=lambda message: None,
+    )  # fmt: skip
+    training = result.metadata["training"]
+    assert training["recipe"] == "whole-network" and training["train_dirs"] == [str(data), str(data)]
+    assert training["val_dir"] == str(data) and training["train_counts"]["PLATELET"] == 16
+    assert training["config"]["whole_network_size"] == 32 and "finetune_from" not in training["config"]
+    assert (tmp_path / "out" / "metadata.json").is_file() and not (tmp_path / "cache").exists()
