@@ -31,9 +31,8 @@ from .data import IMAGE_SUFFIXES, AugmentationConfig, DatasetError, ImageDataset
 from .export import keras_outputs
 from .model_folder import read_model_metadata, write_model_metadata
 from .preprocessing import scale_pixels
-from .training import TrainingConfig
-from .training_common import TrainingResult, calibrate, save_model_folder
-from .whole_network import dihedral_views
+from .training_common import RecipeConfig, TrainingResult, calibrate, save_model_folder
+from .whole_network import WholeNetworkConfig, dihedral_views
 
 logger = logging.getLogger(__name__)
 
@@ -253,7 +252,7 @@ def adapt_model(
     _check(should_stop)
     report(0.02, "decoding cells")
     t0 = time.perf_counter()
-    pixel_config = TrainingConfig(seed=config.seed, num_threads=config.num_threads, augmentation=config.augmentation)
+    pixel_config = RecipeConfig(seed=config.seed, num_threads=config.num_threads, augmentation=config.augmentation)
 
     def bar(description, total):
         class _Bar:
@@ -320,7 +319,7 @@ def adapt_model(
     t0 = time.perf_counter()
     cal_logits, cal_features = keras_outputs(classifier, scale_pixels(cal_pixels.astype(np.float32), scale))
     _, train_features = keras_outputs(classifier, scale_pixels(train_pixels[0].astype(np.float32), scale))
-    calibration_config = TrainingConfig(
+    calibration_config = RecipeConfig(
         target_accuracy=config.target_accuracy, max_flagged=config.max_flagged, ood_quantile=config.ood_quantile
     )
     calibration = calibrate(
@@ -338,14 +337,19 @@ def adapt_model(
     # 4. Export through the same path as training (parity check included).
     report(0.9, "exporting")
     base_training = metadata.get("training", {}).get("config", {})
-    export_config = TrainingConfig(
-        backbone=metadata["backbone"],
-        input_size=metadata["input_size"],
-        num_threads=config.num_threads,
-        whole_network_size=base_training.get("whole_network_size"),
-        target_accuracy=config.target_accuracy,
-        max_flagged=config.max_flagged,
-        ood_quantile=config.ood_quantile,
+    # What save_model_folder records as the config: the base's network (and its internal size, when it
+    # resizes inside) with this adaptation's calibration settings.
+    exported = {
+        "backbone": metadata["backbone"],
+        "input_size": metadata["input_size"],
+        "num_threads": config.num_threads,
+        "target_accuracy": config.target_accuracy,
+        "max_flagged": config.max_flagged,
+        "ood_quantile": config.ood_quantile,
+    }
+    internal_size = base_training.get("whole_network_size")
+    export_config = (
+        WholeNetworkConfig(**exported, whole_network_size=internal_size) if internal_size else RecipeConfig(**exported)
     )
     counts = {
         "adapt": data.counts(),
