@@ -7,9 +7,11 @@ from django.http import StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.formats import date_format
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.permissions import capability_required
+from cases.differential import display_name
 from hematovision.csv_safety import csv_text_chunks
 
 from . import selectors, services, shadow
@@ -42,23 +44,31 @@ def _dashboard_request(request):
     return form, None, None
 
 
+def _shown(label: str) -> str:
+    """A class or final label as the chart's reader says it ("lymphocyte" -> "Linfocito" in Spanish)."""
+    return gettext("not reviewed yet") if label == selectors.NOT_REVIEWED else display_name(label)
+
+
 def chart_data(metrics: selectors.DashboardMetrics) -> dict:
     return {
         "labels": metrics.labels,
         "perClass": {
-            "labels": [row.label for row in metrics.per_class],
+            "labels": [_shown(row.label) for row in metrics.per_class],
             "precision": [row.precision for row in metrics.per_class],
             "recall": [row.recall for row in metrics.per_class],
             "f1": [row.f1 for row in metrics.per_class],
         },
-        "roc": [{"label": curve.label, "fpr": curve.fpr, "tpr": curve.tpr, "auc": curve.auc} for curve in metrics.roc],
+        "roc": [
+            {"label": _shown(curve.label), "fpr": curve.fpr, "tpr": curve.tpr, "auc": curve.auc}
+            for curve in metrics.roc
+        ],
         "cellsPerDay": {
             # Shown under the chart: in the reader's date format.
             "labels": [date_format(day, "SHORT_DATE_FORMAT") for day, _ in metrics.cells_per_day],
             "counts": [count for _, count in metrics.cells_per_day],
         },
         "flaggedOutcomes": {
-            "labels": list(metrics.flagged_outcomes),
+            "labels": [_shown(label) for label in metrics.flagged_outcomes],
             "counts": list(metrics.flagged_outcomes.values()),
         },
     }
