@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import Http404
+from django.utils import translation
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
@@ -42,4 +44,6 @@ class CaseFhirReportAPI(APIView):
             details={"case": case.accession_id, "report": "fhir-api"},
             request=request,
         )
-        return Response(diagnostic_report(build_report(case=case)))
+        # In the site's language, whatever the client's Accept-Language (as the page's download).
+        with translation.override(settings.LANGUAGE_CODE):
+            return Response(diagnostic_report(build_report(case=case)))

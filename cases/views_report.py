@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import translation
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
@@ -65,7 +67,9 @@ def report_pdf(request, pk: int):
 @capability_required(*READERS)
 def report_fhir(request, pk: int):
     case = _case_or_404(pk)
-    body = json.dumps(diagnostic_report(build_report(case=case)), indent=2).encode()
+    # The document for the laboratory information system is in the site's language, whatever the browser's.
+    with translation.override(settings.LANGUAGE_CODE):
+        body = json.dumps(diagnostic_report(build_report(case=case)), indent=2).encode()
     return _download(request, case, body, content_type="application/fhir+json", extension="fhir.json", kind="fhir")
 
 

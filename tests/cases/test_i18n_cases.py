@@ -6,11 +6,20 @@ string of the case pages is marked but left out of the catalogue, or when it is 
 
 import pytest
 from django.urls import reverse
+from django.utils import translation
 
 from cases.models import Case, Review
 from tests.factories import CaseFactory, CellImageFactory, ModelVersionFactory, PredictionFactory
 
 SPANISH = {"HTTP_ACCEPT_LANGUAGE": "es"}
+
+
+@pytest.fixture(autouse=True)
+def back_to_the_default_language():
+    """A Spanish request leaves Spanish active in this thread (LocaleMiddleware does not reset it): the next test,
+    calling services directly, must find the default language again."""
+    yield
+    translation.deactivate()
 
 
 @pytest.fixture
@@ -109,3 +118,13 @@ def test_a_review_notice_is_in_spanish(case, pathologist, client):
     )
     assert Review.objects.filter(image=first, kind=Review.Kind.CONFIRM).exists()
     assert "1 célula confirmada." in response.content.decode()
+
+
+def test_the_pdf_is_made_in_spanish_and_the_fhir_document_stays_in_the_site_language(case, pathologist, client):
+    client.force_login(pathologist)
+    pdf = client.get(reverse("cases:report_pdf", args=[case.pk]), **SPANISH)
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    fhir = client.get(reverse("cases:report_fhir", args=[case.pk]), **SPANISH).content.decode()
+    # For the laboratory information system: one language (the site's), whatever the browser asks for.
+    assert '"text": "Neutrophil"' in fhir and "Neutrófilo" not in fhir
+    assert '"code": "26511-6"' in fhir
