@@ -28,7 +28,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--holdout", type=Path, help="hold-out cells (default: a fraction of --data by file-name hash)"
         )
-        parser.add_argument("--holdout-fraction", type=float, default=DEFAULT_HOLDOUT_FRACTION)
+        parser.add_argument(
+            "--holdout-fraction", type=float, help=f"share of --data held out (default {DEFAULT_HOLDOUT_FRACTION})"
+        )
         parser.add_argument(
             "--base-test", type=Path, action="append", default=[], help="also measure on this base test set"
         )
@@ -44,11 +46,19 @@ class Command(BaseCommand):
             epochs=options["epochs"], learning_rate=options["learning_rate"], num_threads=options["threads"]
         )
         if options["job"] is not None:
+            # The queued job says what to adapt on and where the result goes.
+            for flag in ("data", "name", "holdout", "holdout_fraction", "base_test", "no_register", "json"):
+                if options[flag]:
+                    raise CommandError(f"--{flag.replace('_', '-')} does nothing with --job: the job says what to do")
             job = run_adaptation_job(job_id=options["job"], config=config)
             self.stdout.write(f"adaptation job {job.pk}: {job.status}. {job.message}")
             return
         if not options["data"] or not options["name"]:
             raise CommandError("--data and --name are required (or --job ID)")
+        if options["holdout"] and options["holdout_fraction"] is not None:
+            raise CommandError("--holdout-fraction does nothing with --holdout: the hold-out cells are that folder")
+        if options["holdout_fraction"] is None:
+            options["holdout_fraction"] = DEFAULT_HOLDOUT_FRACTION
         if not 0 < options["holdout_fraction"] < 1:
             raise CommandError("--holdout-fraction must be between 0 and 1")
         if options["epochs"] < 1:
