@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from django.utils.translation import gettext_noop
+
 from .model_folder import read_model_metadata, version_fields
 from .models import ModelVersion
 from .registry import get_active_version
@@ -49,13 +51,29 @@ def comparison_rows(evaluation) -> dict:
         value = (metrics.get("case_differential") or {}).get("mean_abs_pp")
         return None if value is None else value
 
+    # The labels stay English keys (data-metric on the page); the page shows them translated.
     headline = [
-        ("cells", candidate.get("n"), baseline.get("n"), "n"),
-        ("accuracy", candidate.get("accuracy"), baseline.get("accuracy"), "pct"),
-        ("macro-F1", candidate.get("macro_f1"), baseline.get("macro_f1"), "num"),
-        ("flagged for review", candidate.get("flagged_fraction"), baseline.get("flagged_fraction"), "pct"),
-        ("accuracy of unflagged", candidate.get("accuracy_unflagged"), baseline.get("accuracy_unflagged"), "pct"),
-        ("case differential, mean |difference| (points)", differential(candidate), differential(baseline), "num"),
+        (gettext_noop("cells"), candidate.get("n"), baseline.get("n"), "n"),
+        (gettext_noop("accuracy"), candidate.get("accuracy"), baseline.get("accuracy"), "pct"),
+        (gettext_noop("macro-F1"), candidate.get("macro_f1"), baseline.get("macro_f1"), "num"),
+        (
+            gettext_noop("flagged for review"),
+            candidate.get("flagged_fraction"),
+            baseline.get("flagged_fraction"),
+            "pct",
+        ),
+        (
+            gettext_noop("accuracy of unflagged"),
+            candidate.get("accuracy_unflagged"),
+            baseline.get("accuracy_unflagged"),
+            "pct",
+        ),
+        (
+            gettext_noop("case differential, mean |difference| (points)"),
+            differential(candidate),
+            differential(baseline),
+            "num",
+        ),
     ]
     recall = []
     per_class = candidate.get("per_class") or {}
