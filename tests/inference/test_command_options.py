@@ -23,3 +23,16 @@ def test_adapt_refuses_options_that_would_do_nothing(db, arguments, message):
 def test_adapt_still_checks_the_default_holdout_fraction_range(db, tmp_path):
     with pytest.raises(CommandError, match="between 0 and 1"):
         call_command("adapt", "--data", str(tmp_path), "--name", "n", "--holdout-fraction", "1.5")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["some-version", "--rollback"], "--rollback brings back the previous version"),
+        (["--rollback", "--force", "--reason", "r"], "--rollback brings back the previous version"),
+        (["some-version", "--reason", "because"], "--reason does nothing without --force"),
+    ],
+)
+def test_activate_model_refuses_options_that_would_do_nothing(db, arguments, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("activate_model", *arguments)

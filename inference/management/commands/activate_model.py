@@ -22,6 +22,10 @@ class Command(BaseCommand):
         parser.add_argument("--rollback", action="store_true", help="bring back the version the active one replaced")
 
     def handle(self, *args, **options):
+        if options["rollback"] and (options["name"] or options["force"] or options["reason"]):
+            raise CommandError("--rollback brings back the previous version: a name, --force or --reason do nothing")
+        if options["reason"] and not options["force"]:
+            raise CommandError("--reason does nothing without --force")
         if options["rollback"]:
             try:
                 version = rollback_version()
