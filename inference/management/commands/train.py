@@ -58,7 +58,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--recipe",
             choices=available_recipes(),
-            help='training recipe (default: "frozen-head", or "whole-network" with --whole-network-size)',
+            help='training recipe (default: "frozen-head", or "whole-network" with --whole-network-size): '
+            + "; ".join(f"{name}: {get_recipe(name).description}" for name in available_recipes()),
         )
         data = parser.add_argument_group("data")
         data.add_argument("--data", type=Path, help="training images, one sub-folder per class (folder recipes)")
