@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
+from django.utils.translation import gettext
 
 from audit.services import record
 
@@ -236,19 +237,23 @@ def queue_adaptation(*, name: str, laboratory_id: int | None, source_label: str,
     """Create the job and hand it to a training worker (or a background process) once committed."""
     name = name.strip()
     if not name:
-        raise AdaptationRefused("give the new version a name")
+        raise AdaptationRefused(gettext("give the new version a name"))
     if (
         ModelVersion.objects.filter(name=name).exists()
         or AdaptationJob.objects.filter(
             name=name, status__in=[AdaptationJob.Status.QUEUED, AdaptationJob.Status.RUNNING]
         ).exists()
     ):
-        raise AdaptationRefused(f"the name {name!r} is already taken by a version or a running adaptation")
+        raise AdaptationRefused(
+            gettext("the name “%(name)s” is already taken by a version or a running adaptation") % {"name": name}
+        )
     base = get_active_version()
     if base is None:
-        raise AdaptationRefused("there is no active model version to adapt")
+        raise AdaptationRefused(gettext("there is no active model version to adapt"))
     if not base.keras_artifact:
-        raise AdaptationRefused(f"the active version {base.name} has no Keras model file: it cannot be adapted")
+        raise AdaptationRefused(
+            gettext("the active version %(name)s has no Keras model file: it cannot be adapted") % {"name": base.name}
+        )
     job = AdaptationJob.objects.create(
         name=name,
         source_label=source_label[:200],

@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from audit.models import AuditEvent
 from audit.services import record
@@ -105,8 +106,11 @@ def activate_version(
     a version without a recorded evaluation is refused); the command line may force it with a reason."""
     if require_evaluation and not is_evaluated(version):
         raise ActivationRefused(
-            f"{version.name} has no recorded evaluation: evaluate it (manage.py evaluate --model {version.name} "
-            "--data DIR --record, or adapt it from the page) before activating it"
+            gettext(
+                "%(name)s has no recorded evaluation: evaluate it (manage.py evaluate --model %(name)s "
+                "--data DIR --record, or adapt it from the page) before activating it"
+            )
+            % {"name": version.name}
         )
     with transaction.atomic():
         previous_versions = list(ModelVersion.objects.select_for_update().filter(is_active=True).exclude(pk=version.pk))
@@ -145,12 +149,15 @@ def rollback_version(actor=None, *, request=None) -> ModelVersion:
     """Bring back the version the active one replaced; audited."""
     active = ModelVersion.objects.filter(is_active=True).select_related("previous_version").first()
     if active is None or active.previous_version is None:
-        raise ActivationRefused("there is no previous version to roll back to")
+        raise ActivationRefused(gettext("there is no previous version to roll back to"))
     target = active.previous_version
     from .registry import artifact_path
 
     if not artifact_path(target, target.serving_artifact).is_file():
-        raise ActivationRefused(f"the previous version {target.name} cannot serve any more: its model file is gone")
+        raise ActivationRefused(
+            gettext("the previous version %(name)s cannot serve any more: its model file is gone")
+            % {"name": target.name}
+        )
     with transaction.atomic():
         ModelVersion.objects.select_for_update().filter(pk__in=[active.pk, target.pk]).exists()
         ModelVersion.objects.filter(pk=active.pk).update(is_active=False)
@@ -178,9 +185,15 @@ def start_shadow(version: ModelVersion, actor=None, *, request=None) -> ModelVer
     """Run `version` in shadow beside the active one: every new cell is also classified by it, and what it
     says is stored for the dashboard, never shown. Replaces any other version in shadow; audited."""
     if version.is_active:
-        raise ShadowRefused(f"{version.name} is the active version: only an inactive candidate can run in shadow")
+        raise ShadowRefused(
+            gettext("%(name)s is the active version: only an inactive candidate can run in shadow")
+            % {"name": version.name}
+        )
     if not is_evaluated(version):
-        raise ShadowRefused(f"{version.name} has no recorded evaluation: evaluate it before running it in shadow")
+        raise ShadowRefused(
+            gettext("%(name)s has no recorded evaluation: evaluate it before running it in shadow")
+            % {"name": version.name}
+        )
     with transaction.atomic():
         current = list(ModelVersion.objects.select_for_update().filter(is_shadow=True))
         if any(other.pk == version.pk for other in current):
