@@ -14,6 +14,7 @@ import io
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from django.utils.translation import gettext
 from PIL import Image
 
 from inference.preprocessing import to_rgb
@@ -89,10 +90,14 @@ def write_laboratory_cells(*, output_dir: Path, laboratory_id: int | None, holdo
             case_of[f"{folder.name}/{path.name}"] = str(image.case_id)
     warnings = []
     if len(adapt_cases) + len(holdout_cases) < MIN_CASES_FOR_SPLIT:
-        warnings.append("Fewer than two signed cases with reviewed cells: there is no hold-out part to measure on.")
+        warnings.append(
+            gettext("Fewer than two signed cases with reviewed cells: there is no hold-out part to measure on.")
+        )
     thin = sorted(label for label, n in counts["adapt"].items() if n < 5)
     if thin:
-        warnings.append(f"Fewer than 5 reviewed cells to adapt on for: {', '.join(thin)}.")
+        warnings.append(
+            gettext("Fewer than 5 reviewed cells to adapt on for: %(classes)s.") % {"classes": ", ".join(thin)}
+        )
     return {
         "adapt_dir": parts["adapt"],
         "holdout_dir": parts["holdout"],
