@@ -12,6 +12,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from .importing import KERAS_SUFFIXES, ImportFailed, import_keras_model
 from .models import ModelImport
@@ -29,7 +30,10 @@ def queue_model_import(*, upload, options: dict, actor) -> ModelImport:
     """Store the uploaded file and queue its import once the transaction commits."""
     suffix = Path(upload.name).suffix.lower()
     if suffix not in KERAS_SUFFIXES:
-        raise ImportFailed(f"{upload.name} is not a Keras model file ({', '.join(KERAS_SUFFIXES)})")
+        raise ImportFailed(
+            gettext("%(name)s is not a Keras model file (%(suffixes)s)")
+            % {"name": upload.name, "suffixes": ", ".join(KERAS_SUFFIXES)}
+        )
     relative = f"{UPLOADS_DIR}/{uuid.uuid4().hex}{suffix}"
     path = _upload_path(relative)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.utils.translation import gettext
 
 from audit.models import AuditEvent
 from audit.services import record
@@ -61,45 +62,62 @@ def parse_classes(text: str | None) -> list[str] | None:
         return None
     classes = [name.strip() for name in text.split(",") if name.strip()]
     if len(set(classes)) != len(classes):
-        raise ImportFailed(f"class names must be distinct, got {classes}")
+        raise ImportFailed(gettext("class names must be distinct, got %(classes)s") % {"classes": classes})
     return classes
 
 
 def load_keras_file(path: Path):
     if not path.is_file():
-        raise ImportFailed(f"file not found: {path}")
+        raise ImportFailed(gettext("file not found: %(path)s") % {"path": path})
     if not path.name.lower().endswith(KERAS_SUFFIXES):
-        raise ImportFailed(f"{path.name} is not a Keras model file (expected {', '.join(KERAS_SUFFIXES)})")
+        raise ImportFailed(
+            gettext("%(name)s is not a Keras model file (expected %(suffixes)s)")
+            % {"name": path.name, "suffixes": ", ".join(KERAS_SUFFIXES)}
+        )
     import keras
 
     try:
         # safe_mode refuses Lambda layers, whose deserialization could run arbitrary code.
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - Keras and h5py raise many types for a file that is not a model
-        raise ImportFailed(f"{path.name} is not a loadable Keras model: {exc}") from exc
+        raise ImportFailed(
+            gettext("%(name)s is not a loadable Keras model: %(error)s") % {"name": path.name, "error": exc}
+        ) from exc
 
 
 def _square_input_size(model, requested: int | None) -> int:
     shapes = model.inputs
     if len(shapes) != 1 or len(shapes[0].shape) != 4:
-        raise ImportFailed(f"expected one image input [N, H, W, 3], the model has inputs {shapes}")
+        raise ImportFailed(
+            gettext("expected one image input [N, H, W, 3], the model has inputs %(shapes)s") % {"shapes": shapes}
+        )
     _, height, width, channels = shapes[0].shape
     if channels != 3:
-        raise ImportFailed(f"expected RGB input with 3 channels, the model takes {channels}")
+        raise ImportFailed(
+            gettext("expected RGB input with 3 channels, the model takes %(channels)s") % {"channels": channels}
+        )
     if height != width:
-        raise ImportFailed(f"expected a square input, the model takes {height}x{width}")
+        raise ImportFailed(
+            gettext("expected a square input, the model takes %(height)sx%(width)s")
+            % {"height": height, "width": width}
+        )
     if height is None:
         if requested is None:
-            raise ImportFailed("the model accepts any input size: give one with --input-size")
+            raise ImportFailed(gettext("the model accepts any input size: give one with --input-size"))
         return requested
     if requested is not None and requested != height:
-        raise ImportFailed(f"--input-size {requested} differs from the model's fixed input size {height}")
+        raise ImportFailed(
+            gettext("--input-size %(requested)s differs from the model's fixed input size %(size)s")
+            % {"requested": requested, "size": height}
+        )
     return int(height)
 
 
 def _final_layer(model):
     if len(model.outputs) != 1:
-        raise ImportFailed(f"expected a classifier with one output, the model has {len(model.outputs)}")
+        raise ImportFailed(
+            gettext("expected a classifier with one output, the model has %(count)s") % {"count": len(model.outputs)}
+        )
     return model.layers[-1]
 
 
@@ -124,8 +142,10 @@ def _logits_tensor(final, traced):
     if kind == "Dense" and _activation_name(final) == "linear":
         return layer_outputs
     raise ImportFailed(
-        f"the model's last layer ({final.name}, {kind} {_activation_name(final)}) is not a softmax or linear "
-        "classifier layer"
+        gettext(
+            "the model's last layer (%(layer)s, %(kind)s %(activation)s) is not a softmax or linear classifier layer"
+        )
+        % {"layer": final.name, "kind": kind, "activation": _activation_name(final)}
     )
 
 
@@ -156,7 +176,7 @@ def build_serving_model(model, *, input_size: int, scale: str):
     try:
         return keras.Model(inputs, {"logits": logits, "features": features}, name=f"{model.name}_serving")
     except ValueError as exc:
-        raise ImportFailed(f"cannot rebuild the model for serving: {exc}") from exc
+        raise ImportFailed(gettext("cannot rebuild the model for serving: %(error)s") % {"error": exc}) from exc
 
 
 def _check_rebuild(model, serving_model, *, scale: str, sample: np.ndarray) -> float:
@@ -171,7 +191,10 @@ def _check_rebuild(model, serving_model, *, scale: str, sample: np.ndarray) -> f
         original = softmax(original)
     difference = float(np.abs(original - softmax(logits)).max())
     if not difference <= REBUILD_TOLERANCE:
-        raise ImportFailed(f"the rebuilt model differs from the imported one by {difference:.2e}; not importing it")
+        raise ImportFailed(
+            gettext("the rebuilt model differs from the imported one by %(difference)s; not importing it")
+            % {"difference": f"{difference:.2e}"}
+        )
     return difference
 
 
@@ -184,10 +207,16 @@ def _resolve_classes(classes: Sequence[str] | None, n_outputs: int, notes: list[
         if n_outputs == len(BLOOD_CELL_CLASSES):
             notes.append(f"no classes given: assumed Blood_Cell.h5's {', '.join(BLOOD_CELL_CLASSES)} (in that order)")
             return list(BLOOD_CELL_CLASSES)
-        raise ImportFailed(f"the model has {n_outputs} outputs: name its classes in output order with --classes")
+        raise ImportFailed(
+            gettext("the model has %(count)s outputs: name its classes in output order with --classes")
+            % {"count": n_outputs}
+        )
     classes = list(classes)
     if len(classes) != n_outputs:
-        raise ImportFailed(f"{len(classes)} classes given ({', '.join(classes)}) but the model has {n_outputs} outputs")
+        raise ImportFailed(
+            gettext("%(given)s classes given (%(classes)s) but the model has %(count)s outputs")
+            % {"given": len(classes), "classes": ", ".join(classes), "count": n_outputs}
+        )
     return classes
 
 
@@ -208,18 +237,27 @@ def import_keras_model(
     """
     path = Path(path)
     if scale not in SCALE_MODES:
-        raise ImportFailed(f"unknown pixel scaling {scale!r}; choose one of {', '.join(SCALE_MODES)}")
+        raise ImportFailed(
+            gettext("unknown pixel scaling %(scale)s; choose one of %(modes)s")
+            % {"scale": repr(scale), "modes": ", ".join(SCALE_MODES)}
+        )
     model = load_keras_file(path)
     file_sha256 = sha256_of(path)
     name = name or f"{path.stem}-{file_sha256[:8]}"
     if not NAME_PATTERN.match(name):
-        raise ImportFailed(f"model name {name!r} must be letters, digits, '.', '_' or '-' (at most 120)")
+        raise ImportFailed(
+            gettext("model name %(name)s must be letters, digits, '.', '_' or '-' (at most 120)") % {"name": repr(name)}
+        )
     if ModelVersion.objects.filter(name=name).exists():
-        raise ImportFailed(f"a model version named {name!r} already exists; choose another --name")
+        raise ImportFailed(
+            gettext("a model version named %(name)s already exists; choose another --name") % {"name": repr(name)}
+        )
     store = Path(settings.MODEL_STORE_DIR)
     destination = store / name
     if destination.exists():
-        raise ImportFailed(f"{destination} already exists; choose another --name or remove that directory")
+        raise ImportFailed(
+            gettext("%(path)s already exists; choose another --name or remove that directory") % {"path": destination}
+        )
 
     notes: list[str] = []
     size = _square_input_size(model, input_size)
@@ -250,7 +288,7 @@ def import_keras_model(
         raise
     except Exception as exc:  # noqa: BLE001 - any failure to write or export must leave nothing behind
         shutil.rmtree(staging, ignore_errors=True)
-        raise ImportFailed(f"exporting {path.name} failed: {exc}") from exc
+        raise ImportFailed(gettext("exporting %(name)s failed: %(error)s") % {"name": path.name, "error": exc}) from exc
 
     import_details = {
         "original_file": path.name,
