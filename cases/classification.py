@@ -30,9 +30,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext, gettext_noop
 from PIL import Image
 
 from inference.analysis import analyse_images
@@ -113,6 +115,13 @@ def claim_for_classification(*, image_ids: Sequence[int]) -> list[CellImage]:
             image.attempts += 1
             image.status_changed_at = now
     return images
+
+
+def site_message(message: str, **values) -> str:
+    """A status message stored on an image is read later by everyone: it is written in the site's language, not in
+    the language of whoever's request happened to run the classification. `message` is marked with gettext_noop."""
+    with translation.override(settings.LANGUAGE_CODE):
+        return gettext(message) % values
 
 
 def mark_failed(*, image_ids: Sequence[int], message: str) -> None:
@@ -273,7 +282,10 @@ def _analyse_batch(
             decoded.append((image, selectors.open_cell_image(image=image)))
         except (storage.StoredImageError, OSError, ValueError) as exc:
             logger.error("image %s cannot be read for classification: %s", image.pk, exc)
-            mark_failed(image_ids=[image.pk], message=f"The stored image cannot be read: {exc}")
+            mark_failed(
+                image_ids=[image.pk],
+                message=site_message(gettext_noop("The stored image cannot be read: %(error)s"), error=exc),
+            )
             failed.append(image.pk)
     by_scale: dict[float | None, list[tuple[CellImage, Image.Image]]] = {}
     for image, picture in decoded:
@@ -306,7 +318,9 @@ def _analyse_one_by_one(predictor, group, scale) -> tuple[list[_Analysed], list[
             raise
         except Exception as exc:
             logger.exception("classification failed for image %s", image.pk)
-            mark_failed(image_ids=[image.pk], message=f"Classification failed: {exc}")
+            mark_failed(
+                image_ids=[image.pk], message=site_message(gettext_noop("Classification failed: %(error)s"), error=exc)
+            )
             failed.append(image.pk)
             continue
         analysed.append(_Analysed(image=image, picture=picture, analysis=result))

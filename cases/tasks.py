@@ -14,6 +14,7 @@ import random
 from collections.abc import Sequence
 
 from celery import shared_task
+from django.utils.translation import gettext_noop
 from kombu.exceptions import KombuError
 
 from inference.predictor import ModelUnavailable
@@ -48,7 +49,12 @@ def classify_images(self, image_ids: list[int]) -> dict[str, int]:
                 "classification of %s waits for a model (attempt %d): %s", image_ids, self.request.retries, exc
             )
             raise self.retry(exc=exc, countdown=backoff_seconds(self.request.retries)) from exc
-        classification.mark_waiting(image_ids=image_ids, message=f"Waiting for a usable classification model: {exc}")
+        classification.mark_waiting(
+            image_ids=image_ids,
+            message=classification.site_message(
+                gettext_noop("Waiting for a usable classification model: %(error)s"), error=exc
+            ),
+        )
         classification.refresh_case_statuses(case_ids=classification.case_ids_of(image_ids))
         logger.error("classification of %s left queued: %s", image_ids, exc)
         return {"classified": 0, "failed": 0, "waiting": len(image_ids)}
