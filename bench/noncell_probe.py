@@ -11,7 +11,14 @@ cell found is flagged; it fails when any found cell gets a confident class. Kind
 - debris: irregular specks and streaks of stain-like colour on a smear-coloured background
 - red cells only: windows of olympus validation and test fields that hold no leukocyte or platelet box
 - tiny: images of 4 to 14 pixels
-Nothing here is used for training or to choose a threshold: it is an evaluation set.
+Nothing here is used for training.
+
+Two sets. `--set dev` (the default, seed 0) is the set whose failures the third and fourth sessions looked
+at while designing the not-a-cell rules (inference/analysis.py): read its figures as development figures.
+`--set holdout` (seed 1) was written after those rules and run once per model: other random mock-ups,
+colours, noise, debris and red-cell windows, mock-ups saved as JPEG (a screenshot shared by e-mail), photo
+sources the dev set does not use (scikit-image's clock, cell, phantom, blobs and checkerboard, matplotlib's
+sample photographs) and the same photos tinted with a stain-like purple.
 """
 
 from __future__ import annotations
@@ -60,6 +67,43 @@ def photos(rng) -> list[Image.Image]:
             left = int(rng.integers(0, image.width - side + 1))
             top = int(rng.integers(0, image.height - side + 1))
             out.append(image.crop((left, top, left + side, top + side)).resize((360, 360)))
+    return out
+
+
+def holdout_photos(rng) -> list[Image.Image]:
+    import matplotlib
+    from skimage import data
+
+    sources = [Image.fromarray(np.asarray(getattr(data, name)())).convert("RGB")
+               for name in ("clock", "cell", "shepp_logan_phantom", "checkerboard")]  # fmt: skip
+    sources.append(Image.fromarray((data.binary_blobs(length=512, rng=0) * 255).astype(np.uint8)).convert("RGB"))
+    samples = Path(matplotlib.get_data_path()) / "sample_data"
+    for name in ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png"):
+        if (samples / name).is_file():
+            sources.append(Image.open(samples / name).convert("RGB"))
+    out = []
+    for image in sources:
+        for index in range(8):
+            side = int(min(image.size) * rng.uniform(0.3, 1.0))
+            left = int(rng.integers(0, image.width - side + 1))
+            top = int(rng.integers(0, image.height - side + 1))
+            crop = image.crop((left, top, left + side, top + side)).resize((360, 360))
+            if index % 2:  # tinted like a stained smear: dark parts purple, light parts pink-white
+                grey = np.asarray(crop.convert("L"), dtype=np.float64)[..., None] / 255.0
+                dark, light = np.array([95.0, 40.0, 140.0]), np.array([240.0, 215.0, 225.0])
+                crop = Image.fromarray((dark * (1 - grey) + light * grey).astype(np.uint8))
+            out.append(crop)
+    return out
+
+
+def jpeg_screenshots(rng) -> list[Image.Image]:
+    import io
+
+    out = []
+    for image in screenshots(rng)[:40]:
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=int(rng.integers(60, 90)))
+        out.append(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
     return out
 
 
@@ -155,13 +199,24 @@ def tiny(rng) -> list[Image.Image]:
     return [Image.fromarray(rng.integers(0, 256, (s, s, 3), dtype=np.uint8)) for s in range(4, 15)]
 
 
-def build_probe(seed: int = 0) -> list[tuple[str, Image.Image]]:
-    rng = np.random.default_rng(seed)
-    probe = []
-    for kind, make in [
+PROBE_SETS = {
+    "dev": (0, [
         ("photo", photos), ("screenshot", screenshots), ("colour", colours), ("noise", noise),
         ("debris", debris), ("red_cells_only", red_cells_only), ("tiny", tiny),
-    ]:  # fmt: skip
+    ]),
+    "holdout": (1, [
+        ("photo", holdout_photos), ("screenshot", screenshots), ("screenshot_jpeg", jpeg_screenshots),
+        ("colour", colours), ("noise", noise), ("debris", debris), ("red_cells_only", red_cells_only),
+        ("tiny", tiny),
+    ]),
+}  # fmt: skip
+
+
+def build_probe(name: str = "dev") -> list[tuple[str, Image.Image]]:
+    seed, kinds = PROBE_SETS[name]
+    rng = np.random.default_rng(seed)
+    probe = []
+    for kind, make in kinds:
         probe += [(kind, image) for image in make(rng)]
     return probe
 
@@ -169,6 +224,7 @@ def build_probe(seed: int = 0) -> list[tuple[str, Image.Image]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, default=ROOT / "inference" / "bundled")
+    parser.add_argument("--set", choices=sorted(PROBE_SETS), default="dev", dest="probe_set")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--save", type=Path, help="also write the probe images (and failures) here")
     args = parser.parse_args()
@@ -184,7 +240,7 @@ def main() -> None:
     from inference.selectors import version_from_directory
 
     predictor = Predictor(version_from_directory(args.model_dir))
-    probe = build_probe()
+    probe = build_probe(args.probe_set)
     totals, confident, no_cell, reasons = Counter(), Counter(), Counter(), Counter()
     failures = []
     for start in range(0, len(probe), 16):
@@ -208,6 +264,7 @@ def main() -> None:
     n = sum(totals.values())
     result = {
         "model": predictor.version.name,
+        "set": args.probe_set,
         "images": n,
         "confident": sum(confident.values()),
         "confident_fraction": sum(confident.values()) / n,

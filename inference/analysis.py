@@ -11,13 +11,16 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from .locate import Location, classification_windows, locate_cells
+from .locate import LocatedCell, Location, classification_windows, locate_cells
 from .predictor import CellPrediction, Predictor, get_predictor
 from .preprocessing import to_rgb
 
 # A cell this much farther out than the out-of-distribution threshold is unlike any blood cell the model
 # knows (a photo, a screenshot, debris that took up stain), not just a cell from another laboratory.
 NOT_A_CELL_OOD_FACTOR = 3.0
+# The class of the small stained objects. A crop whose only stained object is this small holds no
+# leukocyte, whatever the classifier, which sees the whole crop, makes of it.
+PLATELET_CLASS = "PLATELET"
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,11 @@ def analyse_images(
     windows = [classification_windows(image, location) for image, location in zip(uprights, locations, strict=True)]
     predictions = iter(predictor.predict([window for image_windows in windows for window in image_windows]))
     return [
-        _analysis(location, image_windows, [_with_cell_flags(next(predictions), predictor) for _ in image_windows])
+        _analysis(
+            location,
+            image_windows,
+            [_with_cell_flags(next(predictions), predictor, location, cell) for cell in location.cells],
+        )
         for location, image_windows in zip(locations, windows, strict=True)
     ]
 
@@ -73,9 +80,27 @@ def _analysis(location: Location, windows: list[Image.Image], predictions: list[
     )
 
 
-def _with_cell_flags(prediction: CellPrediction, predictor: Predictor) -> CellPrediction:
+def not_a_cell(prediction: CellPrediction, predictor: Predictor, location: Location, cell: LocatedCell) -> bool:
+    """The found object is unlike any blood cell: far outside the training distribution, in a rendered
+    image (screenshot, drawing), or a platelet-sized speck in a crop that the classifier calls a leukocyte."""
     threshold = predictor.ood_threshold
-    if prediction.ood_score is None or threshold is None or prediction.ood_score <= NOT_A_CELL_OOD_FACTOR * threshold:
+    if prediction.ood_score is not None and threshold is not None:
+        if prediction.ood_score > NOT_A_CELL_OOD_FACTOR * threshold:
+            return True
+    if location.rendered:
+        return True
+    return (
+        location.layout == "crop"
+        and cell.kind == "platelet"
+        and PLATELET_CLASS in predictor.classes
+        and prediction.label != PLATELET_CLASS
+    )
+
+
+def _with_cell_flags(
+    prediction: CellPrediction, predictor: Predictor, location: Location, cell: LocatedCell
+) -> CellPrediction:
+    if not not_a_cell(prediction, predictor, location, cell):
         return prediction
     reasons = tuple(dict.fromkeys((*prediction.flag_reasons, "not_a_cell")))
     return CellPrediction(

@@ -46,6 +46,10 @@ OBJECT_SPREADS = 3.5
 OBJECT_MIN_GREEN_OVER_RED = 0.08
 # ...and are round or lobed: a disc fills pi/4 of its box, rectangles and bands fill it all.
 OBJECT_MAX_EXTENT = 0.9
+# A rendered image (a screenshot, a drawing) has large areas where neighbouring pixels are exactly equal
+# (0.98 for drawn mock-ups, 0.79 once saved as JPEG at quality 70); a camera's noise leaves no microscope
+# image more than about half such pixels (PBC, olympus and LISC validation images: at most 0.50).
+RENDERED_FLAT_FRACTION = 0.65
 # Leukocyte nuclei (with their lobes merged) cover at least this share of a red cell's area; platelets less.
 LEUKOCYTE_MIN_RBC_AREA = 0.30
 PLATELET_MIN_RBC_AREA = 0.03
@@ -76,6 +80,31 @@ class Location:
     main_cell: int | None
     # Why nothing was found, for logs and the pages: "no_stained_object", "uniform_image", "too_small".
     note: str = ""
+    # Share of pixels equal to their right and lower neighbours (flat_fraction).
+    flat_fraction: float = 0.0
+
+    @property
+    def rendered(self) -> bool:
+        """A screenshot or drawing rather than a photograph through a microscope."""
+        return self.flat_fraction >= RENDERED_FLAT_FRACTION
+
+
+def flat_fraction(image: Image.Image, *, max_side: int = 1024) -> float:
+    """Share of pixels exactly equal (all channels) to their right and lower neighbours, on the full-
+    resolution pixels (a reduced copy would smooth a camera's noise away), at most the central
+    ``max_side`` square of a large image."""
+    width, height = image.size
+    if width > max_side or height > max_side:
+        left, top = max(0, (width - max_side) // 2), max(0, (height - max_side) // 2)
+        image = image.crop((left, top, min(width, left + max_side), min(height, top + max_side)))
+    pixels = np.asarray(image, dtype=np.int16)
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if pixels.shape[0] < 2 or pixels.shape[1] < 2:
+        return 1.0
+    across = (np.diff(pixels, axis=1) == 0).all(axis=2)[:-1, :]
+    down = (np.diff(pixels, axis=0) == 0).all(axis=2)[:, :-1]
+    return float((across & down).mean())
 
 
 def _analysis_image(image: Image.Image) -> tuple[np.ndarray, float]:
@@ -213,7 +242,8 @@ def locate_cells(image: Image.Image, *, um_per_pixel: float | None = None) -> Lo
     if layout == "crop" and main is not None:
         cells, main = [cells[main]], 0
     note = "" if cells else "no_stained_object"
-    return Location(layout, (width, height), cells, rbc_px, resolved_um, source, window, main, note)
+    flat = flat_fraction(image) if cells else 0.0
+    return Location(layout, (width, height), cells, rbc_px, resolved_um, source, window, main, note, flat)
 
 
 def _source(um_per_pixel: float | None) -> str:
