@@ -59,7 +59,7 @@ class Recipe:
     name: str
     description: str
     config_class: type[RecipeConfig]
-    # (config, data, output_dir, name, cache_dir, progress, log) -> TrainingResult
+    # (*, config, data, output_dir, name, cache_dir, progress, log, recipe) -> TrainingResult
     train_function: Callable[..., TrainingResult]
     # True: the data come from a datasets root (--data-root); False: from class folders (--data).
     reads_data_root: bool = False
@@ -70,8 +70,7 @@ class Recipe:
 
     def config(self, **overrides) -> RecipeConfig:
         """The recipe's config: its defaults, its preset, then ``overrides`` (unknown fields refused)."""
-        known = {f.name for f in dataclasses.fields(self.config_class)}
-        unknown = sorted(set(overrides) - known)
+        unknown = sorted(set(overrides) - self.config_fields())
         if unknown:
             raise RecipeError(f"recipe {self.name} has no setting(s) {', '.join(unknown)}")
         return self.config_class(**{**self.preset, **overrides})
