@@ -14,7 +14,7 @@ from inference.management.commands._model_folders import (
     output_folder,
     report_and_register,
 )
-from inference.training import null_progress, tqdm_progress
+from inference.training_common import null_progress, tqdm_progress
 
 
 class Command(BaseCommand):

@@ -13,7 +13,7 @@ from inference.evaluation import evaluate_images, format_report, write_report
 from inference.field_data import detection_metrics, laboratory_name, load_labelled
 from inference.predictor import ModelUnavailable, Predictor, get_predictor
 from inference.selectors import find_version, version_from_directory
-from inference.training import tqdm_progress
+from inference.training_common import tqdm_progress
 
 
 class Command(BaseCommand):
