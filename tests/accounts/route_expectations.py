@@ -296,7 +296,7 @@ ROUTES = [
         roles_with("manage_models"),
         method="post",
         kwargs=_fresh("fresh_model_version"),
-        note="A fresh version has no recorded evaluation: the refusal redirects to the models page; access was granted.",
+        note="A fresh version has no recorded evaluation: the refusal redirects to the models page; access granted.",
     ),
     Route("inference:shadow_stop", roles_with("manage_models"), method="post"),
     Route(
