@@ -90,6 +90,12 @@ def test_pathologist_reviews_a_hundred_cells_without_reload_reclassifies_by_key_
     acted.focus()
     scrolled = page.evaluate("window.scrollY")
     assert scrolled > 2000, scrolled
+    # Their lazy thumbnails have finished their first load, so any request from here on is a re-fetch.
+    for cell in (image_id, following):
+        page.wait_for_function(
+            "(el) => { const img = el.querySelector('img'); return !img || (img.complete && img.naturalWidth > 0); }",
+            arg=card(page, cell).element_handle(),
+        )
     top_before = card(page, following).bounding_box()["y"]
     image_requests = []
     page.on("request", lambda request: image_requests.append(request.url) if "/cases/images/" in request.url else None)
