@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from notifications.models import Notification
+from tests.conftest import skip_or_fail
 
 LOCALE = Path(settings.BASE_DIR) / "locale" / "es" / "LC_MESSAGES"
 CATALOGUES = ("django", "djangojs")
@@ -245,7 +246,7 @@ def test_the_catalogue_holds_every_string_marked_in_the_code(domain, tmp_path, m
     from django.core.management import call_command
 
     if not shutil.which("xgettext"):
-        pytest.skip("GNU gettext (xgettext) is not installed")
+        skip_or_fail("GNU gettext (xgettext) is not installed: the catalogue check needs makemessages")
     root = Path(settings.BASE_DIR)
     for name in (*SOURCE_DIRS, "static") if domain == "djangojs" else SOURCE_DIRS:
         if name == "static":
