@@ -177,7 +177,8 @@ def drop_cells(site, prepared: dict, files: list[Path], *, timeout: float) -> di
             page.goto(f"{site.base_url}/accounts/login/")
             page.fill("input[name=login]", prepared["email"])
             page.fill("input[name=password]", prepared["password"])
-            page.click("button[type=submit]")
+            # Enter submits the sign-in form itself (the page has other submit buttons: the language switcher).
+            page.press("input[name=password]", "Enter")
             page.wait_for_load_state("networkidle")
             page.goto(f"{site.base_url}/cases/{prepared['case_id']}/")
             input_box = page.locator('[data-testid="upload-input"]')
