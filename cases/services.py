@@ -18,7 +18,7 @@ from django.utils.translation import gettext, ngettext
 from PIL import Image
 
 from audit.models import AuditEvent
-from audit.services import record
+from audit.services import record, record_many
 from inference.preprocessing import to_rgb
 
 from . import classification, selectors, storage
@@ -197,14 +197,12 @@ def add_images(*, case: Case, files: Iterable, uploaded_by, request=None) -> tup
         except BaseException:
             _delete_stored(stored)
             raise
-    for item in rejected:
-        record(
-            action=AuditEvent.Action.UPLOAD_REJECTED,
-            actor=uploaded_by,
-            obj=case,
-            details={"file": item.name, "reason": item.message},
-            request=request,
-        )
+    record_many(
+        action=AuditEvent.Action.UPLOAD_REJECTED,
+        actor=uploaded_by,
+        events=[(case, {"file": item.name, "reason": item.message}) for item in rejected],
+        request=request,
+    )
     if accepted:
         logger.info("case %s: %d image(s) accepted, %d rejected", case.pk, len(accepted), len(rejected))
     return accepted, rejected
@@ -242,14 +240,16 @@ def _register_images(*, case: Case, stored: Sequence, uploaded_by, request) -> l
                 for name, storage_key, thumbnail_key, image in stored
             ]
         )
-        for cell, (name, _, _, image) in zip(accepted, stored, strict=True):
-            record(
-                action=AuditEvent.Action.UPLOAD,
-                actor=uploaded_by,
-                obj=cell,
-                details={"case": locked.pk, "file": name, "sha256": image.sha256, "bytes": image.size_bytes},
-                request=request,
-            )
+        # One event per image (each upload stays traceable by its image), written in one INSERT.
+        record_many(
+            action=AuditEvent.Action.UPLOAD,
+            actor=uploaded_by,
+            events=[
+                (cell, {"case": locked.pk, "file": name, "sha256": image.sha256, "bytes": image.size_bytes})
+                for cell, (name, _, _, image) in zip(accepted, stored, strict=True)
+            ],
+            request=request,
+        )
         _set_case_status(locked, Case.Status.CLASSIFYING)
         schedule_classification(image_ids=[cell.pk for cell in accepted])
     case.status = locked.status
