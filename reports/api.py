@@ -213,8 +213,8 @@ class CellExportAPI(APIView):
             period=selectors.resolve_period(start=query.get("start"), end=query.get("end"), required=False),
             reviewed_only=query["reviewed_only"],
         )
-        rows = services.export_cells(actor=request.user, export_filter=export_filter, request=request)
-        return csv_response(rows=rows, filename=f"hematovision-cells-{timezone.localdate():%Y%m%d}.csv")
+        chunks = services.export_cells_csv(actor=request.user, export_filter=export_filter, request=request)
+        return csv_response(chunks=chunks, filename=f"hematovision-cells-{timezone.localdate():%Y%m%d}.csv")
 
 
 class AuditEventSerializer(serializers.ModelSerializer):

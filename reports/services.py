@@ -29,6 +29,7 @@ from django.utils.translation import gettext
 from accounts.permissions import has_capability
 from audit.models import AuditEvent
 from audit.services import record
+from hematovision.csv_safety import FORMULA_STARTS, csv_text_chunks
 
 from .selectors import AuditFilter, ExportFilter, audit_events, export_classes, export_predictions
 
@@ -65,20 +66,25 @@ def _describe(export_filter: ExportFilter) -> dict:
     }
 
 
-def export_cells(*, actor, export_filter: ExportFilter, request=None) -> Iterator[list]:
-    """Record the export, then return its rows (a header first): one row per prediction of a cell."""
-    if not has_capability(actor, "export_data"):
-        raise PermissionDenied(gettext("Only researchers and administrators can download exports."))
+def _recorded_export(*, actor, export_filter: ExportFilter, request) -> tuple:
+    """The export's predictions and classes, once the export is in the audit trail."""
     predictions = export_predictions(export_filter=export_filter)
     classes = export_classes(predictions=predictions)
-    row_count = predictions.count()
     record(
         action=AuditEvent.Action.EXPORT,
         actor=actor,
         object_type="reports.cell_export",
-        details={"kind": "cells", "rows": row_count, **_describe(export_filter)},
+        details={"kind": "cells", "rows": predictions.count(), **_describe(export_filter)},
         request=request,
     )
+    return predictions, classes
+
+
+def export_cells(*, actor, export_filter: ExportFilter, request=None) -> Iterator[list]:
+    """Record the export, then return its rows (a header first): one row per prediction of a cell."""
+    if not has_capability(actor, "export_data"):
+        raise PermissionDenied(gettext("Only researchers and administrators can download exports."))
+    predictions, classes = _recorded_export(actor=actor, export_filter=export_filter, request=request)
     return _cell_rows(predictions=predictions, classes=classes, key=pseudonym_key())
 
 
@@ -119,15 +125,14 @@ def _fetched_ahead(cursor, size: int) -> Iterator[list]:
             yield batch
 
 
-def _cell_rows(*, predictions, classes: list[str], key: bytes) -> Iterator[list]:
-    """Rows straight from the database: each class's probability is read out of the JSON and rounded there,
-    months are truncated there (in the installation's time zone), and the rows are read in chunks through a
-    server-side cursor on PostgreSQL, so memory stays flat and Python only adds the keyed pseudonyms."""
-    yield EXPORT_COLUMNS + [f"{PROBABILITY_PREFIX}{name}" for name in classes] + EXPORT_TRAILING_COLUMNS
+def _export_values(*, predictions, classes: list[str]):
+    """The export's columns as a values_list, computed in the database: each class's probability is read out
+    of the JSON there, the confidence rounded there and months truncated there (in the installation's time
+    zone). Both ways of writing the export (Python rows, PostgreSQL COPY) read this same query."""
     probability_columns = {
         f"_prob_{position}": KeyTextTransform(name, "probabilities") for position, name in enumerate(classes)
     }
-    rows = predictions.annotate(
+    return predictions.annotate(
         **probability_columns,
         _confidence=_rounded(F("confidence")),
         _uploaded=_month("image__uploaded_at"),
@@ -147,13 +152,27 @@ def _cell_rows(*, predictions, classes: list[str], key: bytes) -> Iterator[list]
         "_reviewed",
         *probability_columns,
     )
-    # The compiled SQL through a chunked cursor: Django's per-row converters would cost more than the rest.
-    sql, params = rows.query.sql_with_params()
-    case_pseudonyms: dict[int, str] = {}
-    months: dict = {None: ""}
+
+
+def _export_header(classes: list[str]) -> list[str]:
+    return EXPORT_COLUMNS + [f"{PROBABILITY_PREFIX}{name}" for name in classes] + EXPORT_TRAILING_COLUMNS
+
+
+def _without_jit() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as setting:
             setting.execute("SET jit = off")  # compiling the export query costs more than it saves
+
+
+def _cell_rows(*, predictions, classes: list[str], key: bytes) -> Iterator[list]:
+    """Rows straight from the database (see _export_values), read in chunks through a server-side cursor on
+    PostgreSQL, so memory stays flat and Python only adds the keyed pseudonyms."""
+    yield _export_header(classes)
+    # The compiled SQL through a chunked cursor: Django's per-row converters would cost more than the rest.
+    sql, params = _export_values(predictions=predictions, classes=classes).query.sql_with_params()
+    case_pseudonyms: dict[int, str] = {}
+    months: dict = {None: ""}
+    _without_jit()
     with connection.chunked_cursor() as cursor:
         cursor.execute(sql, params)
         for batch in _fetched_ahead(cursor, EXPORT_CHUNK_ROWS):
@@ -180,6 +199,99 @@ def _cell_rows(*, predictions, classes: list[str], key: bytes) -> Iterator[list]
                     months[predicted],
                     months[reviewed],
                 ]
+
+
+# --- The same CSV, written by PostgreSQL (COPY) -----------------------------------------------------------
+#
+# PostgreSQL writes each line whole, byte for byte what csv_text_chunks makes of _cell_rows: the keyed
+# pseudonyms are HMAC-SHA256 built from the built-in sha256() (the key's inner and outer pads are parameters,
+# so no extension is needed); text is neutralised like hematovision.csv_safety.safe_row (an apostrophe before
+# a leading = + - @, tab or carriage return) and quoted like Python's csv module (excel dialect, QUOTE_MINIMAL:
+# a field holding a comma, a double quote, CR or LF is quoted and its double quotes doubled; lines end in
+# CRLF). Each line arrives as one bytea value of a binary COPY, so COPY adds no escaping or quoting of its own,
+# and Python only joins lines into chunks.
+
+HMAC_BLOCK_BYTES = 64
+FORMULA_STARTS_SQL = "('=', '+', '-', '@', chr(9), chr(13))"
+if set(FORMULA_STARTS) != {"=", "+", "-", "@", "\t", "\r"}:
+    raise ImportError("reports.services.FORMULA_STARTS_SQL no longer matches hematovision.csv_safety")
+
+
+def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
+    """HMAC's inner and outer padded keys (RFC 2104): HMAC(key, m) = sha256(outer || sha256(inner || m))."""
+    if len(key) > HMAC_BLOCK_BYTES:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(HMAC_BLOCK_BYTES, b"\0")
+    return bytes(byte ^ 0x36 for byte in key), bytes(byte ^ 0x5C for byte in key)
+
+
+def _pseudonym_sql(prefix: str, column: str) -> str:
+    inner = f"sha256(pads.inner_pad || convert_to('{prefix}:' || {column}, 'UTF8'))"
+    return f"left(encode(sha256(pads.outer_pad || {inner}), 'hex'), 32)"
+
+
+def _text_sql(column: str) -> str:
+    """A text value (never NULL here) as csv_text_chunks writes it: neutralised, then quoted where needed."""
+    neutralised = f"CASE WHEN left({column}, 1) IN {FORMULA_STARTS_SQL} THEN '''' || {column} ELSE {column} END"
+    needs_quotes = " OR ".join(f"strpos({column}, {char}) > 0" for char in ("','", "'\"'", "chr(13)", "chr(10)"))
+    return f"CASE WHEN {needs_quotes} THEN '\"' || replace({neutralised}, '\"', '\"\"') || '\"' ELSE {neutralised} END"
+
+
+def _copy_sql(*, predictions, classes: list[str], key: bytes) -> tuple[str, list]:
+    """COPY of the export's lines: the query of _export_values inside one that writes each CSV line."""
+    sql, params = _export_values(predictions=predictions, classes=classes).query.sql_with_params()
+    probabilities = [f"p{position}" for position in range(len(classes))]
+    names = ["case_id", "cell_id", "version", "label", "confidence", "flagged", "final", "reclassified"]
+    names += ["uploaded", "predicted", "reviewed", *probabilities]
+    fields = [
+        _pseudonym_sql("case", "cell.case_id"),
+        _pseudonym_sql("cell", "cell.cell_id"),
+        _text_sql("COALESCE(cell.version, '')"),
+        _text_sql("COALESCE(cell.label, '')"),
+        "COALESCE(cell.confidence::text, '')",  # a number to Python's csv: never neutralised, never quoted
+        "CASE WHEN cell.flagged THEN '1' ELSE '0' END",
+        *[_text_sql(f"COALESCE(cell.{name}, '0.0')") for name in probabilities],
+        _text_sql("COALESCE(cell.final, '')"),
+        "CASE WHEN COALESCE(cell.final, '') <> '' THEN '1' ELSE '0' END",
+        "CASE WHEN cell.reclassified THEN '1' ELSE '0' END",
+        *[f"COALESCE(to_char(cell.{name}, 'YYYY-MM'), '')" for name in ("uploaded", "predicted", "reviewed")],
+    ]
+    line = " || ',' || ".join(f"({field})" for field in fields)
+    # Every value is a parameter; the SQL is Django's compiled query and fixed column expressions.
+    query = (
+        f"COPY (SELECT convert_to({line} || chr(13) || chr(10), 'UTF8') "  # noqa: S608
+        "FROM (SELECT %s::bytea AS inner_pad, %s::bytea AS outer_pad) AS pads, "
+        f"({sql}) AS cell({', '.join(names)})) TO STDOUT (FORMAT binary)"
+    )
+    return query, [*hmac_pads(key), *params]
+
+
+def _copied_chunks(*, predictions, classes: list[str], key: bytes) -> Iterator[bytes]:
+    """The export as CSV bytes written by PostgreSQL, EXPORT_CHUNK_ROWS lines a chunk."""
+    yield "".join(csv_text_chunks([_export_header(classes)])).encode()
+    query, params = _copy_sql(predictions=predictions, classes=classes, key=key)
+    _without_jit()
+    with connection.cursor() as cursor, cursor.copy(query, params) as copy:
+        copy.set_types(["bytea"])
+        lines: list[bytes] = []
+        for (line,) in copy.rows():
+            lines.append(line)
+            if len(lines) >= EXPORT_CHUNK_ROWS:
+                yield b"".join(lines)
+                lines.clear()
+        if lines:
+            yield b"".join(lines)
+
+
+def export_cells_csv(*, actor, export_filter: ExportFilter, request=None) -> Iterator[str | bytes]:
+    """Record the export, then return it as CSV chunks, the bytes csv_text_chunks makes of export_cells'
+    rows: written by PostgreSQL where it runs (COPY), else by Python."""
+    if not has_capability(actor, "export_data"):
+        raise PermissionDenied(gettext("Only researchers and administrators can download exports."))
+    predictions, classes = _recorded_export(actor=actor, export_filter=export_filter, request=request)
+    if connection.vendor == "postgresql":
+        return _copied_chunks(predictions=predictions, classes=classes, key=pseudonym_key())
+    return csv_text_chunks(_cell_rows(predictions=predictions, classes=classes, key=pseudonym_key()))
 
 
 AUDIT_COLUMNS = ["time", "actor_email", "action", "object_type", "object_id", "ip_address", "details"]

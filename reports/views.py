@@ -20,9 +20,13 @@ from .forms import AuditFilterForm, DashboardForm, ExportForm
 PAGE_SIZE = 50
 
 
-def csv_response(*, rows: Iterable[list], filename: str) -> StreamingHttpResponse:
-    """Streams the rows as CSV, a chunk of rows at a time, with formulas neutralised (hematovision.csv_safety)."""
-    response = StreamingHttpResponse(csv_text_chunks(rows), content_type="text/csv; charset=utf-8")
+def csv_response(
+    *, rows: Iterable[list] | None = None, chunks: Iterable[str | bytes] | None = None, filename: str
+) -> StreamingHttpResponse:
+    """Streams the rows as CSV, a chunk of rows at a time, with formulas neutralised (hematovision.csv_safety);
+    or CSV chunks already written that way (the research export, which PostgreSQL writes itself)."""
+    body = csv_text_chunks(rows) if chunks is None else chunks
+    response = StreamingHttpResponse(body, content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     response["Cache-Control"] = "no-store"
     return response
@@ -124,8 +128,8 @@ def dashboard_csv(request):
 def exports(request):
     form = ExportForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        rows = services.export_cells(actor=request.user, export_filter=form.export_filter(), request=request)
-        return csv_response(rows=rows, filename=f"hematovision-cells-{timezone.localdate():%Y%m%d}.csv")
+        chunks = services.export_cells_csv(actor=request.user, export_filter=form.export_filter(), request=request)
+        return csv_response(chunks=chunks, filename=f"hematovision-cells-{timezone.localdate():%Y%m%d}.csv")
     context = {"form": form, "columns": services.EXPORT_COLUMNS, "trailing": services.EXPORT_TRAILING_COLUMNS}
     return render(request, "reports/exports.html", context, status=400 if form.errors else 200)
 
