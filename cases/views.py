@@ -25,6 +25,9 @@ from .storage import StoredImageError
 
 logger = logging.getLogger(__name__)
 
+# How long a browser may keep a cell's stored thumbnail (cases:image?variant=thumb): a working day.
+THUMBNAIL_MAX_AGE_SECONDS = 8 * 3600
+
 
 def _case_or_404(pk: int) -> Case:
     try:
@@ -170,7 +173,13 @@ def image_file(request, pk: int):
     response = HttpResponse(data, content_type=content_type)
     extension = {"image/jpeg": "jpg", "image/png": "png"}.get(content_type, "bin")
     response["Content-Disposition"] = f'inline; filename="cell-{image.pk}.{extension}"'
-    response["Cache-Control"] = "private, no-store"
+    if variant == "thumb" and image.thumbnail_key:
+        # A stored thumbnail never changes: the user's own browser may keep it (never a shared cache), so the
+        # case page, the review gallery and the report show it again without a request, a decryption and
+        # an audit event each time. Full images and previews are not kept.
+        response["Cache-Control"] = f"private, max-age={THUMBNAIL_MAX_AGE_SECONDS}"
+    else:
+        response["Cache-Control"] = "private, no-store"
     response["X-Content-Type-Options"] = "nosniff"
     return response
 

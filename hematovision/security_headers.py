@@ -7,6 +7,8 @@
 - Permissions-Policy: no camera, microphone, geolocation, payment, USB or motion sensors for any page.
 - Cache-Control: responses that set none get `no-store, private` (Django's never-cache headers): pages and
   API answers carry patient references and cell images, which must not stay in a browser or proxy cache.
+  A view may let the user's own browser keep an answer (`private, max-age=...`, a cell's stored
+  thumbnail); anything else not public or no-store gets no-store added.
   Static files are served before this middleware (WhiteNoise) and keep their own long-lived caching.
 """
 
@@ -57,6 +59,13 @@ class SecurityHeadersMiddleware:
             response.headers.setdefault("Permissions-Policy", self.permissions_policy)
         if "Cache-Control" not in response:
             add_never_cache_headers(response)
-        elif "no-store" not in response["Cache-Control"] and "public" not in response["Cache-Control"]:
+        elif not _explicitly_cacheable(response["Cache-Control"]):
             patch_cache_control(response, no_store=True, private=True)
         return response
+
+
+def _explicitly_cacheable(cache_control: str) -> bool:
+    """no-store already, public (static assets, the JavaScript catalogue), or private with a max-age: a view
+    that lets only the user's own browser keep an answer for a while (a cell's stored thumbnail)."""
+    directives = {part.strip().split("=", 1)[0].lower() for part in cache_control.split(",")}
+    return bool(directives & {"no-store", "public"}) or {"private", "max-age"} <= directives

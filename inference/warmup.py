@@ -37,8 +37,11 @@ def synthetic_cell(size: int = WARM_UP_IMAGE_SIZE) -> Image.Image:
     return image
 
 
-def warm_up(*, process: str) -> bool:
-    """Load the active model and analyse one synthetic cell with it; True when the process is warm."""
+def warm_up(*, process: str, close_connection: bool = False) -> bool:
+    """Load the active model and analyse one synthetic cell with it; True when the process is warm.
+
+    A pool process keeps the database connection the model look-up opened, for its first task; a thread
+    that ends after warming closes it (`close_connection`)."""
     started = time.perf_counter()
     try:
         from .analysis import analyse_images
@@ -50,7 +53,8 @@ def warm_up(*, process: str) -> bool:
         logger.warning("%s: not warmed up (%s: %s); the first upload loads the model", process, type(exc).__name__, exc)
         return False
     finally:
-        _release_database_connection()
+        if close_connection:
+            _close_database_connection()
     logger.info(
         "%s: warmed up with model version %s in %.2f s", process, predictor.version.name, time.perf_counter() - started
     )
@@ -59,13 +63,14 @@ def warm_up(*, process: str) -> bool:
 
 def warm_up_in_background(*, process: str) -> threading.Thread:
     """`warm_up` in a daemon thread, so that a web process starts serving pages at once."""
-    thread = threading.Thread(target=warm_up, kwargs={"process": process}, name="hv-warm-up", daemon=True)
+    thread = threading.Thread(
+        target=warm_up, kwargs={"process": process, "close_connection": True}, name="hv-warm-up", daemon=True
+    )
     thread.start()
     return thread
 
 
-def _release_database_connection() -> None:
-    # The model lookup opened this thread's connection; a warm-up thread ends here and must not leave it open.
+def _close_database_connection() -> None:
     try:
         from django.db import connection
 
