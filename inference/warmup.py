@@ -8,11 +8,13 @@ in-process (hematovision/wsgi.py), call `warm_up` when they start.
 
 Warming is an optimisation: it never raises. With no usable model (none active yet, a file missing, the
 tables not migrated yet) it logs why and the process starts as it would have without it.
+HEMATOVISION_WARM_UP=0 turns it off (to measure a cold start, or to start a process quickly).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -42,6 +44,9 @@ def warm_up(*, process: str, close_connection: bool = False) -> bool:
 
     A pool process keeps the database connection the model look-up opened, for its first task; a thread
     that ends after warming closes it (`close_connection`)."""
+    if os.environ.get("HEMATOVISION_WARM_UP", "1") == "0":
+        logger.info("%s: warm-up turned off (HEMATOVISION_WARM_UP=0)", process)
+        return False
     started = time.perf_counter()
     try:
         from .analysis import analyse_images
