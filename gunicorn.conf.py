@@ -47,3 +47,30 @@ def post_worker_init(worker):
     from hematovision.health import log_model_status_at_startup
 
     log_model_status_at_startup(f"web worker pid={worker.pid}")
+    warm_up_web_process(worker)
+
+
+# The templates a case page and its live grid render first; compiled once per process (cached loader).
+WARM_TEMPLATES = ("cases/detail.html", "cases/_cell_cards.html", "cases/_cell_card.html", "cases/_field_card.html")
+
+
+def warm_up_web_process(worker):
+    """Import every view module and compile the case page's templates before the first request, which
+    otherwise pays for them. No model: these processes never classify (the Celery workers do)."""
+    import logging
+    import time
+
+    started = time.perf_counter()
+    try:
+        from django.template.loader import get_template
+        from django.urls import get_resolver
+
+        get_resolver().url_patterns  # noqa: B018 - importing the URL configuration imports the views
+        for name in WARM_TEMPLATES:
+            get_template(name)
+    except Exception:  # noqa: BLE001 - a warm-up never keeps a worker from serving
+        logging.getLogger("hematovision.startup").exception("web worker pid=%s: warm-up failed", worker.pid)
+        return
+    logging.getLogger("hematovision.startup").info(
+        "web worker pid=%s: views and templates ready in %.2f s", worker.pid, time.perf_counter() - started
+    )
