@@ -1,0 +1,78 @@
+"""The locator's cheap paths (shifted-array morphology, histogram quantiles, density lookup tables, packed
+flat-pixel count) give the same pixels and figures as the straightforward numpy/scipy computations."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from inference import locate
+
+
+def random_mask(seed: int, shape=(61, 47), density=0.55) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return ndimage.binary_opening(rng.random(shape) < density) | (rng.random(shape) < 0.05)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_opening_matches_scipy(seed):
+    mask = random_mask(seed)
+    assert np.array_equal(locate._opening(mask), ndimage.binary_opening(mask, iterations=1))
+
+
+@pytest.mark.parametrize("iterations", [1, 2, 3])
+def test_dilation_matches_scipy(iterations):
+    mask = random_mask(iterations, density=0.2)
+    assert np.array_equal(locate._dilate(mask, iterations), ndimage.binary_dilation(mask, iterations=iterations))
+
+
+@pytest.mark.parametrize(("seed", "iterations"), [(0, 1), (1, 3), (2, 8), (3, 12)])
+def test_closing_matches_scipy_including_at_the_image_edge(seed, iterations):
+    mask = random_mask(seed, density=0.3)
+    mask[:, :3] = True  # objects touching the edge: the erosion treats the outside as empty
+    expected = ndimage.binary_closing(mask, iterations=iterations)
+    assert np.array_equal(locate._closing(mask, iterations), expected)
+
+
+def test_closing_of_an_empty_mask_is_empty():
+    assert not locate._closing(np.zeros((20, 30), dtype=bool), 4).any()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_fill_holes_matches_scipy(seed):
+    mask = random_mask(seed, density=0.6)
+    assert np.array_equal(locate._fill_holes(mask), ndimage.binary_fill_holes(mask))
+
+
+@pytest.mark.parametrize("q", [0.1, 0.5, 0.8, 0.9])
+@pytest.mark.parametrize("size", [1, 2, 7, 1000])
+def test_histogram_quantile_matches_numpy(q, size):
+    values = np.random.default_rng(size).integers(0, 766, size)
+    assert locate._integer_quantile(values, q) == pytest.approx(float(np.quantile(values, q)), abs=1e-9)
+
+
+@pytest.mark.parametrize("size", [1, 2, 9, 1000])
+def test_histogram_median_matches_numpy(size):
+    values = np.random.default_rng(size).integers(0, 256, size)
+    assert locate._counts_median(np.bincount(values)) == float(np.median(values))
+
+
+def test_background_and_densities_from_integers_match_the_float_computation():
+    pixels = np.random.default_rng(3).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    as_float = pixels.astype(np.float32)
+    assert np.array_equal(locate._background(pixels), locate._background(as_float))
+    assert np.allclose(locate.optical_density(pixels), locate.optical_density(as_float), atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])
+def test_flat_fraction_counts_pixels_equal_to_both_neighbours(mode):
+    pixels = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    pixels[5:15, 5:25] = (200, 100, 50)  # a flat patch: 9 x 19 pixels equal to both neighbours
+    pixels[20, :] = pixels[21, :]  # a repeated row alone is not flat (the right neighbour differs)
+    image = Image.fromarray(pixels).convert(mode)
+    generic = np.asarray(image, dtype=np.int16).reshape(30, 40, -1)
+    across = (np.diff(generic, axis=1) == 0).all(axis=2)[:-1, :]
+    down = (np.diff(generic, axis=0) == 0).all(axis=2)[:, :-1]
+    assert locate.flat_fraction(image) == float((across & down).mean())
+    if mode != "L":
+        assert locate.flat_fraction(image) == pytest.approx(9 * 19 / (29 * 39))
