@@ -160,7 +160,8 @@ class Prediction(models.Model):
     flagged = models.BooleanField(default=False, help_text="Shown as 'unidentified — needs review'.")
     ood_score = models.FloatField(null=True, blank=True)
     latency_ms = models.FloatField()
-    # Stable codes of why it is flagged: "low_confidence", "out_of_distribution", "not_a_cell".
+    # Stable codes of why it is flagged: "low_confidence", "out_of_distribution", "not_a_cell",
+    # "unfamiliar_imaging".
     flag_reasons = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
@@ -185,6 +186,7 @@ FLAG_REASON_NAMES = {
     "low_confidence": _("low confidence"),
     "out_of_distribution": _("unlike the images the model was trained on"),
     "not_a_cell": _("may not be a blood cell"),
+    "unfamiliar_imaging": _("imaged unlike the training laboratories"),
 }
 
 

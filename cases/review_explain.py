@@ -1,9 +1,9 @@
 """Why a cell is flagged, in words a reviewer can act on.
 
-The predictor flags a cell with reason codes ("low_confidence", "out_of_distribution", "not_a_cell"). A
-prediction that stores its codes (`Prediction.flag_reasons`) is explained from them; an older one is explained
-from what it does store (confidence, out-of-distribution score) against its model version's thresholds, the same
-rule the predictor applies.
+The predictor flags a cell with reason codes ("low_confidence", "out_of_distribution", "not_a_cell",
+"unfamiliar_imaging"). A prediction that stores its codes (`Prediction.flag_reasons`) is explained from them; an
+older one is explained from what it does store (confidence, out-of-distribution score) against its model
+version's thresholds, the same rule the predictor applies.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from django.utils.translation import gettext as _
 LOW_CONFIDENCE = "low_confidence"
 OUT_OF_DISTRIBUTION = "out_of_distribution"
 NOT_A_CELL = "not_a_cell"
+UNFAMILIAR_IMAGING = "unfamiliar_imaging"
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,15 @@ def _sentence(code: str, prediction) -> FlagReason:
             _(
                 "The model does not see a single white blood cell here: it may be debris, a clump, an empty area or "
                 "a cut-off cell. Mark it as an artefact if so."
+            ),
+        )
+    if code == UNFAMILIAR_IMAGING:
+        return FlagReason(
+            code,
+            _("Imaged unlike the training laboratories"),
+            _(
+                "The picture's colours, stain, sharpness or noise differ from every laboratory the model was trained "
+                "on (another microscope, camera or staining), so the label is less trustworthy. Check it by eye."
             ),
         )
     return FlagReason(

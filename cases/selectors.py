@@ -236,7 +236,7 @@ def confirmed_cells(*, signed_only: bool = False) -> list[tuple[CellImage, str]]
 # training data. The rule: at least UNLIKE_TRAINING_MIN_CELLS classified cells, and at least
 # UNLIKE_TRAINING_SHARE of them flagged for a reason that says "unlike the training data" (not merely unsure).
 NOT_VALIDATED_MESSAGE = _("This model is not validated for images like these.")
-UNLIKE_TRAINING_REASONS = frozenset({"out_of_distribution", "not_a_cell"})
+UNLIKE_TRAINING_REASONS = frozenset({"out_of_distribution", "not_a_cell", "unfamiliar_imaging"})
 UNLIKE_TRAINING_SHARE = 0.30
 UNLIKE_TRAINING_MIN_CELLS = 3
 

@@ -1,7 +1,8 @@
 """One upload in, every cell out: locate the cells, cut each at the canonical scale, classify, and say
 how sure the model is.
 
-This is what the platform, `classify` and `evaluate` call; the predictor below it classifies windows.
+This is what the platform, `classify` and `evaluate` call; the predictor below it classifies windows. A window
+imaged unlike every training laboratory (the model's imaging profile, `imaging`) is flagged `unfamiliar_imaging`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from .imaging import UNFAMILIAR_IMAGING, unfamiliar_windows
 from .locate import LocatedCell, Location, classification_windows, locate_cells
 from .predictor import CellPrediction, Predictor, get_predictor
 from .preprocessing import to_rgb
@@ -54,12 +56,17 @@ def analyse_images(
     uprights = [to_rgb(image) for image in images]
     locations = [locate_cells(image, um_per_pixel=um_per_pixel) for image in uprights]
     windows = [classification_windows(image, location) for image, location in zip(uprights, locations, strict=True)]
-    predictions = iter(predictor.predict([window for image_windows in windows for window in image_windows]))
+    all_windows = [window for image_windows in windows for window in image_windows]
+    predictions = iter(predictor.predict(all_windows))
+    unfamiliar = iter(unfamiliar_windows(predictor, all_windows))
     return [
         _analysis(
             location,
             image_windows,
-            [_with_cell_flags(next(predictions), predictor, location, cell) for cell in location.cells],
+            [
+                _with_cell_flags(next(predictions), predictor, location, cell, unfamiliar_imaging=next(unfamiliar))
+                for cell in location.cells
+            ],
         )
         for location, image_windows in zip(locations, windows, strict=True)
     ]
@@ -98,11 +105,19 @@ def not_a_cell(prediction: CellPrediction, predictor: Predictor, location: Locat
 
 
 def _with_cell_flags(
-    prediction: CellPrediction, predictor: Predictor, location: Location, cell: LocatedCell
+    prediction: CellPrediction,
+    predictor: Predictor,
+    location: Location,
+    cell: LocatedCell,
+    *,
+    unfamiliar_imaging: bool = False,
 ) -> CellPrediction:
-    if not not_a_cell(prediction, predictor, location, cell):
+    added = (UNFAMILIAR_IMAGING,) if unfamiliar_imaging else ()
+    if not_a_cell(prediction, predictor, location, cell):
+        added += ("not_a_cell",)
+    if not added:
         return prediction
-    reasons = tuple(dict.fromkeys((*prediction.flag_reasons, "not_a_cell")))
+    reasons = tuple(dict.fromkeys((*prediction.flag_reasons, *added)))
     return CellPrediction(
         label=prediction.label,
         confidence=prediction.confidence,

@@ -7,6 +7,9 @@ registers and the predictor serves::
     model.tflite      the serving artifact (LiteRT)
     model.keras       the Keras model (Grad-CAM, adaptation, ensembles); absent from some imports
     ood.npz           out-of-distribution statistics, when the model has an OOD threshold
+    imaging.npz       imaging profile of the training laboratories (``imaging``), when fitted; metadata
+                      key ``imaging_profile`` (threshold, laboratories, windows); without it nothing is flagged
+                      ``unfamiliar_imaging``
     metadata.json     name, classes, preprocessing, thresholds, metrics, training record, sha256 checksums
     report-<split>/   evaluation reports (training writes report-validation)
 
@@ -27,6 +30,8 @@ METADATA_FILE = "metadata.json"
 SERVING_ARTIFACT = "model.tflite"
 KERAS_ARTIFACT = "model.keras"
 OOD_STATISTICS_FILE = "ood.npz"
+IMAGING_PROFILE_FILE = "imaging.npz"
+IMAGING_PROFILE_KEY = "imaging_profile"
 VALIDATION_REPORT = "validation"
 
 # metadata.json key -> (ModelVersion field, default when the key is missing; REQUIRED: the key must be there).
@@ -61,12 +66,20 @@ def read_model_metadata(directory: Path) -> dict[str, Any]:
         return json.load(stream)
 
 
-def artifact_files(*, serving_artifact: str, keras_artifact: str = "", ood_threshold: float | None = None) -> list[str]:
-    """The files a model's checksums cover: serving and Keras artifacts, and the OOD statistics when the
-    model flags out-of-distribution inputs."""
+def artifact_files(
+    *,
+    serving_artifact: str,
+    keras_artifact: str = "",
+    ood_threshold: float | None = None,
+    imaging_profile: bool = False,
+) -> list[str]:
+    """The files a model's checksums cover: serving and Keras artifacts, the OOD statistics when the
+    model flags out-of-distribution inputs, and the imaging profile when it has one."""
     files = [serving_artifact, keras_artifact]
     if ood_threshold is not None:
         files.append(OOD_STATISTICS_FILE)
+    if imaging_profile:
+        files.append(IMAGING_PROFILE_FILE)
     return [name for name in files if name]
 
 
@@ -75,6 +88,7 @@ def artifact_checksums(directory: Path, metadata: dict[str, Any]) -> dict[str, s
         serving_artifact=metadata.get("serving_artifact") or "",
         keras_artifact=metadata.get("keras_artifact") or "",
         ood_threshold=metadata.get("ood_threshold"),
+        imaging_profile=IMAGING_PROFILE_KEY in metadata,
     )
     return {name: sha256_of_file(Path(directory) / name) for name in files}
 

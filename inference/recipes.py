@@ -8,6 +8,7 @@ train function. ``manage.py train --recipe NAME`` runs one; ``available_recipes(
   (``field_data.export_cell_windows``, oversampled x3) and LISC train (x2); validation on PBC val and
   the olympus validation cells; ``MULTILAB_AUGMENTATION``. ``without`` leaves laboratories out, which
   trains the leave-one-lab-out models (``multilab-no-olympus`` is PBC + LISC, validated on PBC val).
+  Both fit the imaging profile of their laboratories into the model folder at the end (``imaging``).
 
 Recipes that read class folders take ``--data`` (and ``--val-data`` or a validation fraction); recipes
 that read a datasets root take ``--data-root``. Both take extra training folders (e.g. confirmed cells).
@@ -67,6 +68,8 @@ class Recipe:
     uses_cache: bool | Callable[[RecipeConfig], bool] = False
     # Config values that differ from the config class's defaults (a named variant of a recipe).
     preset: dict = field(default_factory=dict)
+    # Fit the imaging profile of the datasets root's laboratories into the model folder after training.
+    fits_imaging_profile: bool = False
 
     def config(self, **overrides) -> RecipeConfig:
         """The recipe's config: its defaults, its preset, then ``overrides`` (unknown fields refused)."""
@@ -150,10 +153,16 @@ def run(
     data = training_data(
         recipe, config, data_dirs=data_dirs, val_dirs=val_dirs, data_root=data_root, cache_dir=cache_dir, log=log
     )
-    return recipe.train_function(
+    result = recipe.train_function(
         config=config, data=data, output_dir=output_dir, name=model_name, cache_dir=cache_dir, progress=progress,
         log=log, recipe=recipe.name,
     )  # fmt: skip
+    if recipe.fits_imaging_profile:
+        fit_imaging_profile_from_root(
+            data_root=Path(data_root), output_dir=output_dir, without=tuple(config.without), cache_dir=cache_dir,
+            log=log,
+        )  # fmt: skip
+    return result
 
 
 def multilab_data(
@@ -166,9 +175,7 @@ def multilab_data(
 ) -> TrainingData:
     """PBC train + olympus training cells (x olympus_repeat) + LISC train (x lisc_repeat) and the extra
     folders; validation PBC val + olympus validation cells; the laboratories in ``config.without`` left out.
-    The olympus cells are cut once into ``cache_dir`` (``export_cell_windows`` skips cells already cut)."""
-    from .field_data import export_cell_windows
-
+    The olympus cells are cut once into ``cache_dir`` (``olympus_cell_windows``)."""
     without = set(config.without)
     unknown = sorted(without - set(LABORATORIES))
     if unknown:
@@ -193,12 +200,8 @@ def multilab_data(
         val_names.append("pbc/val")
     if "olympus" not in without:
         olympus = folder("olympus")
-        root = Path(cache_dir) if cache_dir is not None else olympus.parent / ".cache"
-        key = hashlib.sha256(str(olympus.resolve()).encode()).hexdigest()[:12]
         for split, repeat in (("train", config.olympus_repeat), ("val", 1)):
-            windows = root / "cell-windows" / key / split
-            counts = export_cell_windows(olympus, split=split, output_dir=windows)
-            log(f"olympus {split} cells cut at the canonical scale: {counts}")
+            windows = olympus_cell_windows(olympus, split=split, cache_dir=cache_dir, log=log)
             if split == "train":
                 train_dirs.extend([windows] * repeat)
                 train_names.append(f"olympus/train (cell windows, x{repeat})")
@@ -217,6 +220,82 @@ def multilab_data(
         train_names=train_names,
         val_name=" + ".join(val_names),
     )
+
+
+def olympus_cell_windows(
+    olympus: Path, *, split: str, cache_dir: Path | None, log: Callable[[str], None] = logger.info
+) -> Path:
+    """The folder of the olympus ``split`` fields' labelled cells cut at the canonical scale (cut once
+    into ``cache_dir``; ``export_cell_windows`` skips cells already cut)."""
+    from .field_data import export_cell_windows
+
+    root = Path(cache_dir) if cache_dir is not None else olympus.parent / ".cache"
+    key = hashlib.sha256(str(olympus.resolve()).encode()).hexdigest()[:12]
+    windows = root / "cell-windows" / key / split
+    counts = export_cell_windows(olympus, split=split, output_dir=windows)
+    log(f"olympus {split} cells cut at the canonical scale: {counts}")
+    return windows
+
+
+def multilab_laboratories(
+    *,
+    data_root: Path,
+    without: tuple[str, ...] = (),
+    cache_dir: Path | None = None,
+    log: Callable[[str], None] = logger.info,
+):
+    """The training laboratories of a datasets root, each with its training and validation windows, for
+    the imaging profile (``imaging.LaboratoryWindows``): PBC train/val, the olympus train/val cells, LISC
+    train (no validation split)."""
+    from .imaging import LaboratoryWindows
+
+    unknown = sorted(set(without) - set(LABORATORIES))
+    if unknown:
+        raise RecipeError(f"unknown laboratory {', '.join(unknown)}; laboratories: {', '.join(LABORATORIES)}")
+    data_root = Path(data_root)
+
+    def folder(*parts: str) -> Path:
+        path = data_root.joinpath(*parts)
+        if not path.is_dir():
+            raise DatasetError(f"data folder not found: {path}")
+        return path
+
+    laboratories = []
+    if "pbc" not in without:
+        laboratories.append(LaboratoryWindows("pbc", (folder("pbc", "train"),), (folder("pbc", "val"),)))
+    if "olympus" not in without:
+        olympus = folder("olympus")
+        train, val = (olympus_cell_windows(olympus, split=s, cache_dir=cache_dir, log=log) for s in ("train", "val"))
+        laboratories.append(LaboratoryWindows("olympus", (train,), (val,)))
+    if "lisc" not in without:
+        laboratories.append(LaboratoryWindows("lisc", (folder("lisc", "train"),)))
+    if not laboratories:
+        raise RecipeError("no laboratory left to fit an imaging profile on")
+    return laboratories
+
+
+def fit_imaging_profile_from_root(
+    *,
+    data_root: Path,
+    output_dir: Path,
+    without: tuple[str, ...] = (),
+    cache_dir: Path | None = None,
+    per_lab: int | None = None,
+    quantile: float | None = None,
+    log: Callable[[str], None] = logger.info,
+):
+    """Fit the imaging profile of a datasets root's laboratories and write it into ``output_dir`` (a model
+    folder, or a plain folder); returns the ``FittedImagingProfile``."""
+    from .imaging import DEFAULT_PER_LAB, DEFAULT_QUANTILE, fit_imaging_profile, write_imaging_profile
+
+    laboratories = multilab_laboratories(data_root=data_root, without=without, cache_dir=cache_dir, log=log)
+    quantile = DEFAULT_QUANTILE if quantile is None else quantile
+    fitted = fit_imaging_profile(
+        laboratories, per_lab=DEFAULT_PER_LAB if per_lab is None else per_lab, quantile=quantile, log=log
+    )
+    write_imaging_profile(output_dir, fitted, quantile=quantile)
+    log(f"imaging profile: threshold {fitted.profile.threshold:.3f}, {fitted.seconds:.1f} s, {fitted.summary}")
+    return fitted
 
 
 def _frozen_head(*, config, data, output_dir, name, cache_dir, progress, log, recipe):
@@ -262,6 +341,7 @@ register(
         train_function=_whole_network,
         reads_data_root=True,
         uses_cache=_cuts_olympus_cells,
+        fits_imaging_profile=True,
     )
 )
 register(
@@ -273,5 +353,6 @@ register(
         reads_data_root=True,
         uses_cache=_cuts_olympus_cells,
         preset={"without": ("olympus",)},
+        fits_imaging_profile=True,
     )
 )

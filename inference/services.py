@@ -14,7 +14,7 @@ from django.utils.translation import gettext
 from audit.models import AuditEvent
 from audit.services import record
 
-from .model_folder import artifact_files, read_model_metadata, version_fields
+from .model_folder import IMAGING_PROFILE_FILE, artifact_files, read_model_metadata, version_fields
 from .models import ModelEvaluation, ModelVersion
 from .preprocessing import validate_preprocessing
 from .runtimes import sha256_of_file
@@ -86,7 +86,10 @@ def register_version(
 
         checksums = {}
         files = artifact_files(
-            serving_artifact=serving_artifact, keras_artifact=keras_artifact, ood_threshold=ood_threshold
+            serving_artifact=serving_artifact,
+            keras_artifact=keras_artifact,
+            ood_threshold=ood_threshold,
+            imaging_profile=artifact_path(version, IMAGING_PROFILE_FILE).is_file(),
         )
         for filename in files:
             path = artifact_path(version, filename)
