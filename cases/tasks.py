@@ -27,14 +27,16 @@ MAX_RETRIES = 8
 BACKOFF_BASE_SECONDS = 5
 BACKOFF_MAX_SECONDS = 600
 TRANSIENT_DATABASE_ERRORS = classification.TRANSIENT_DATABASE_ERRORS
-# How an upload's images are cut into classification tasks: FIRST_TASK_IMAGES, then twice as many each
-# time up to IMAGES_PER_TASK (100 images: 4, 8, 16, 16, 16, 16, 16, 8). Measured on the 2-core machine
-# (PBC crops, PostgreSQL, warm process), a task costs about 25 ms of CPU of its own (claiming the images,
-# the model and case look-ups, one batched runtime call, the status refresh and the push event) plus about
-# 21 ms per image: a small first task gives the case its first labels after ~0.1 s of CPU instead of the
-# ~0.36 s of a full one, and costs its 4 images ~6 ms each more. Beyond 16 a task would save under 1 ms per
-# image while a 2-process worker would wait longer on the last, largest task with its other process idle;
-# and several tasks let several workers share a large upload.
+# How an upload's images are cut into classification tasks. Up to IMAGES_PER_TASK images are one task
+# (the case page's script already sends its first files in small requests: 2, 4, 6, 8, then 10 a request).
+# A larger upload (the API, a script) starts with FIRST_TASK_IMAGES, then twice as many each time up to
+# IMAGES_PER_TASK: 100 images are 4, 8, 16, 16, 16, 16, 16, 8. Measured on the 2-core machine (PBC crops,
+# PostgreSQL, warm process), a task costs about 25 ms of CPU of its own (claiming the images, the model and
+# case look-ups, one batched runtime call, the status refresh and the push event) plus about 21 ms per
+# image: the small first task shows the first labels after ~0.1 s of CPU instead of the ~0.36 s of a full
+# one, for ~6 ms more on each of its 4 images. Beyond 16 a task would save under 1 ms per image, while a
+# worker of 2 pool processes would wait longer on the last, largest task with its other process idle; and
+# several tasks let several workers share a large upload.
 FIRST_TASK_IMAGES = 4
 IMAGES_PER_TASK = 16
 
@@ -76,7 +78,9 @@ def classify_images(self, image_ids: list[int]) -> dict[str, int]:
 
 
 def task_chunks(image_ids: Sequence[int]) -> list[list[int]]:
-    """The images of one upload cut into tasks, in order: small first, then IMAGES_PER_TASK each."""
+    """The images of one upload cut into tasks, in order: one task up to IMAGES_PER_TASK, else small first."""
+    if len(image_ids) <= IMAGES_PER_TASK:
+        return [list(image_ids)] if image_ids else []
     chunks, start, size = [], 0, FIRST_TASK_IMAGES
     while start < len(image_ids):
         chunks.append(list(image_ids[start : start + size]))

@@ -15,9 +15,14 @@ def test_a_large_upload_starts_with_a_small_task_then_grows_to_full_tasks():
     assert [image_id for chunk in chunks for image_id in chunk] == ids  # every image once, in upload order
 
 
-def test_a_small_upload_is_one_task():
+def test_an_upload_of_up_to_a_full_task_is_one_task():
     assert tasks.task_chunks([7, 8, 9]) == [[7, 8, 9]]
+    assert tasks.task_chunks(list(range(tasks.IMAGES_PER_TASK))) == [list(range(tasks.IMAGES_PER_TASK))]
     assert tasks.task_chunks([]) == []
+
+
+def test_an_upload_just_over_a_full_task_still_starts_small():
+    assert [len(chunk) for chunk in tasks.task_chunks(list(range(tasks.IMAGES_PER_TASK + 4)))] == [4, 8, 8]
 
 
 def test_no_task_is_larger_than_images_per_task():
