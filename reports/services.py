@@ -11,6 +11,7 @@ its dates are coarsened to the month.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import hmac
 import json
@@ -203,31 +204,21 @@ def _cell_rows(*, predictions, classes: list[str], key: bytes) -> Iterator[list]
 
 # --- The same CSV, written by PostgreSQL (COPY) -----------------------------------------------------------
 #
-# PostgreSQL writes each line whole, byte for byte what csv_text_chunks makes of _cell_rows: the keyed
-# pseudonyms are HMAC-SHA256 built from the built-in sha256() (the key's inner and outer pads are parameters,
-# so no extension is needed); text is neutralised like hematovision.csv_safety.safe_row (an apostrophe before
-# a leading = + - @, tab or carriage return) and quoted like Python's csv module (excel dialect, QUOTE_MINIMAL:
-# a field holding a comma, a double quote, CR or LF is quoted and its double quotes doubled; lines end in
-# CRLF). Each line arrives as one bytea value of a binary COPY, so COPY adds no escaping or quoting of its own,
-# and Python only joins lines into chunks.
+# PostgreSQL writes each line, byte for byte what csv_text_chunks makes of _cell_rows, except the two keyed
+# pseudonyms at its start, which Python adds (a C call a cell, the case's cached; four sha256() calls a row
+# would make the database the slower side). Text is neutralised like hematovision.csv_safety.safe_row (an
+# apostrophe before a leading = + - @, tab or carriage return) and quoted like Python's csv module (excel
+# dialect, QUOTE_MINIMAL: a field holding a comma, a double quote, CR or LF is quoted and its double quotes
+# doubled; lines end in CRLF). Most lines need neither, which one regular expression over the line's text
+# fields tells, so only the others are formatted field by field. Each line's remainder arrives as one bytea
+# value of a binary COPY, so COPY adds no escaping or quoting of its own.
 
-HMAC_BLOCK_BYTES = 64
 FORMULA_STARTS_SQL = "('=', '+', '-', '@', chr(9), chr(13))"
+# Over the text fields joined by chr(31): nothing to quote or neutralise unless this matches. A field holding
+# chr(31) can only make it match more often, never less, and then the field-by-field path runs.
+NEEDS_FORMATTING_REGEX = r"""'[",\r\n]|(^|\x1f)[-=+@\t]'"""
 if set(FORMULA_STARTS) != {"=", "+", "-", "@", "\t", "\r"}:
-    raise ImportError("reports.services.FORMULA_STARTS_SQL no longer matches hematovision.csv_safety")
-
-
-def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
-    """HMAC's inner and outer padded keys (RFC 2104): HMAC(key, m) = sha256(outer || sha256(inner || m))."""
-    if len(key) > HMAC_BLOCK_BYTES:
-        key = hashlib.sha256(key).digest()
-    key = key.ljust(HMAC_BLOCK_BYTES, b"\0")
-    return bytes(byte ^ 0x36 for byte in key), bytes(byte ^ 0x5C for byte in key)
-
-
-def _pseudonym_sql(prefix: str, column: str) -> str:
-    inner = f"sha256(pads.inner_pad || convert_to('{prefix}:' || {column}, 'UTF8'))"
-    return f"left(encode(sha256(pads.outer_pad || {inner}), 'hex'), 32)"
+    raise ImportError("reports.services' SQL formatting no longer matches hematovision.csv_safety")
 
 
 def _text_sql(column: str) -> str:
@@ -237,50 +228,77 @@ def _text_sql(column: str) -> str:
     return f"CASE WHEN {needs_quotes} THEN '\"' || replace({neutralised}, '\"', '\"\"') || '\"' ELSE {neutralised} END"
 
 
-def _copy_sql(*, predictions, classes: list[str], key: bytes) -> tuple[str, list]:
-    """COPY of the export's lines: the query of _export_values inside one that writes each CSV line."""
+def _copy_sql(*, predictions, classes: list[str]) -> tuple[str, list]:
+    """COPY of (case id, cell id, the rest of the CSV line): the query of _export_values inside one that writes
+    each line after the pseudonyms."""
     sql, params = _export_values(predictions=predictions, classes=classes).query.sql_with_params()
     probabilities = [f"p{position}" for position in range(len(classes))]
     names = ["case_id", "cell_id", "version", "label", "confidence", "flagged", "final", "reclassified"]
     names += ["uploaded", "predicted", "reviewed", *probabilities]
-    fields = [
-        _pseudonym_sql("case", "cell.case_id"),
-        _pseudonym_sql("cell", "cell.cell_id"),
-        _text_sql("COALESCE(cell.version, '')"),
-        _text_sql("COALESCE(cell.label, '')"),
-        "COALESCE(cell.confidence::text, '')",  # a number to Python's csv: never neutralised, never quoted
-        "CASE WHEN cell.flagged THEN '1' ELSE '0' END",
-        *[_text_sql(f"COALESCE(cell.{name}, '0.0')") for name in probabilities],
-        _text_sql("COALESCE(cell.final, '')"),
-        "CASE WHEN COALESCE(cell.final, '') <> '' THEN '1' ELSE '0' END",
-        "CASE WHEN cell.reclassified THEN '1' ELSE '0' END",
-        *[f"COALESCE(to_char(cell.{name}, 'YYYY-MM'), '')" for name in ("uploaded", "predicted", "reviewed")],
-    ]
-    line = " || ',' || ".join(f"({field})" for field in fields)
+    text = {
+        "version": "COALESCE(cell.version, '')",
+        "label": "COALESCE(cell.label, '')",
+        **{name: f"COALESCE(cell.{name}, '0.0')" for name in probabilities},
+        "final": "COALESCE(cell.final, '')",
+    }
+
+    def fields(text_field) -> list[str]:
+        return [
+            text_field(text["version"]),
+            text_field(text["label"]),
+            "COALESCE(cell.confidence::text, '')",  # a number to Python's csv: never neutralised, never quoted
+            "CASE WHEN cell.flagged THEN '1' ELSE '0' END",
+            *[text_field(text[name]) for name in probabilities],
+            text_field(text["final"]),
+            "CASE WHEN COALESCE(cell.final, '') <> '' THEN '1' ELSE '0' END",
+            "CASE WHEN cell.reclassified THEN '1' ELSE '0' END",
+            *[f"COALESCE(to_char(cell.{name}, 'YYYY-MM'), '')" for name in ("uploaded", "predicted", "reviewed")],
+        ]
+
+    def line(text_field) -> str:
+        return "',' || " + " || ',' || ".join(f"({field})" for field in fields(text_field))
+
+    joined_text = " || chr(31) || ".join(text.values())
+    rest = (
+        f"CASE WHEN ({joined_text}) ~ {NEEDS_FORMATTING_REGEX} THEN {line(_text_sql)} "
+        f"ELSE {line(lambda column: column)} END"
+    )
     # Every value is a parameter; the SQL is Django's compiled query and fixed column expressions.
     query = (
-        f"COPY (SELECT convert_to({line} || chr(13) || chr(10), 'UTF8') "  # noqa: S608
-        "FROM (SELECT %s::bytea AS inner_pad, %s::bytea AS outer_pad) AS pads, "
-        f"({sql}) AS cell({', '.join(names)})) TO STDOUT (FORMAT binary)"
+        f"COPY (SELECT cell.case_id::int8, cell.cell_id::int8, "  # noqa: S608
+        f"convert_to({rest} || chr(13) || chr(10), 'UTF8') "
+        f"FROM ({sql}) AS cell({', '.join(names)})) TO STDOUT (FORMAT binary)"
     )
-    return query, [*hmac_pads(key), *params]
+    return query, list(params)
 
 
 def _copied_chunks(*, predictions, classes: list[str], key: bytes) -> Iterator[bytes]:
-    """The export as CSV bytes written by PostgreSQL, EXPORT_CHUNK_ROWS lines a chunk."""
+    """The export as CSV bytes written by PostgreSQL (and the pseudonyms by Python), EXPORT_CHUNK_ROWS lines
+    a chunk."""
     yield "".join(csv_text_chunks([_export_header(classes)])).encode()
-    query, params = _copy_sql(predictions=predictions, classes=classes, key=key)
+    query, params = _copy_sql(predictions=predictions, classes=classes)
+    case_pseudonyms: dict[int, bytes] = {}
+    digest, hexlify = hmac.digest, binascii.hexlify
+    pieces: list[bytes] = []
+    append = pieces.append
+    size = 0
     _without_jit()
     with connection.cursor() as cursor, cursor.copy(query, params) as copy:
-        copy.set_types(["bytea"])
-        lines: list[bytes] = []
-        for (line,) in copy.rows():
-            lines.append(line)
-            if len(lines) >= EXPORT_CHUNK_ROWS:
-                yield b"".join(lines)
-                lines.clear()
-        if lines:
-            yield b"".join(lines)
+        copy.set_types(["int8", "int8", "bytea"])
+        for case_id, cell_id, rest in copy.rows():
+            case = case_pseudonyms.get(case_id)
+            if case is None:
+                case = case_pseudonyms[case_id] = case_pseudonym(case_id=case_id, key=key).encode() + b","
+            append(case)
+            append(hexlify(digest(key, b"cell:%d" % cell_id, "sha256")[:16]))  # cell_pseudonym, as bytes
+            append(rest)
+            size += 1
+            if size >= EXPORT_CHUNK_ROWS:
+                yield b"".join(pieces)
+                pieces.clear()
+                size = 0
+    if pieces:
+        yield b"".join(pieces)
 
 
 def export_cells_csv(*, actor, export_filter: ExportFilter, request=None) -> Iterator[str | bytes]:

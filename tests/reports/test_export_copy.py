@@ -161,3 +161,18 @@ def test_only_researchers_and_admins_get_the_copied_export(on_postgresql, role_f
     with pytest.raises(PermissionDenied):
         services.export_cells_csv(actor=request.getfixturevalue(role_fixture), export_filter=ExportFilter())
     assert not AuditEvent.objects.filter(action=AuditEvent.Action.EXPORT).exists()
+
+
+def test_plain_values_take_the_same_bytes_too(on_postgresql, researcher, pathologist):
+    """Lines with nothing to quote or neutralise, which PostgreSQL writes without formatting field by field."""
+    version = ModelVersionFactory(name="plain-v1", classes=["neutrophil", "lymphocyte", "monocyte"])
+    case = CaseFactory()
+    images = [CellImageFactory(case=case) for _ in range(6)]
+    for index, image in enumerate(images):
+        PredictionFactory(
+            image=image, model_version=version, label=version.classes[index % 3], confidence=0.5 + index / 20
+        )
+    review_cells(case=case, image_ids=[images[0].pk], reviewer=pathologist, to_label="monocyte", reason="x")
+    copied = copied_bytes(researcher, ExportFilter())
+    assert copied == python_bytes(researcher, ExportFilter())
+    assert copied.count(b"\r\n") == 7 and b'"' not in copied and b"'" not in copied
