@@ -16,6 +16,8 @@ from django.utils.translation import gettext
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
+from hematovision.api_errors import is_api_request
+
 logger = logging.getLogger(__name__)
 
 
@@ -27,9 +29,9 @@ class SafeJSONParser(JSONParser):
             raise ParseError("JSON parse error - the document is nested too deeply.") from exc
 
 
-def _bad_request(request, message: str) -> HttpResponse:
-    if request.path.startswith("/api/") or "application/json" in request.headers.get("Accept", ""):
-        return JsonResponse({"detail": message}, status=400)
+def _bad_request(request, message: str, code: str) -> HttpResponse:
+    if is_api_request(request) or "application/json" in request.headers.get("Accept", ""):
+        return JsonResponse({"detail": message, "code": code}, status=400)
     return HttpResponse(message, content_type="text/plain; charset=utf-8", status=400)
 
 
@@ -43,8 +45,12 @@ class BadInputMiddleware:
     def process_exception(self, request, exception):
         if isinstance(exception, OverflowError):
             logger.warning("number out of range path=%s: %s", request.path, exception)
-            return _bad_request(request, gettext("A number in the request is out of range (no id is that large)."))
+            return _bad_request(
+                request, gettext("A number in the request is out of range (no id is that large)."), "out_of_range"
+            )
         if isinstance(exception, RecursionError) and request.method in ("POST", "PUT", "PATCH"):
             logger.warning("request body nested too deeply path=%s", request.path)
-            return _bad_request(request, gettext("The request body is nested too deeply to be read."))
+            return _bad_request(
+                request, gettext("The request body is nested too deeply to be read."), "nested_too_deeply"
+            )
         return None

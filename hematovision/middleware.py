@@ -3,6 +3,9 @@ import logging
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpResponse
 from django.template.loader import render_to_string
+from django.utils.translation import gettext
+
+from hematovision.api_errors import api_error_response, is_api_request
 
 logger = logging.getLogger(__name__)
 
@@ -16,9 +19,16 @@ def is_database_unavailable(exception: BaseException | None) -> bool:
     return isinstance(exception, DatabaseError) and "connection" in str(exception).lower()
 
 
-def database_unavailable_response() -> HttpResponse:
-    # Rendered without a request context: context processors would query the database again.
-    response = HttpResponse(render_to_string("503.html"), status=503)
+def database_unavailable_response(request=None) -> HttpResponse:
+    if is_api_request(request):
+        response = api_error_response(
+            status=503,
+            detail=gettext("The database is unavailable. Try again shortly."),
+            code="database_unavailable",
+        )
+    else:
+        # Rendered without a request context: context processors would query the database again.
+        response = HttpResponse(render_to_string("503.html"), status=503)
     response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
@@ -40,5 +50,5 @@ class DatabaseUnavailableMiddleware:
     def process_exception(self, request, exception):
         if is_database_unavailable(exception):
             logger.error("database unavailable path=%s error=%s", request.path, exception)
-            return database_unavailable_response()
+            return database_unavailable_response(request)
         return None

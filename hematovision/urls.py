@@ -40,4 +40,7 @@ urlpatterns = [
     ),
 ]
 
+handler400 = "hematovision.views.bad_request"
+handler403 = "hematovision.views.permission_denied"
+handler404 = "hematovision.views.page_not_found"
 handler500 = "hematovision.views.server_error"

@@ -3,10 +3,12 @@ import sys
 from django.conf import settings
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext
 from django.views import defaults
 
 from accounts.permissions import has_capability
 from accounts.roles import Role
+from hematovision.api_errors import api_error_response, is_api_request, server_error_response
 from hematovision.middleware import database_unavailable_response, is_database_unavailable
 
 
@@ -51,8 +53,33 @@ def readyz(request):
 
 
 def server_error(request):
-    """handler500: a database outage raised outside a view (session, auth middleware) is still a 503."""
+    """handler500: a database outage raised outside a view (session, auth middleware) is still a 503; under
+    /api/ the answer is JSON (hematovision.api_errors), the exception's text never sent."""
     _, exception, _ = sys.exc_info()
     if is_database_unavailable(exception):
-        return database_unavailable_response()
+        return database_unavailable_response(request)
+    if is_api_request(request):
+        return server_error_response()
     return defaults.server_error(request)
+
+
+# handler400/403/404: the friendly pages, and JSON of the API's shape under /api/ (a URL that names no endpoint).
+# The exception's own text is not sent: Django's messages name URL patterns and internals.
+
+
+def bad_request(request, exception):
+    if is_api_request(request):
+        return api_error_response(status=400, detail=gettext("The request is malformed."))
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request, exception):
+    if is_api_request(request):
+        return api_error_response(status=403, detail=gettext("You do not have permission to perform this action."))
+    return defaults.permission_denied(request, exception)
+
+
+def page_not_found(request, exception):
+    if is_api_request(request):
+        return api_error_response(status=404, detail=gettext("Not found."))
+    return defaults.page_not_found(request, exception)

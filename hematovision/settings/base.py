@@ -72,6 +72,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "accounts.middleware.MFARequiredMiddleware",
+    # Above the two below: process_exception runs bottom-up, so it answers (JSON 500 under /api/) only what
+    # a lost database (503) or hostile input (400) did not explain (hematovision/api_errors.py).
+    "hematovision.api_errors.ApiErrorMiddleware",
     "hematovision.middleware.DatabaseUnavailableMiddleware",
     "hematovision.bad_input.BadInputMiddleware",
 ]
@@ -352,6 +355,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Every API error as {"detail", "code"} (+ "errors" per field for validation): hematovision/api_errors.py.
+    "EXCEPTION_HANDLER": "hematovision.api_errors.api_exception_handler",
 }
 # API tokens (POST /api/v1/auth/token/) expire after this many days; a password or role change revokes them.
 API_TOKEN_TTL_DAYS = int(os.environ.get("API_TOKEN_TTL_DAYS", "30"))

@@ -115,7 +115,7 @@ def test_metrics_match_the_dashboard(scored_version, supervisor):  # noqa: F811 
 def test_metrics_reject_a_reversed_period(review_world, supervisor):
     response = token_client(supervisor).get("/api/v1/reports/metrics/", {"start": "2025-03-03", "end": "2025-03-01"})
     assert response.status_code == 400
-    assert response.json() == {"end": ["The end date is before the start date."]}
+    assert response.json()["errors"] == {"end": ["The end date is before the start date."]}
 
 
 def test_export_is_csv_and_audited(review_world, researcher):
