@@ -32,10 +32,16 @@ STAGES = {
     "  encrypt + write to the image store": ("cases/storage.py", "save"),
     "  audit records": ("audit/services.py", "record"),
     "  classification task (in-process)": ("cases/tasks.py", "classify_images"),
+    "    claim (status classifying)": ("cases/classification.py", "claim_for_classification"),
+    "    read + decrypt + decode the stored upload": ("cases/selectors.py", "open_cell_image"),
     "    predictor.predict (LiteRT + OOD)": ("inference/predictor.py", "predict"),
+    "      preprocessing": ("inference/preprocessing.py", "preprocess_batch"),
+    "      out-of-distribution score": ("inference/ood.py", "score"),
     "    cell finding (inference.locate)": ("inference/locate.py", "locate_cells"),
     "    storing predictions (before)": ("cases/services.py", "record_prediction"),
     "    storing results (after)": ("cases/classification.py", "store_analyses"),
+    "      field crops, previews, thumbnails": ("cases/classification.py", "_write_field_files"),
+    "    case status refresh": ("cases/classification.py", "refresh_case_statuses"),
     "grid refresh: whole grid (before)": ("cases/views.py", "case_cells"),
     "grid refresh: changed cards (after)": ("cases/views_live.py", "case_cards"),
     "thumbnail requests": ("cases/views.py", "image_file"),
@@ -49,6 +55,7 @@ def main() -> int:
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--database-url", default="")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--save-stats", type=Path, help="also write the raw cProfile stats here (for pstats/snakeviz)")
     arguments = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="hv-profile-"))
@@ -128,6 +135,8 @@ def main() -> int:
         f"database {'PostgreSQL' if arguments.database_url else 'SQLite'}"
     )
     stats = pstats.Stats(profile)
+    if arguments.save_stats:
+        stats.dump_stats(arguments.save_stats)
     print("\nCPU by stage (cumulative seconds; stages overlap where one calls another):")
     for label, (file_end, function) in STAGES.items():
         seconds = sum(

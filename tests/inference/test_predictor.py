@@ -5,6 +5,7 @@ from PIL import Image
 from audit.models import AuditEvent
 from inference.models import ModelVersion
 from inference.predictor import ModelUnavailable, Predictor, get_predictor, reset_predictor
+from inference.preprocessing import preprocess_batch
 from inference.registry import artifact_path
 from inference.services import activate_version
 from inference.testing import build_tiny_model_version, synthetic_cell_image
@@ -120,3 +121,37 @@ def test_a_trained_active_version_is_never_replaced_by_the_bundled_model(tiny_mo
     reset_predictor()
 
     assert get_predictor().version == tiny_model
+
+
+def test_the_runtime_answers_as_the_signature_runner_whatever_the_batch_shapes(tiny_model):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from inference.runtimes import LiteRTRuntime
+
+    path = artifact_path(tiny_model, tiny_model.serving_artifact)
+    runtime = LiteRTRuntime(path, num_threads=1)
+    reference = Interpreter(model_path=str(path), num_threads=1)
+    runner = reference.get_signature_runner(next(iter(reference.get_signature_list())))
+    (input_name,) = runner.get_input_details()
+    size = tiny_model.input_size
+    rng = np.random.default_rng(3)
+    # The same shape twice (the runtime keeps its plan), then other shapes (it plans again).
+    for count in (4, 4, 1, 7, 4):
+        batch = rng.uniform(-1, 1, size=(count, size, size, 3)).astype(np.float32)
+        logits, features = runtime.run(batch)
+        expected = runner(**{input_name: batch})
+        assert logits.shape[0] == count
+        np.testing.assert_array_equal(logits, np.asarray(expected["logits"], dtype=np.float64))
+        np.testing.assert_array_equal(features, np.asarray(expected["features"], dtype=np.float64))
+
+
+def test_out_of_distribution_scores_are_those_of_the_scorer(tiny_model):
+    # The predictor scores on one BLAS thread; the figures are the scorer's own, to the last bit.
+    n = len(tiny_model.classes)
+    images = [synthetic_cell_image(i % n, n, seed=300 + i) for i in range(5)]
+    predictor = get_predictor()
+    _, features = predictor.predict_arrays(preprocess_batch(images, predictor.preprocessing))
+
+    results = predictor.predict(images)
+
+    assert [r.ood_score for r in results] == [float(s) for s in predictor.ood_scorer.score(features)]
