@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand
 
 from audit.chain import seal
 from cases.recovery import recover
+from cases.thumbnails import count_missing
 
 
 class Command(BaseCommand):
@@ -35,3 +36,9 @@ class Command(BaseCommand):
         for description, count in result.get("others", {}).items():
             self.stdout.write(f"{count} {description}")
         self.stdout.write(f"{seal()} audit event(s) sealed")
+        without_thumbnail = count_missing()
+        if without_thumbnail:
+            # Not made here: decoding every older image would hold up the start; it is a one-off, run on its own.
+            self.stdout.write(
+                f"{without_thumbnail} older image(s) have no stored thumbnail: run `manage.py backfill_thumbnails`"
+            )
