@@ -205,7 +205,7 @@ def _cell_rows(*, predictions, classes: list[str], key: bytes) -> Iterator[list]
 # --- The same CSV, written by PostgreSQL (COPY) -----------------------------------------------------------
 #
 # PostgreSQL writes each line, byte for byte what csv_text_chunks makes of _cell_rows, except the two keyed
-# pseudonyms at its start, which Python adds (a C call a cell, the case's cached; four sha256() calls a row
+# pseudonyms at its start, which Python adds (a microsecond a cell, the case's cached; four sha256() calls a row
 # would make the database the slower side). Text is neutralised like hematovision.csv_safety.safe_row (an
 # apostrophe before a leading = + - @, tab or carriage return) and quoted like Python's csv module (excel
 # dialect, QUOTE_MINIMAL: a field holding a comma, a double quote, CR or LF is quoted and its double quotes
@@ -272,13 +272,38 @@ def _copy_sql(*, predictions, classes: list[str]) -> tuple[str, list]:
     return query, list(params)
 
 
+HMAC_BLOCK_BYTES = 64
+
+
+def _hex_pseudonym_maker(*, key: bytes, prefix: bytes):
+    """A function of an id giving its pseudonym as ASCII bytes, HMAC-SHA256(key, prefix + id) like
+    case_pseudonym and cell_pseudonym, from copies of the key's pre-hashed inner and outer pads (RFC 2104):
+    about a third of what hmac.digest costs a call, which counts once a row."""
+    if len(key) > HMAC_BLOCK_BYTES:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(HMAC_BLOCK_BYTES, b"\0")
+    inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in key) + prefix)
+    outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in key))
+    hexlify = binascii.hexlify
+
+    def pseudonym(number: int) -> bytes:
+        message = inner.copy()
+        message.update(b"%d" % number)
+        keyed = outer.copy()
+        keyed.update(message.digest())
+        return hexlify(keyed.digest()[:16])
+
+    return pseudonym
+
+
 def _copied_chunks(*, predictions, classes: list[str], key: bytes) -> Iterator[bytes]:
     """The export as CSV bytes written by PostgreSQL (and the pseudonyms by Python), EXPORT_CHUNK_ROWS lines
     a chunk."""
     yield "".join(csv_text_chunks([_export_header(classes)])).encode()
     query, params = _copy_sql(predictions=predictions, classes=classes)
     case_pseudonyms: dict[int, bytes] = {}
-    digest, hexlify = hmac.digest, binascii.hexlify
+    case_pseudonym_of = _hex_pseudonym_maker(key=key, prefix=b"case:")
+    cell_pseudonym_of = _hex_pseudonym_maker(key=key, prefix=b"cell:")
     pieces: list[bytes] = []
     append = pieces.append
     size = 0
@@ -288,9 +313,9 @@ def _copied_chunks(*, predictions, classes: list[str], key: bytes) -> Iterator[b
         for case_id, cell_id, rest in copy.rows():
             case = case_pseudonyms.get(case_id)
             if case is None:
-                case = case_pseudonyms[case_id] = case_pseudonym(case_id=case_id, key=key).encode() + b","
+                case = case_pseudonyms[case_id] = case_pseudonym_of(case_id) + b","
             append(case)
-            append(hexlify(digest(key, b"cell:%d" % cell_id, "sha256")[:16]))  # cell_pseudonym, as bytes
+            append(cell_pseudonym_of(cell_id))
             append(rest)
             size += 1
             if size >= EXPORT_CHUNK_ROWS:
