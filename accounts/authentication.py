@@ -32,7 +32,14 @@ class ApiTokenAuthentication(TokenAuthentication):
     model = ApiToken
 
     def authenticate_credentials(self, key):
-        token = ApiToken.objects.select_related("user").filter(key_hash=hash_key(key)).first()
+        # The user's groups come with the token: the role decides the second-factor rule below and every
+        # capability check after it, which would otherwise ask for them again each time (user.role).
+        token = (
+            ApiToken.objects.select_related("user")
+            .prefetch_related("user__groups")
+            .filter(key_hash=hash_key(key))
+            .first()
+        )
         if token is None:
             raise exceptions.AuthenticationFailed(gettext("Invalid token."))
         now = timezone.now()

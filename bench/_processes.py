@@ -64,6 +64,18 @@ def _rss_mb(pid: int) -> float | None:
     return None
 
 
+def _pss_mb(pid: int) -> float | None:
+    """Proportional set size: private pages, plus shared ones divided among the processes sharing them
+    (a forked pool shares its parent's pages; summing RSS counts them once per process)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return None
+
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -75,6 +87,11 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
     # After the ")": state is field 3 of proc(5), so utime (14), stime (15), cutime (16), cstime (17) are 11..14.
     return sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
+
+
+def cpu_seconds_of(pid: int) -> float | None:
+    """User + system CPU seconds of one process and the children it reaped (None: it is gone)."""
+    return _cpu_seconds(pid)
 
 
 class ProcessTree:
@@ -101,6 +118,10 @@ class ProcessTree:
                 sizes[pid] = size
                 pending += _children(pid)
         return sizes
+
+    def pss_mb(self) -> float:
+        """Proportional set size of the process and all its live descendants together."""
+        return sum(_pss_mb(pid) or 0.0 for pid in self.rss_mb_by_process())
 
     def cpu_seconds(self) -> float:
         """CPU seconds used so far by the process and all its live descendants (and those they reaped)."""

@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
-from _processes import ProcessTree, free_port, run_checked, wait_for_http
+from _processes import ProcessTree, cpu_seconds_of, free_port, run_checked, wait_for_http
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DATASET = PROJECT_DIR.parent / "shared" / "datasets" / "pbc" / "test"
@@ -302,13 +302,16 @@ class ProductionStack:
         worker_concurrency: int,
         redis_url: str,
         postgres_url: str,
+        database_name: str = BENCH_DATABASE,
+        redis_db: int = BENCH_REDIS_DB,
     ):
         self.out_dir = out_dir
+        self.database_name = database_name
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.database_url = f"{postgres_url.rstrip('/')}/{BENCH_DATABASE}"
+        self.database_url = f"{postgres_url.rstrip('/')}/{database_name}"
         self.postgres_url = postgres_url
-        self.broker_url = f"{redis_url.rstrip('/')}/{BENCH_REDIS_DB}"
+        self.broker_url = f"{redis_url.rstrip('/')}/{redis_db}"
         self.web_workers, self.web_threads = web_workers, web_threads
         self.worker_processes, self.worker_concurrency = worker_processes, worker_concurrency
         self.processes: list[ProcessTree] = []
@@ -337,8 +340,8 @@ class ProductionStack:
         import redis
 
         with psycopg.connect(f"{self.postgres_url.rstrip('/')}/postgres", autocommit=True) as connection:
-            connection.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
-            connection.execute(f"CREATE DATABASE {BENCH_DATABASE}")
+            connection.execute(f"DROP DATABASE IF EXISTS {self.database_name} WITH (FORCE)")
+            connection.execute(f"CREATE DATABASE {self.database_name}")
         redis.Redis.from_url(self.broker_url).flushdb()
         python = sys.executable
         run_checked([python, "manage.py", "migrate", "--no-input"], env=self.environment, cwd=PROJECT_DIR)
@@ -381,9 +384,71 @@ class ProductionStack:
         """CPU seconds used so far by gunicorn and the Celery workers, with all their child processes."""
         return sum(process.cpu_seconds() for process in self.processes)
 
+    def cpu_seconds_by_role(self) -> dict[str, float]:
+        """CPU seconds so far of each kind of process: gunicorn-master, gunicorn-child, celery-master, ..."""
+        used: dict[str, float] = {}
+        for tree in self.processes:
+            root = tree.process.pid
+            for pid in tree.rss_mb_by_process():
+                role = f"{process_role(pid)}-{'master' if pid == root else 'child'}"
+                used[role] = used.get(role, 0.0) + (cpu_seconds_of(pid) or 0.0)
+        return used
+
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+
+
+def process_role(pid: int) -> str:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except FileNotFoundError:
+        return "gone"
+    if "gunicorn" in command:
+        return "gunicorn"
+    if "celery" in command:
+        return "celery"
+    return "other"
+
+
+class Profiler:
+    """py-spy recording every gunicorn and Celery process of the stack (masters, web workers, pool processes)
+    while the technicians work, one raw collapsed-stack file per process, named by its role. py-spy runs
+    outside the stack's process trees, so its own CPU is not counted in server_cpu_s."""
+
+    def __init__(self, *, out_dir: Path, rate: int):
+        self.out_dir, self.rate = out_dir, rate
+        self.recorders: list = []
+        self.files: list[Path] = []
+
+    def start(self, trees: list[ProcessTree]) -> None:
+        import subprocess
+
+        py_spy = Path(sys.executable).parent / "py-spy"
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for tree in trees:
+            root = tree.process.pid
+            for pid in tree.rss_mb_by_process():
+                kind = "master" if pid == root else "child"
+                path = self.out_dir / f"{process_role(pid)}-{kind}-{pid}.txt"
+                command = [str(py_spy), "record", "--pid", str(pid), "--nonblocking", "--format", "raw"]
+                command += ["--rate", str(self.rate), "--output", str(path)]
+                log = (self.out_dir / f"py-spy-{pid}.log").open("ab")
+                self.recorders.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+                self.files.append(path)
+
+    def stop(self) -> None:
+        import signal
+
+        # SIGINT makes py-spy write what it recorded and exit.
+        for recorder in self.recorders:
+            if recorder.poll() is None:
+                recorder.send_signal(signal.SIGINT)
+        for recorder in self.recorders:
+            try:
+                recorder.wait(timeout=30)
+            except Exception:  # noqa: BLE001 - a stuck recorder must not keep the stack running
+                recorder.kill()
 
 
 class MemorySampler(threading.Thread):
@@ -394,6 +459,7 @@ class MemorySampler(threading.Thread):
         self.workers, self.interval = workers, interval
         self.peak_per_process_mb: float = 0.0
         self.peak_per_worker_mb: float = 0.0
+        self.peak_pss_per_worker_mb: float = 0.0
         self._stopping = threading.Event()
 
     def run(self) -> None:
@@ -403,6 +469,7 @@ class MemorySampler(threading.Thread):
                 if sizes:
                     self.peak_per_process_mb = max(self.peak_per_process_mb, max(sizes.values()))
                     self.peak_per_worker_mb = max(self.peak_per_worker_mb, sum(sizes.values()))
+                    self.peak_pss_per_worker_mb = max(self.peak_pss_per_worker_mb, worker.pss_mb())
             self._stopping.wait(self.interval)
 
     def stop(self) -> None:
@@ -415,6 +482,7 @@ def run(arguments: argparse.Namespace) -> dict:
     run_id = time.strftime("%Y%m%d%H%M%S")
     stack = None
     sampler = None
+    profiler = None
     try:
         if arguments.target:
             base_url = arguments.target
@@ -433,6 +501,8 @@ def run(arguments: argparse.Namespace) -> dict:
                 worker_concurrency=arguments.worker_concurrency,
                 redis_url=arguments.redis_url,
                 postgres_url=arguments.postgres_url,
+                database_name=arguments.database_name,
+                redis_db=arguments.redis_db,
             )
             if arguments.model_dir:
                 stack.environment["BUNDLED_MODEL_DIR"] = str(arguments.model_dir.resolve())
@@ -442,6 +512,10 @@ def run(arguments: argparse.Namespace) -> dict:
             base_url = stack.base_url
             sampler = MemorySampler(stack.workers)
             sampler.start()
+            if arguments.py_spy:
+                # Only once the workers are warm and the pool processes exist: the start-up is not the load.
+                profiler = Profiler(out_dir=arguments.py_spy, rate=arguments.py_spy_rate)
+                profiler.start(stack.processes)
 
         def technician(number: int) -> Technician:
             return Technician(
@@ -454,6 +528,7 @@ def run(arguments: argparse.Namespace) -> dict:
 
         results = Results()
         cpu_before = stack.cpu_seconds() if stack else None
+        cpu_by_role_before = stack.cpu_seconds_by_role() if stack else {}
         started = time.monotonic()
         deadline = started + arguments.duration
         threads = [
@@ -485,6 +560,17 @@ def run(arguments: argparse.Namespace) -> dict:
                 results.error(f"{arguments.case_cells}-cell case: {error}")
         # Web and worker processes only (not PostgreSQL, Redis or these clients), over every cell classified.
         server_cpu_s = None if cpu_before is None else stack.cpu_seconds() - cpu_before
+        # Of live processes only (a recycled gunicorn worker's CPU is in server_cpu_s, not here).
+        cpu_by_role = (
+            {
+                role: round(seconds - cpu_by_role_before.get(role, 0.0), 2)
+                for role, seconds in stack.cpu_seconds_by_role().items()
+            }
+            if stack
+            else None
+        )
+        if profiler is not None:
+            profiler.stop()
         cells_classified = results.cells + (arguments.case_cells if case_seconds is not None else 0)
         return {
             "users": arguments.users,
@@ -505,6 +591,7 @@ def run(arguments: argparse.Namespace) -> dict:
             "case_cells": arguments.case_cells,
             "case_seconds": None if case_seconds is None else round(case_seconds, 2),
             "server_cpu_s": None if server_cpu_s is None else round(server_cpu_s, 2),
+            "server_cpu_s_by_process_kind": cpu_by_role,
             "server_cpu_ms_per_cell": (
                 round(server_cpu_s * 1000 / cells_classified, 1)
                 if server_cpu_s is not None and cells_classified
@@ -514,14 +601,19 @@ def run(arguments: argparse.Namespace) -> dict:
             "error_examples": sorted(set(results.errors))[:5],
             "worker_rss_mb": None if sampler is None else round(sampler.peak_per_worker_mb, 1),
             "worker_process_rss_mb": None if sampler is None else round(sampler.peak_per_process_mb, 1),
+            # The memory a worker really holds: pages its pool processes share with their parent counted once.
+            "worker_pss_mb": None if sampler is None else round(sampler.peak_pss_per_worker_mb, 1),
             "web_workers": arguments.web_workers if stack else None,
             "worker_processes": arguments.worker_processes if stack else None,
             "worker_concurrency": arguments.worker_concurrency if stack else None,
             "cpu_count": os.cpu_count(),
             "load_average_at_end": [round(value, 2) for value in os.getloadavg()],
+            "profiles": None if profiler is None else [str(path) for path in profiler.files],
         }
     finally:
         try:
+            if profiler is not None:
+                profiler.stop()
             if sampler is not None:
                 sampler.stop()
         finally:
@@ -582,6 +674,8 @@ def print_table(result: dict) -> None:
         ("errors", result["errors"]),
         ("peak RSS per worker, all its processes (MB)", result["worker_rss_mb"]),
         ("peak RSS of one worker process (MB)", result["worker_process_rss_mb"]),
+        ("peak PSS per worker, shared pages counted once (MB)", result["worker_pss_mb"]),
+        ("server CPU by process kind (s)", result["server_cpu_s_by_process_kind"]),
         ("machine: CPUs / load average at end", f"{result['cpu_count']} / {result['load_average_at_end']}"),
     ]
     width = max(len(label) for label, _ in rows)
@@ -626,6 +720,22 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--worker-concurrency", type=int, default=2, help="pool processes per Celery worker")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379")
     parser.add_argument("--postgres-url", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument(
+        "--database-name",
+        default=BENCH_DATABASE,
+        help=f"database to (re)create for the run (default {BENCH_DATABASE}; give another to run beside a colleague)",
+    )
+    parser.add_argument(
+        "--redis-db", type=int, default=BENCH_REDIS_DB, help=f"Redis database number (default {BENCH_REDIS_DB})"
+    )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="record every gunicorn and Celery process with py-spy during the run (raw collapsed stacks, one file "
+        "per process, in DIR; summarise with bench/py_spy_summary.py)",
+    )
+    parser.add_argument("--py-spy-rate", type=int, default=100, help="py-spy samples per second (default 100)")
     parser.add_argument(
         "--model-dir",
         type=Path,

@@ -213,6 +213,11 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
 CELERY_BROKER_CONNECTION_TIMEOUT = float(os.environ.get("CELERY_BROKER_CONNECTION_TIMEOUT", "2"))
+# Workers keep their database connection between tasks (CONN_MAX_AGE and health checks decide, as for
+# requests) instead of Celery's default of closing it before and after every task: see
+# hematovision/celery_connections.py, which CELERY_IMPORTS loads in every worker.
+CELERY_DB_REUSE_MAX = 2**62
+CELERY_IMPORTS = ["hematovision.celery_connections"]
 CELERY_BEAT_SCHEDULE = {
     "requeue-stale-images": {"task": "cases.tasks.requeue_stale_images", "schedule": 60.0},
     "seal-audit-trail": {"task": "audit.tasks.seal_audit_trail", "schedule": 60.0},
@@ -226,6 +231,11 @@ AUDIT_SEAL_INTERVAL_SECONDS = int(os.environ.get("AUDIT_SEAL_INTERVAL_SECONDS", 
 ORPHAN_FILE_GRACE_SECONDS = int(os.environ.get("ORPHAN_FILE_GRACE_SECONDS", "3600"))
 # Images queued or classifying longer than this are sent again by cases.tasks.requeue_stale_images.
 CLASSIFICATION_STALE_SECONDS = int(os.environ.get("CLASSIFICATION_STALE_SECONDS", "300"))
+# A running adaptation job whose heartbeat is older than this is taken for dead (its worker stopped) and ended
+# as failed (inference.adaptation.fail_dead_jobs: on the adaptation pages and in `manage.py recover`). While a
+# job runs, a timer thread writes its heartbeat every ADAPTATION_STALE_SECONDS / 5 (at most every minute),
+# however long one step stays silent, so keep it well above a minute; the default is 15 minutes.
+ADAPTATION_STALE_SECONDS = int(os.environ.get("ADAPTATION_STALE_SECONDS", "900"))
 # `manage.py train --include-confirmed` also trains on the cells pathologists labelled (one folder per class).
 CONFIRMED_LABELS_EXPORTER = "cases.services.write_confirmed_training_folder"
 
