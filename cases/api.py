@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db.models import Prefetch
 from django.http import Http404
 from django.utils.translation import gettext
 from drf_spectacular.types import OpenApiTypes
@@ -14,7 +15,7 @@ from rest_framework.response import Response
 from accounts.permissions import HasCapability
 
 from . import selectors, services
-from .models import Case, CellImage
+from .models import Case, CellImage, Prediction
 from .serializers import (
     CaseFilterSerializer,
     CaseProblemSerializer,
@@ -30,6 +31,14 @@ READ_METHODS = ("GET", "HEAD", "OPTIONS")
 
 def capabilities_by_method(*, read: str, write: str) -> dict[str, tuple[str, ...]]:
     return {**{method: (read,) for method in READ_METHODS}, "POST": (write,)}
+
+
+def _images_with_predictions():
+    """Cell images with their predictions (newest first) and each prediction's model version in the same
+    query as the prediction: two queries, however many predictions and versions an image has."""
+    return CellImage.objects.prefetch_related(
+        Prefetch("predictions", queryset=Prediction.objects.select_related("model_version"))
+    )
 
 
 def _case_or_404(pk: int) -> Case:
@@ -138,7 +147,7 @@ class ImageRetrieveAPI(generics.RetrieveAPIView):
     serializer_class = CellImageSerializer
 
     def get_queryset(self):
-        return CellImage.objects.prefetch_related("predictions__model_version")
+        return _images_with_predictions()
 
 
 class ImageRetryAPI(generics.GenericAPIView):
@@ -158,7 +167,7 @@ class ImageRetryAPI(generics.GenericAPIView):
             services.retry_classification(image=image, actor=request.user, request=request)
         except services.RetryRefused as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        refreshed = CellImage.objects.prefetch_related("predictions__model_version").get(pk=image.pk)
+        refreshed = _images_with_predictions().get(pk=image.pk)
         return Response(CellImageSerializer(refreshed).data, status=status.HTTP_202_ACCEPTED)
 
 
