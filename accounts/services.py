@@ -22,6 +22,7 @@ from .authentication import hash_key
 from .mfa import TOTP_REQUIRED_MESSAGE, needs_totp_setup, totp_authenticator
 from .models import ApiToken, User
 from .roles import ADMIN_ONLY_ROLES, Role, set_role
+from .signals import signup_details_given
 
 
 class UserManagementError(Exception):
@@ -65,6 +66,16 @@ def record_signup_details(*, user: User, first_name: str, last_name: str, labora
     user.laboratory = laboratory.strip()
     user.requested_role = Role(requested_role).value if requested_role else ""
     user.save(update_fields=["first_name", "last_name", "laboratory", "requested_role"])
+    return user
+
+
+def give_signup_details(*, user: User, first_name: str, last_name: str, laboratory: str, requested_role: str) -> User:
+    """The details a social sign-up (Google, LinkedIn: no laboratory or role) gives later, on the pending page:
+    kept as at sign-up, and the people managers are told (accounts.signals.signup_details_given)."""
+    record_signup_details(
+        user=user, first_name=first_name, last_name=last_name, laboratory=laboratory, requested_role=requested_role
+    )
+    signup_details_given.send(sender=User, user=user)
     return user
 
 

@@ -1,13 +1,17 @@
 from django.contrib.auth.models import Group
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.db.models.signals import m2m_changed, post_save
-from django.dispatch import receiver
+from django.dispatch import Signal, receiver
 
 from audit.models import AuditEvent
 from audit.services import record
 
 from .models import User
 from .roles import Role
+
+# Sent (with `user`) when a person who signed up without them (Google, LinkedIn) gives their laboratory and
+# requested role on the pending page; notifications tells the people managers.
+signup_details_given = Signal()
 
 
 @receiver(user_logged_in)

@@ -14,7 +14,7 @@ from .services import (
     can_manage_admin_roles,
     change_role,
     deactivate_user,
-    record_signup_details,
+    give_signup_details,
 )
 
 
@@ -33,7 +33,7 @@ def pending(request):
     if not (user.laboratory and user.requested_role and user.first_name):
         details_form = SignupDetailsForm(request.POST or None, instance=user)
         if request.method == "POST" and details_form.is_valid():
-            record_signup_details(user=user, **details_form.cleaned_data)
+            give_signup_details(user=user, **details_form.cleaned_data)
             messages.success(request, gettext("Thank you: the people managers now see your laboratory and role."))
             return redirect("accounts:pending")
     return render(request, "accounts/pending.html", {"details_form": details_form})

@@ -12,6 +12,7 @@ from django.utils import translation
 from django.utils.translation import gettext, ngettext
 
 from accounts.roles import Role
+from accounts.signals import signup_details_given
 from cases.models import Case, CellImage, Review
 from cases.review_labels import is_critical
 
@@ -19,19 +20,36 @@ from .models import Notification
 from .services import notify, users_with
 
 
-@receiver(user_signed_up)
-def signup_awaits_approval(sender, request, user, **kwargs):
-    # Name, laboratory and requested role as given at sign-up (a social sign-up may not have them yet).
-    # Written in the site's language, not in the language of the person signing up.
+def _who(user) -> str:
     name = user.get_full_name()
-    who = f"{name} ({user.email})" if name else user.email
+    return f"{name} ({user.email})" if name else user.email
+
+
+def _provider_name(request, sociallogin) -> str:
+    try:
+        return str(sociallogin.account.get_provider(request).name)
+    except Exception:  # noqa: BLE001 - a provider no longer configured still has its id
+        return sociallogin.account.provider.title()
+
+
+@receiver(user_signed_up)
+def signup_awaits_approval(sender, request, user, sociallogin=None, **kwargs):
+    # Name, laboratory and requested role as given at sign-up. A Google or LinkedIn sign-up skips the form
+    # (the provider vouches for the email), so it has no laboratory or role yet: the managers are told how
+    # the person signed up, that the pending page asks them on their first sign-in, and are told again when
+    # they answer (signup_details_completed). Written in the site's language, not the signer's.
     with translation.override(settings.LANGUAGE_CODE):
-        role = str(Role(user.requested_role).label) if user.requested_role else gettext("none given")
-        title = gettext("%(who)s signed up and awaits approval") % {"who": who}
-        body = gettext(
-            "Laboratory: %(laboratory)s. Requested role: %(role)s. "
-            "Give them a role on the people page, or leave them pending."
-        ) % {"laboratory": user.laboratory or gettext("none given"), "role": role}
+        title = gettext("%(who)s signed up and awaits approval") % {"who": _who(user)}
+        if sociallogin is not None and not (user.laboratory and user.requested_role):
+            body = gettext(
+                "They signed up with %(provider)s, which does not tell us their laboratory or the role they want. "
+                "They are asked for both when they first sign in, and you will be notified when they answer. "
+                "Give them a role on the people page, or leave them pending."
+            ) % {"provider": _provider_name(request, sociallogin)}
+        else:
+            body = (
+                _details_sentence(user) + " " + gettext("Give them a role on the people page, or leave them pending.")
+            )
     notify(
         recipients=users_with("manage_users"),
         kind=Notification.Kind.SIGNUP_PENDING,
@@ -39,6 +57,32 @@ def signup_awaits_approval(sender, request, user, **kwargs):
         body=body,
         link=reverse("accounts:people"),
         key=f"signup:{user.pk}",
+    )
+
+
+def _details_sentence(user) -> str:
+    role = str(Role(user.requested_role).label) if user.requested_role else gettext("none given")
+    return gettext("Laboratory: %(laboratory)s. Requested role: %(role)s.") % {
+        "laboratory": user.laboratory or gettext("none given"),
+        "role": role,
+    }
+
+
+@receiver(signup_details_given)
+def signup_details_completed(sender, user, **kwargs):
+    """A person who signed up with Google or LinkedIn gave their laboratory and requested role (pending page)."""
+    if user.role is not None or not user.is_active:
+        return
+    with translation.override(settings.LANGUAGE_CODE):
+        title = gettext("%(who)s gave their laboratory and requested role") % {"who": _who(user)}
+        body = _details_sentence(user) + " " + gettext("Give them a role on the people page, or leave them pending.")
+    notify(
+        recipients=users_with("manage_users"),
+        kind=Notification.Kind.SIGNUP_PENDING,
+        title=title,
+        body=body,
+        link=reverse("accounts:people"),
+        key=f"signup-details:{user.pk}",
     )
 
 
