@@ -130,14 +130,44 @@ def _compute(predictions: QuerySet[Prediction], days: list[dt.date], classes: li
     return result
 
 
-def period_aggregates(*, model_version: ModelVersion, predictions: QuerySet[Prediction]) -> dict:
+# PostgreSQL: one count a day, each over its own range of the (model_version, created_at) index.
+_POSTGRESQL_DAY_COUNTS_SQL = (
+    "SELECT bounds.day, (SELECT count(*) FROM ({predictions}) AS prediction "
+    "WHERE prediction.created_at >= bounds.day_start AND prediction.created_at < bounds.day_end) "
+    "FROM unnest(%s::date[], %s::timestamptz[], %s::timestamptz[]) AS bounds(day, day_start, day_end)"
+)
+
+
+def _day_start(day: dt.date) -> dt.datetime:
+    return timezone.make_aware(dt.datetime.combine(day, dt.time.min))
+
+
+def _live_counts(predictions: QuerySet[Prediction], days: list[dt.date] | None) -> dict[dt.date, int]:
+    """The predictions of each (local) day that has any. Given the days, PostgreSQL counts each day's range of
+    the index (an index-only count; grouping the whole period by TruncDate cost twice as much, a date computed
+    for every prediction); otherwise they are grouped by day."""
+    if days and connection.vendor == "postgresql":
+        sql, params = predictions.order_by().values("created_at").query.sql_with_params()
+        starts = [_day_start(day) for day in days]
+        ends = [_day_start(day + dt.timedelta(days=1)) for day in days]
+        with connection.cursor() as cursor:
+            cursor.execute(_POSTGRESQL_DAY_COUNTS_SQL.replace("{predictions}", sql), (*params, days, starts, ends))
+            return {_as_date(day): count for day, count in cursor.fetchall() if count}
+    by_day = predictions.annotate(on_day=TruncDate("created_at")).order_by().values_list("on_day")
+    # count(*): an index-only scan of the (model_version, created_at) index
+    return {_as_date(day): count for day, count in by_day.annotate(n=Count("*"))}
+
+
+def period_aggregates(
+    *, model_version: ModelVersion, predictions: QuerySet[Prediction], days: list[dt.date] | None = None
+) -> dict:
     """Aggregate of each day of the period that has predictions: stored ones while fresh, the others computed
-    and stored."""
+    and stored. `days`, the period's days (the predictions must lie within them), lets PostgreSQL count each
+    day's predictions faster."""
     classes = list(model_version.classes)
     time_zone = timezone.get_current_timezone_name()
     by_day = predictions.annotate(on_day=TruncDate("created_at")).order_by().values_list("on_day")
-    # count(*): an index-only scan of the (model_version, created_at) index
-    live_counts = {_as_date(day): count for day, count in by_day.annotate(n=Count("*"))}
+    live_counts = _live_counts(predictions, days)
     stored = {
         row.day: row
         for row in DailyMetrics.objects.filter(

@@ -167,7 +167,7 @@ def dashboard_metrics(*, model_version: ModelVersion, period: Period) -> Dashboa
     classes = list(model_version.classes)
     metrics = DashboardMetrics(model_version=model_version, period=period, labels=classes)
     predictions = _predictions_in(model_version=model_version, period=period)
-    days = period_aggregates(model_version=model_version, predictions=predictions)
+    days = period_aggregates(model_version=model_version, predictions=predictions, days=period.days)
     metrics.cells_per_day = [(day, days[day].cells if day in days else 0) for day in period.days]
     index = {label: position for position, label in enumerate(classes)}
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)

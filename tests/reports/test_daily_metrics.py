@@ -14,6 +14,7 @@ from reports.models import DailyMetrics
 from reports.selectors import Period, dashboard_metrics
 from tests.factories import CellImageFactory, PredictionFactory
 
+from .conftest import CELLS as CELLS_OF_FIXTURE
 from .conftest import CLASSES, DAY_2, DAY_3, at_noon
 
 PERIOD = Period(start=dt.date(2025, 3, 1), end=DAY_3)
@@ -93,3 +94,28 @@ def test_percentile_of_counted_values_matches_numpy(fraction):
 
 def test_classes_of_the_fixture_are_the_versions(scored_version):
     assert scored_version.classes == CLASSES
+
+
+@pytest.mark.parametrize("time_zone", ["UTC", "America/Bogota", "Asia/Kolkata", "Europe/Madrid"])
+def test_counting_each_days_range_gives_the_counts_of_grouping_by_day(scored_version, time_zone):
+    """The per-day counts PostgreSQL makes (one range of the index a day) are those of grouping by TruncDate,
+    for predictions on either side of local midnights and on a day without any."""
+    from reports.aggregates import _live_counts
+
+    days = [dt.date(2025, 3, 1) + dt.timedelta(days=offset) for offset in range(5)]
+    around_midnights = [
+        timezone.make_aware(dt.datetime(2025, 3, 3, hour, minute), dt.UTC) for hour, minute in ((0, 0), (5, 29))
+    ]
+    around_midnights += [timezone.make_aware(dt.datetime(2025, 3, 4, 23, 59), dt.UTC)]
+    for moment in around_midnights:
+        prediction = PredictionFactory(image=CellImageFactory(), model_version=scored_version)
+        Prediction.objects.filter(pk=prediction.pk).update(created_at=moment)
+    with timezone.override(time_zone):
+        period = Period(start=days[0], end=days[-1])
+        predictions = Prediction.objects.filter(
+            model_version=scored_version, created_at__gte=period.start_at, created_at__lt=period.end_before
+        )
+        grouped = _live_counts(predictions, None)
+        per_day = _live_counts(predictions, days)
+    assert per_day == grouped
+    assert sum(grouped.values()) == len(CELLS_OF_FIXTURE) + 3
