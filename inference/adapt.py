@@ -6,7 +6,8 @@ fine-tunes the whole Keras network (few epochs, small learning rate; a classifie
 like the bundled one, trains at its internal resolution) on the lab's cells together with the replay set
 shipped in ``inference/replay/`` (so the classes and stains learnt first are not forgotten), re-fits the
 temperature, confidence threshold and out-of-distribution statistics with the lab's cells in-domain, and
-writes a new model folder through the same export and parity check as training.
+writes a new model folder through the same export and parity check as training. The imaging profile
+(``imaging``) gains the lab as one more laboratory, so the adapted model takes that lab as familiar.
 
 The lab's cells are split by file-name hash: a calibration part (temperature and thresholds are chosen on
 it and on part of the replay set, never on cells trained on) and the cells trained on. Evaluation on a
@@ -29,7 +30,8 @@ import numpy as np
 
 from .data import IMAGE_SUFFIXES, AugmentationConfig, DatasetError, ImageDataset
 from .export import keras_outputs
-from .model_folder import read_model_metadata, write_model_metadata
+from .imaging import adapted_imaging_profile
+from .model_folder import IMAGING_PROFILE_KEY, read_model_metadata, write_model_metadata
 from .preprocessing import scale_pixels
 from .training_common import RecipeConfig, TrainingResult, calibrate, save_model_folder
 from .whole_network import WholeNetworkConfig, dihedral_views
@@ -389,6 +391,15 @@ def adapt_model(
         started=started,
         log=log,
     )
+    # 5. The imaging profile: the base's laboratories plus this lab (fitted on the cells trained on), so the
+    # adapted model does not flag the lab that trained it as unfamiliar_imaging.
+    description, imaging_report = adapted_imaging_profile(
+        base_dir, output_dir, laboratory=f"adapted:{name}", paths=lab_train.paths
+    )
+    if description is not None:
+        result.metadata[IMAGING_PROFILE_KEY] = description
+    result.metadata["training"].setdefault("adaptation", adaptation)["imaging_profile"] = imaging_report
+    log(f"imaging profile: {imaging_report.get('reason') or imaging_report['status']}")
     seconds = time.perf_counter() - started
     result.metadata["training"]["timings_s"]["total_s"] = round(seconds, 1)
     write_model_metadata(output_dir, result.metadata, with_checksums=True)

@@ -159,6 +159,8 @@ def adapt_and_evaluate(
         "holdout_counts": holdout.counts(),
         "seconds": round(result.seconds, 1),
         "timings_s": result.metadata["training"]["timings_s"],
+        # Whether the candidate's imaging profile gained this lab (its cells are then not unfamiliar_imaging).
+        "imaging_profile": result.metadata["training"].get("adaptation", {}).get("imaging_profile"),
         "candidate": candidate_metrics,
         "active": active_metrics,
         "base_tests": base_tests,

@@ -376,3 +376,105 @@ def unfamiliar_windows(predictor, windows: Sequence[Image.Image]) -> list[bool]:
     if profile is None or not windows:
         return [False] * len(windows)
     return profile.unfamiliar(windows)
+
+
+# --- A laboratory added by adaptation ---------------------------------------------------------------------
+#
+# A model adapted on one laboratory's reviewed cells must take that laboratory as familiar, or it flags every
+# cell of the very lab that trained it (and the activation gate's flagged share refuses every candidate). The
+# adapted model's profile is the base's laboratories plus one Gaussian fitted on the windows the classifier
+# was fine-tuned on. A lab gives few of them (tens to hundreds, against 800 per training laboratory), so the
+# new covariance is shrunk toward the base laboratories' pooled one, as a prior worth
+# ADAPTED_PRIOR_WINDOWS windows: with 40 windows the pooled shape still counts for half, with 400 for a tenth.
+# Below MIN_ADAPTED_WINDOWS not even the mean is trustworthy (10 statistics), so no laboratory is added and
+# the base profile is copied unchanged. The threshold stays the base's: it was chosen on validation windows
+# of the training laboratories, and the adapting lab has no validation windows of its own to choose on.
+MIN_ADAPTED_WINDOWS = 20
+ADAPTED_PRIOR_WINDOWS = 40
+
+
+def _covariance_of(scorer: MahalanobisScorer) -> np.ndarray:
+    """The covariance behind a scorer's whitening (W @ W.T is its inverse)."""
+    return np.linalg.inv(scorer.whitening @ scorer.whitening.T)
+
+
+def _whitening_of(covariance: np.ndarray) -> np.ndarray:
+    eigenvalues, eigenvectors = np.linalg.eigh((covariance + covariance.T) / 2.0)
+    eigenvalues = np.maximum(eigenvalues, max(float(eigenvalues.max()) * 1e-9, 1e-12))
+    return eigenvectors / np.sqrt(eigenvalues)
+
+
+def with_laboratory(
+    profile: ImagingProfile,
+    name: str,
+    features: np.ndarray,
+    *,
+    prior_windows: float = ADAPTED_PRIOR_WINDOWS,
+) -> ImagingProfile:
+    """``profile`` plus one laboratory fitted on ``features`` (its windows' imaging statistics): their mean,
+    and their covariance shrunk toward the mean covariance of ``profile``'s laboratories as if the pooled
+    shape had been seen on ``prior_windows`` windows. Same threshold."""
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or features.shape[1] != len(FEATURE_NAMES) or len(features) < 2:
+        raise ValueError(f"need at least two windows' imaging statistics, got an array of shape {features.shape}")
+    pooled = np.mean([_covariance_of(scorer) for scorer in profile.scorers], axis=0)
+    mean = features.mean(axis=0)
+    count = len(features)
+    scatter = (features - mean).T @ (features - mean)
+    covariance = (scatter + prior_windows * pooled) / (count + prior_windows)
+    scorer = MahalanobisScorer(means=mean[None, :], whitening=_whitening_of(covariance))
+    laboratories = (*profile.laboratories, name)
+    if len(set(laboratories)) != len(laboratories):
+        raise ValueError(f"the imaging profile already has a laboratory named {name!r}")
+    return ImagingProfile(scorers=(*profile.scorers, scorer), threshold=profile.threshold, laboratories=laboratories)
+
+
+def adapted_imaging_profile(
+    base_dir: Path,
+    output_dir: Path,
+    *,
+    laboratory: str,
+    paths: Sequence[Path],
+    min_windows: int = MIN_ADAPTED_WINDOWS,
+    prior_windows: float = ADAPTED_PRIOR_WINDOWS,
+) -> tuple[dict | None, dict]:
+    """Write the adapted model's imaging profile into ``output_dir``: ``base_dir``'s with ``laboratory`` fitted
+    on the windows at ``paths``, or the base's copied unchanged when there are fewer than ``min_windows``.
+    Returns (the description for the metadata key ``imaging_profile``, or None when the base has no profile
+    and nothing is written; a report of what was done). The caller records the description in the
+    metadata and writes it with checksums."""
+    from .model_folder import IMAGING_PROFILE_FILE, IMAGING_PROFILE_KEY, read_model_metadata
+
+    base_dir, output_dir = Path(base_dir), Path(output_dir)
+    base = load_imaging_profile(base_dir / IMAGING_PROFILE_FILE)
+    if base is None:
+        return None, {"status": "none", "reason": "the base model has no imaging profile"}
+    description = dict(read_model_metadata(base_dir).get(IMAGING_PROFILE_KEY) or {})
+    description.setdefault("threshold", base.threshold)
+    description.setdefault("features", list(FEATURE_NAMES))
+    windows = dict(description.get("windows") or {})
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if len(paths) < min_windows:
+        base.save(output_dir / IMAGING_PROFILE_FILE)
+        report = {
+            "status": "copied",
+            "windows": len(paths),
+            "min_windows": min_windows,
+            "reason": f"fewer than {min_windows} cells to fit the laboratory on: the base profile is kept",
+        }
+        description["laboratories"] = list(base.laboratories)
+        description["adaptation"] = report
+        return description, report
+    features = _profiles_of(list(paths))
+    adapted = with_laboratory(base, laboratory, features, prior_windows=prior_windows)
+    adapted.save(output_dir / IMAGING_PROFILE_FILE)
+    report = {
+        "status": "added",
+        "laboratory": laboratory,
+        "windows": len(paths),
+        "prior_windows": prior_windows,
+        "fitted_flagged": float(np.mean(adapted.scores_of_profiles(features) > adapted.threshold)),
+    }
+    windows[laboratory] = {"fitted": len(paths), "validation": 0, "validation_flagged": None}
+    description.update(laboratories=list(adapted.laboratories), windows=windows, adaptation=report)
+    return description, report
