@@ -28,7 +28,10 @@ RED_CELL_DIAMETER_UM = 7.5
 WINDOW_RBC_DIAMETERS = 5.0
 # Where nothing in the image gives a scale (a tight crop, no red cells), the image itself is the window.
 ANALYSIS_LONG_SIDE = 320
-# An image at most this many windows across is one cell (a crop); a larger one is a field.
+# An image at most this many windows across (its long side) is one cell (a crop); a larger one is a field.
+# The long side: a 640 x 480 field at high magnification (red cells ~75 px, window ~375 px) is 1.3 windows
+# on its short side but 1.7 on its long one, and it holds several cells (olympus val: 109 such fields were
+# taken for crops, their platelets and any second leukocyte dropped).
 CROP_MAX_WINDOWS = 1.45
 # Images no larger than this are crops whatever their content: cameras save whole fields larger.
 CROP_MAX_SIDE = 450
@@ -316,7 +319,7 @@ def locate_cells(image: Image.Image, *, um_per_pixel: float | None = None) -> Lo
         scale_px = None
 
     window = round(WINDOW_RBC_DIAMETERS * scale_px) if scale_px else min(width, height)
-    layout = "crop" if small or min(width, height) <= CROP_MAX_WINDOWS * window else "field"
+    layout = "crop" if small or max(width, height) <= CROP_MAX_WINDOWS * window else "field"
     source = "laboratory" if um_per_pixel else ("red_cells" if rbc_px else "default")
     resolved_um = um_per_pixel or (RED_CELL_DIAMETER_UM / rbc_px if rbc_px else None)
 
