@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext
@@ -44,7 +44,8 @@ DEFAULT_HOLDOUT_FRACTION = 0.2
 DEFAULT_EXPORTER = "cases.lab_cells.write_laboratory_cells"
 TRAINING_QUEUE = "training"
 CASE_MAP_FILE = "cases.json"
-# A running job that has not reported for this long ended with its worker (settings.ADAPTATION_STALE_SECONDS).
+# A running job whose heartbeat is older than this ended with its worker (settings.ADAPTATION_STALE_SECONDS);
+# while a job runs, JobHeartbeat writes the heartbeat every heartbeat_interval() seconds.
 DEFAULT_STALE_SECONDS = 15 * 60
 DEAD_WORKER_MESSAGE = "Not adapted: the worker stopped before the job ended."
 
@@ -344,6 +345,53 @@ def cancel_adaptation(*, job: AdaptationJob, actor, request=None) -> AdaptationJ
     return job
 
 
+def heartbeat_interval() -> float:
+    """A fifth of ADAPTATION_STALE_SECONDS (so four beats can be missed before a job is taken for dead), at
+    least a second and at most a minute."""
+    stale_after = float(getattr(settings, "ADAPTATION_STALE_SECONDS", DEFAULT_STALE_SECONDS))
+    return max(1.0, min(60.0, stale_after / 5))
+
+
+class JobHeartbeat:
+    """While a job runs, a daemon thread writes its `heartbeat_at` every `interval` seconds, so a step that
+    reports no progress for a long time (exporting many cells, one long epoch, an evaluation) is not taken
+    for a dead worker. The thread stops with the job (or its process); a failed write is logged and retried
+    at the next beat. Only a RUNNING job is touched: one already ended (or failed as dead) stays as it is."""
+
+    def __init__(self, job_id: int, *, interval: float | None = None):
+        self.job_id = job_id
+        self.interval = heartbeat_interval() if interval is None else interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"adaptation-{job_id}-heartbeat", daemon=True)
+
+    def start(self) -> JobHeartbeat:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.interval + 5)
+
+    def beat(self) -> bool:
+        try:
+            return bool(
+                AdaptationJob.objects.filter(pk=self.job_id, status=AdaptationJob.Status.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+            )
+        except DatabaseError as error:
+            logger.warning("adaptation %s: heartbeat not written: %s", self.job_id, error)
+            return False
+
+    def _run(self) -> None:
+        try:
+            while not self._stopped.wait(self.interval):
+                self.beat()
+        finally:
+            connections.close_all()  # this thread's own connections
+
+
 def run_adaptation_job(*, job_id: int, config: AdaptConfig | None = None) -> AdaptationJob:
     """Run one job to its end (called by the training worker or the background process). Failures and
     cancellation are recorded on the job, not raised."""
@@ -373,6 +421,7 @@ def run_adaptation_job(*, job_id: int, config: AdaptConfig | None = None) -> Ada
         return last["stop"]
 
     status, message, version, result = AdaptationJob.Status.FAILED, "", None, {}
+    heartbeat = JobHeartbeat(job_id).start()
     try:
         with tempfile.TemporaryDirectory(prefix="adapt-") as scratch:
             exporter = import_string(getattr(settings, "LABORATORY_CELLS_EXPORTER", DEFAULT_EXPORTER))
@@ -424,6 +473,8 @@ def run_adaptation_job(*, job_id: int, config: AdaptConfig | None = None) -> Ada
     except Exception as error:  # noqa: BLE001 - anything else is still this job's failure, said plainly
         logger.exception("adaptation %s failed", job_id)
         message = f"Not adapted: {error}"
+    finally:
+        heartbeat.stop()
     AdaptationJob.objects.filter(pk=job_id).update(
         status=status,
         message=message,
