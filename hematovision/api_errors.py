@@ -22,7 +22,6 @@ from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.http import Http404, JsonResponse
 from django.utils.translation import gettext
 from rest_framework import exceptions
-from rest_framework.views import exception_handler as drf_exception_handler
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +68,10 @@ def _single_code(codes) -> str | None:
 def api_exception_handler(exc, context):
     """DRF's handler (status, headers such as WWW-Authenticate and Retry-After), with the body in the API's
     shape. Exceptions DRF does not know return None and so go on to the middleware (see the module's note)."""
+    # Imported here: rest_framework.views reads REST_FRAMEWORK's classes on import, among them
+    # hematovision.bad_input's parser, which imports this module.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
