@@ -76,3 +76,35 @@ def test_flat_fraction_counts_pixels_equal_to_both_neighbours(mode):
     assert locate.flat_fraction(image) == float((across & down).mean())
     if mode != "L":
         assert locate.flat_fraction(image) == pytest.approx(9 * 19 / (29 * 39))
+
+
+def reference_red_cell_diameter(pixels: np.ndarray, stain_mask: np.ndarray) -> float | None:
+    """The locator's red-cell diameter written plainly with numpy and scipy (float pixels, sorting quantiles,
+    scipy morphology and distances)."""
+    grey = pixels.astype(np.float32).mean(axis=2)
+    background = np.quantile(grey, 0.9)
+    spread = background - np.quantile(grey, 0.1)
+    if spread < 12.0:
+        return None
+    cells = grey < background - 0.35 * spread
+    cells = ndimage.binary_fill_holes(ndimage.binary_opening(cells, iterations=1))
+    cells &= ~ndimage.binary_dilation(stain_mask, iterations=2)
+    if not 0.04 <= cells.mean() <= 0.9:
+        return None
+    distance = ndimage.distance_transform_edt(cells)
+    radii = distance[(distance == ndimage.maximum_filter(distance, size=5)) & (distance >= 3.0)]
+    if len(radii) < 4:
+        return None
+    return float(2.0 * np.median(np.sort(radii)[len(radii) // 2 :]) + 1.0)
+
+
+@pytest.mark.parametrize(("rbc", "seed"), [(24, 0), (40, 1), (56, 2)])
+def test_red_cell_diameter_matches_the_plain_computation(rbc, seed):
+    from tests.inference.smears import smear
+
+    image, _ = smear(size=(320, 240), rbc_diameter=rbc, leukocytes=[(160, 120)], red_cells=40, seed=seed)
+    pixels = np.asarray(image)
+    stain_mask = locate._opening(locate.stain_map(pixels) > 0.3)
+    expected = reference_red_cell_diameter(pixels, stain_mask)
+    assert expected is not None
+    assert locate.red_cell_diameter(pixels, stain_mask) == pytest.approx(expected, abs=1e-9)
