@@ -12,6 +12,8 @@ from pathlib import Path
 import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.ops.worker_settings")
+# No warm-up (inference/warmup.py): its prediction would be the slow first one below, not a task's.
+os.environ.setdefault("HEMATOVISION_WARM_UP", "0")
 django.setup()
 
 from hematovision.celery import app  # noqa: E402
