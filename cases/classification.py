@@ -95,14 +95,16 @@ def png_bytes(picture: Image.Image) -> bytes:
 
 
 def claim_for_classification(*, image_ids: Sequence[int]) -> list[CellImage]:
-    """Mark the still-pending images of `image_ids` as classifying and return them.
+    """Mark the still-pending images of `image_ids` as classifying and return them, each with its case's
+    laboratory scale (`laboratory_um_per_pixel`, None when unknown) read in the same query.
 
     Classified, failed and no-cell images are left alone, so a redelivered task does no work twice.
     """
     with transaction.atomic():
         images = list(
-            CellImage.objects.select_for_update()
+            CellImage.objects.select_for_update(of=("self",))
             .filter(pk__in=list(image_ids), status__in=PENDING_STATUSES)
+            .annotate(laboratory_um_per_pixel=F("case__laboratory__um_per_pixel"))
             .order_by("pk")
         )
         now = timezone.now()
@@ -194,9 +196,7 @@ def classify(*, image_ids: Sequence[int]) -> dict[str, int]:
     if not images:
         return counts
     shadow = _shadow_predictor()
-    scales = dict(
-        Case.objects.filter(pk__in={image.case_id for image in images}).values_list("pk", "laboratory__um_per_pixel")
-    )
+    scales = {image.case_id: image.laboratory_um_per_pixel for image in images}
     for start in range(0, len(images), predictor.max_batch):
         batch = images[start : start + predictor.max_batch]
         analysed, failed = _analyse_batch(predictor, batch, scales)
