@@ -1,7 +1,28 @@
+import copy
+
 from django.urls import reverse
 from rest_framework import serializers
 
 from .models import Case, CellImage, Laboratory, Prediction
+
+
+class BuiltOnceModelSerializer(serializers.ModelSerializer):
+    """A ModelSerializer that works out its fields from the model once per class, not once per instance.
+
+    DRF introspects the model (field kwargs, validators, relations) every time a ModelSerializer is made:
+    for each image a client asks for, again for each of its predictions' serializer. The result depends on
+    the class only (Meta and declared fields), so later instances get fresh copies of the first result,
+    which is what DRF itself does with declared fields. A subclass whose fields depend on the request or
+    the instance must not use this base.
+    """
+
+    def get_fields(self):
+        cls = type(self)
+        built = cls.__dict__.get("_fields_built_once")
+        if built is None:
+            built = super().get_fields()
+            cls._fields_built_once = built
+        return copy.deepcopy(built)
 
 
 class LaboratorySerializer(serializers.ModelSerializer):
@@ -48,7 +69,7 @@ class CaseFilterSerializer(serializers.Serializer):
     accession = serializers.CharField(required=False, max_length=64)
 
 
-class PredictionSerializer(serializers.ModelSerializer):
+class PredictionSerializer(BuiltOnceModelSerializer):
     model_version = serializers.CharField(source="model_version.name", read_only=True)
 
     class Meta:
@@ -67,7 +88,7 @@ class PredictionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class CellImageSerializer(serializers.ModelSerializer):
+class CellImageSerializer(BuiltOnceModelSerializer):
     predictions = PredictionSerializer(many=True, read_only=True, help_text="Newest first.")
     image_url = serializers.SerializerMethodField()
     box = serializers.SerializerMethodField(
