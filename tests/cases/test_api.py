@@ -184,4 +184,4 @@ def test_unknown_status_filter_is_a_400(api, pathologist):
     response = api.get("/api/v1/cases/", {"status": "lost"})
 
     assert response.status_code == 400
-    assert "status" in response.json()
+    assert "status" in response.json()["errors"]

@@ -139,5 +139,5 @@ def test_api_refuses_an_unknown_laboratory(technician):
     )
 
     assert response.status_code == 400
-    assert "laboratory" in response.json()
+    assert "laboratory" in response.json()["errors"]
     assert not Case.objects.filter(accession_id="API-BAD-LAB").exists()
