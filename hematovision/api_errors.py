@@ -1,5 +1,6 @@
 """Every error under /api/ is JSON of one shape: {"detail": <message>, "code": <stable code>}, and a validation
-error adds "errors": {field: [messages]}. Clients branch on "code", people read "detail".
+error adds "errors": {field: [messages]}, and keeps each field's messages at the top level as well, where clients
+written before this shape read them. Clients branch on "code", people read "detail".
 
 Who answers which error:
 - DRF's own exceptions (validation, authentication, permission, not found, throttling, parse errors):
@@ -77,7 +78,8 @@ def api_exception_handler(exc, context):
         return None
     if isinstance(exc, exceptions.ValidationError) and not isinstance(exc.detail, str):
         errors = response.data if isinstance(response.data, dict) else {"non_field_errors": response.data}
-        response.data = {"detail": gettext("Invalid input."), "code": "invalid", "errors": errors}
+        # The fields stay at the top level too (DRF's own shape, which scripts already read); the shared keys win.
+        response.data = {**errors, "detail": gettext("Invalid input."), "code": "invalid", "errors": errors}
         return response
     detail = response.data.get("detail") if isinstance(response.data, dict) else response.data
     code = None
