@@ -5,6 +5,8 @@ from __future__ import annotations
 from allauth.account.signals import user_signed_up
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db.models import CharField, Exists, OuterRef, Value
+from django.db.models.functions import Cast, Concat
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.urls import reverse
@@ -110,6 +112,10 @@ def case_status_changed(sender, instance, created, update_fields=None, **kwargs)
         return
     if update_fields is not None and "status" not in update_fields:
         return
+    # Every classification batch flips the case back to awaiting review; almost always everyone has been told
+    # already. One query says whether anyone would be, before the cell count, recipient lists and key checks.
+    if not _anyone_to_tell_about(instance):
+        return
     images = CellImage.objects.filter(case=instance)
     if images.filter(predictions__isnull=False).exists():
         cells = images.cells().count()
@@ -145,6 +151,29 @@ def case_status_changed(sender, instance, created, update_fields=None, **kwargs)
             key=f"failed:{image_id}",
             once="ever",
         )
+
+
+def _anyone_to_tell_about(case: Case) -> bool:
+    """Whether case_status_changed would write a notification: a reviewer (with an email, as `notify` needs)
+    without an unread `review:<case>` notice while the case has a prediction, or a failed image of the case with
+    an error viewer who never had its `failed:<image>` notice. The same rules as `notify`, asked in one query."""
+    images = CellImage.objects.filter(case=case)
+    unread_review_notice = Notification.objects.filter(
+        recipient=OuterRef("pk"), key=f"review:{case.pk}", read_at__isnull=True
+    )
+    reviewers_untold = users_with("review_cells").exclude(email="").exclude(Exists(unread_review_notice))
+    failure_notice = Notification.objects.filter(
+        recipient=OuterRef("pk"),
+        key=Concat(Value("failed:"), Cast(OuterRef(OuterRef("pk")), output_field=CharField())),
+    )
+    failures_untold = images.filter(status=CellImage.Status.FAILED).filter(
+        Exists(users_with("view_errors").exclude(email="").exclude(Exists(failure_notice)))
+    )
+    return (
+        Case.objects.filter(pk=case.pk)
+        .filter((Exists(images.filter(predictions__isnull=False)) & Exists(reviewers_untold)) | Exists(failures_untold))
+        .exists()
+    )
 
 
 @receiver(post_save, sender=Review)
