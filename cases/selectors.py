@@ -148,28 +148,51 @@ def _card(image: CellImage, cells: tuple[CellCard, ...] = ()) -> CellCard:
 
 
 def image_updates(*, case: Case, image_ids) -> dict:
-    """The push event's body (docs/events.md): the case's status and the current state of these images."""
+    """The push event's body (docs/events.md): the case's status and the current state of these images.
+
+    Read on every wake of every open stream, so in two queries: the images joined to their predictions (newest
+    first; the first row of an image is its latest prediction) and the case's status with its pending count."""
+    rows = (
+        CellImage.objects.filter(case_id=case.pk, pk__in=list(image_ids))
+        .order_by("id", "-predictions__created_at", "-predictions__id")
+        .values_list(
+            "id",
+            "status",
+            "status_message",
+            "predictions__id",
+            "predictions__label",
+            "predictions__confidence",
+            "predictions__flagged",
+            "predictions__ood_score",
+            "predictions__model_version__name",
+        )
+    )
     images = []
-    for image in images_of_case(case=case).filter(pk__in=list(image_ids)):
-        prediction = latest_prediction(image=image)
+    for image_id, status, message, prediction_id, label, confidence, flagged, ood_score, version in rows:
+        if images and images[-1]["id"] == image_id:
+            continue  # an older prediction of the same image
         images.append(
             {
-                "id": image.pk,
-                "status": image.status,
-                "status_message": image.status_message,
+                "id": image_id,
+                "status": status,
+                "status_message": message,
                 "prediction": None
-                if prediction is None
+                if prediction_id is None
                 else {
-                    "label": prediction.label,
-                    "confidence": round(prediction.confidence, 4),
-                    "flagged": prediction.flagged,
-                    "ood_score": prediction.ood_score,
-                    "model_version": prediction.model_version.name,
+                    "label": label,
+                    "confidence": round(confidence, 4),
+                    "flagged": flagged,
+                    "ood_score": ood_score,
+                    "model_version": version,
                 },
             }
         )
-    status = Case.objects.filter(pk=case.pk).values_list("status", flat=True).first()
-    pending = CellImage.objects.filter(case_id=case.pk, status__in=PENDING_STATUSES).count()
+    status, pending = (
+        Case.objects.filter(pk=case.pk)
+        .annotate(pending=Count("images", filter=Q(images__status__in=PENDING_STATUSES)))
+        .values_list("status", "pending")
+        .first()
+    ) or (None, 0)
     return {"case": {"id": case.pk, "status": status, "pending": pending}, "images": images}
 
 

@@ -1,0 +1,100 @@
+"""The event stream's per-wake read (cases.views_live._updates -> selectors.image_updates): the payload of
+docs/events.md, read in a fixed, small number of queries whatever the number of images."""
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from cases import selectors
+from cases.models import Case, CellImage, Prediction
+from cases.views_live import _updates
+from tests.factories import CaseFactory, CellImageFactory, ModelVersionFactory, PredictionFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def payload_of(event: bytes) -> dict:
+    name, data = event.decode().strip().split("\n")
+    assert name == "event: images"
+    return json.loads(data.removeprefix("data: "))
+
+
+@pytest.fixture
+def case_with_images():
+    case = CaseFactory(status=Case.Status.CLASSIFYING)
+    relabelled = CellImageFactory(case=case, status=CellImage.Status.CLASSIFIED)
+    older_version, newer_version = ModelVersionFactory(name="older-model"), ModelVersionFactory(name="newer-model")
+    # The later row is the earlier prediction: "latest" is by time, then id.
+    latest = PredictionFactory(
+        image=relabelled, model_version=newer_version, label="lymphocyte", confidence=0.87654321, ood_score=None
+    )
+    earlier = PredictionFactory(image=relabelled, model_version=older_version, label="monocyte", confidence=0.5)
+    Prediction.objects.filter(pk=earlier.pk).update(created_at=latest.created_at - timedelta(minutes=1))
+    flagged = CellImageFactory(case=case, status=CellImage.Status.CLASSIFIED)
+    PredictionFactory(
+        image=flagged, model_version=older_version, label="basophil", confidence=0.3, flagged=True, ood_score=2.5
+    )
+    failed = CellImageFactory(case=case, status=CellImage.Status.FAILED, status_message="decoder crashed")
+    queued = CellImageFactory(case=case, status=CellImage.Status.QUEUED)
+    CellImageFactory(case=case, status=CellImage.Status.CLASSIFYING, status_changed_at=timezone.now())
+    elsewhere = CellImageFactory(case=CaseFactory(), status=CellImage.Status.QUEUED)
+    return case, {"relabelled": relabelled, "flagged": flagged, "failed": failed, "queued": queued}, elsewhere
+
+
+def test_the_payload_is_that_of_docs_events_md(case_with_images):
+    case, images, elsewhere = case_with_images
+    asked = {image.pk for image in images.values()} | {elsewhere.pk}
+    payload = payload_of(_updates(case, asked))
+    assert payload["case"] == {"id": case.pk, "status": "classifying", "pending": 2}
+    by_id = {image["id"]: image for image in payload["images"]}
+    assert [image["id"] for image in payload["images"]] == sorted(image.pk for image in images.values())
+    assert by_id[images["relabelled"].pk] == {
+        "id": images["relabelled"].pk,
+        "status": "classified",
+        "status_message": "",
+        "prediction": {
+            "label": "lymphocyte",
+            "confidence": 0.8765,
+            "flagged": False,
+            "ood_score": None,
+            "model_version": "newer-model",
+        },
+    }
+    assert by_id[images["flagged"].pk]["prediction"] == {
+        "label": "basophil",
+        "confidence": 0.3,
+        "flagged": True,
+        "ood_score": 2.5,
+        "model_version": "older-model",
+    }
+    assert by_id[images["failed"].pk] == {
+        "id": images["failed"].pk,
+        "status": "failed",
+        "status_message": "decoder crashed",
+        "prediction": None,
+    }
+    assert by_id[images["queued"].pk]["prediction"] is None
+
+
+def test_a_case_without_the_asked_images_still_says_its_status(case_with_images):
+    case, _, elsewhere = case_with_images
+    assert selectors.image_updates(case=case, image_ids={elsewhere.pk}) == {
+        "case": {"id": case.pk, "status": "classifying", "pending": 2},
+        "images": [],
+    }
+
+
+@pytest.mark.parametrize("extra_images", [0, 20])
+def test_a_wake_reads_in_two_queries_however_many_images(case_with_images, extra_images):
+    case, images, _ = case_with_images
+    more = [CellImageFactory(case=case, status=CellImage.Status.CLASSIFIED) for _ in range(extra_images)]
+    for image in more:
+        PredictionFactory(image=image)
+    with CaptureQueriesContext(connection) as queries:
+        payload = payload_of(_updates(case, {image.pk for image in [*images.values(), *more]}))
+    assert len(payload["images"]) == len(images) + extra_images
+    assert len(queries) == 2
