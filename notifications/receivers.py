@@ -52,14 +52,7 @@ def signup_awaits_approval(sender, request, user, sociallogin=None, **kwargs):
             body = (
                 _details_sentence(user) + " " + gettext("Give them a role on the people page, or leave them pending.")
             )
-    notify(
-        recipients=users_with("manage_users"),
-        kind=Notification.Kind.SIGNUP_PENDING,
-        title=title,
-        body=body,
-        link=reverse("accounts:people"),
-        key=f"signup:{user.pk}",
-    )
+    _tell_people_managers(title=title, body=body, key=f"signup:{user.pk}")
 
 
 def _details_sentence(user) -> str:
@@ -78,13 +71,17 @@ def signup_details_completed(sender, user, **kwargs):
     with translation.override(settings.LANGUAGE_CODE):
         title = gettext("%(who)s gave their laboratory and requested role") % {"who": _who(user)}
         body = _details_sentence(user) + " " + gettext("Give them a role on the people page, or leave them pending.")
+    _tell_people_managers(title=title, body=body, key=f"signup-details:{user.pk}")
+
+
+def _tell_people_managers(*, title: str, body: str, key: str) -> None:
     notify(
         recipients=users_with("manage_users"),
         kind=Notification.Kind.SIGNUP_PENDING,
         title=title,
         body=body,
         link=reverse("accounts:people"),
-        key=f"signup-details:{user.pk}",
+        key=key,
     )
 
 

@@ -27,22 +27,6 @@ LINKEDIN_DISCOVERY = {
 }
 
 
-@pytest.fixture
-def google_configured(monkeypatch, settings):
-    monkeypatch.setenv("GOOGLE_CLIENT_ID", "google-client-id")
-    monkeypatch.setenv("GOOGLE_CLIENT_SECRET", "google-client-secret")
-    monkeypatch.delenv("LINKEDIN_CLIENT_ID", raising=False)
-    settings.SOCIALACCOUNT_PROVIDERS = _social_providers()
-
-
-@pytest.fixture
-def linkedin_configured(monkeypatch, settings):
-    monkeypatch.setenv("LINKEDIN_CLIENT_ID", "linkedin-client-id")
-    monkeypatch.setenv("LINKEDIN_CLIENT_SECRET", "linkedin-client-secret")
-    monkeypatch.delenv("GOOGLE_CLIENT_ID", raising=False)
-    settings.SOCIALACCOUNT_PROVIDERS = _social_providers()
-
-
 def state_from(redirect_url: str) -> str:
     return parse_qs(urlparse(redirect_url).query)["state"][0]
 

@@ -5,7 +5,6 @@ and are told again when the person answers on the pending page."""
 import pytest
 from django.urls import reverse
 
-from hematovision.settings.base import _social_providers
 from notifications.models import Notification
 from tests.accounts.test_social_login import (
     google_token_response,
@@ -15,22 +14,6 @@ from tests.accounts.test_social_login import (
 )
 
 DETAILS = {"first_name": "Dr", "last_name": "Who", "laboratory": "Tardis Haematology", "requested_role": "pathologist"}
-
-
-@pytest.fixture
-def google_configured(monkeypatch, settings):
-    monkeypatch.setenv("GOOGLE_CLIENT_ID", "google-client-id")
-    monkeypatch.setenv("GOOGLE_CLIENT_SECRET", "google-client-secret")
-    monkeypatch.delenv("LINKEDIN_CLIENT_ID", raising=False)
-    settings.SOCIALACCOUNT_PROVIDERS = _social_providers()
-
-
-@pytest.fixture
-def linkedin_configured(monkeypatch, settings):
-    monkeypatch.setenv("LINKEDIN_CLIENT_ID", "linkedin-client-id")
-    monkeypatch.setenv("LINKEDIN_CLIENT_SECRET", "linkedin-client-secret")
-    monkeypatch.delenv("GOOGLE_CLIENT_ID", raising=False)
-    settings.SOCIALACCOUNT_PROVIDERS = _social_providers()
 
 
 def signup_notices(recipient):
