@@ -338,31 +338,22 @@ def serving_profile(predictor) -> ImagingProfile | None:
     with _serving_lock:
         if predictor in _serving_profiles:
             return _serving_profiles[predictor]
-        profile = _load_serving_profile(predictor.version)
+        profile = _load_serving_profile(predictor)
         _serving_profiles[predictor] = profile
         return profile
 
 
-def _load_serving_profile(version) -> ImagingProfile | None:
+def _load_serving_profile(predictor) -> ImagingProfile | None:
     from .model_folder import IMAGING_PROFILE_FILE
     from .predictor import ModelUnavailable
     from .registry import artifact_path
-    from .runtimes import sha256_of_file
 
-    path = artifact_path(version, IMAGING_PROFILE_FILE)
-    expected = (version.checksums or {}).get(IMAGING_PROFILE_FILE)
-    if not path.is_file():
-        if expected:
-            raise ModelUnavailable(
-                f"model file missing: {path} (model version {version.name}). Restore the file or "
-                "activate another version."
-            )
-        return None
-    if expected and sha256_of_file(path) != expected:
-        raise ModelUnavailable(
-            f"checksum mismatch for {path} (model version {version.name}): the imaging profile was modified "
-            "or damaged; restore it or re-fit it (manage.py fit_imaging_profile)."
-        )
+    version = predictor.version
+    listed = IMAGING_PROFILE_FILE in (version.checksums or {})
+    if not listed and not artifact_path(version, IMAGING_PROFILE_FILE).is_file():
+        return None  # a model without a profile flags nothing
+    # Present and checksummed like every other file of the version (ModelUnavailable when missing or damaged).
+    path = predictor.verified_path(IMAGING_PROFILE_FILE)
     try:
         return ImagingProfile.load(path)
     except (ValueError, OSError, KeyError) as exc:

@@ -101,7 +101,7 @@ class Predictor:
             validate_preprocessing(self.preprocessing)
         except ValueError as exc:
             raise ModelUnavailable(f"model version {version.name} has invalid preprocessing: {exc}") from exc
-        path = self._verified_path(version.serving_artifact)
+        path = self.verified_path(version.serving_artifact)
         try:
             self.runtime = open_runtime(path, num_threads=num_threads or serving_threads())
         except (ValueError, RuntimeError, OSError) as exc:
@@ -111,7 +111,9 @@ class Predictor:
             ) from exc
         self.ood_scorer = self._load_ood_scorer()
 
-    def _verified_path(self, filename: str) -> Path:
+    def verified_path(self, filename: str) -> Path:
+        """The path of one of this version's files, present and matching its recorded checksum
+        (ModelUnavailable otherwise)."""
         path = artifact_path(self.version, filename)
         if not path.is_file():
             raise ModelUnavailable(
@@ -131,7 +133,7 @@ class Predictor:
     def _load_ood_scorer(self) -> MahalanobisScorer | None:
         if self.ood_threshold is None:
             return None
-        path = self._verified_path(OOD_STATISTICS_FILE)
+        path = self.verified_path(OOD_STATISTICS_FILE)
         try:
             return MahalanobisScorer.load(path)
         except (ValueError, OSError, KeyError) as exc:
