@@ -363,15 +363,7 @@ class ProductionStack:
         for number in range(1, self.worker_processes + 1):
             log = (self.out_dir / f"worker-{number}.log").open("ab")
             worker = ProcessTree.start(
-                [
-                    str(bin_dir / "celery"),
-                    "-A",
-                    "hematovision",
-                    "worker",
-                    "--loglevel=INFO",
-                    f"--concurrency={self.worker_concurrency}",
-                    f"--hostname=bench-{number}@%h",
-                ],
+                self.worker_command(number),
                 env=self.environment,
                 cwd=PROJECT_DIR,
                 log=log,
@@ -379,6 +371,18 @@ class ProductionStack:
             self.processes.append(worker)
             self.workers.append(worker)
         wait_for_http(f"{self.base_url}/readyz", headers=PROXY_HEADERS, timeout=120)
+
+    def worker_command(self, number: int) -> list[str]:
+        """The production worker: `celery worker` with a prefork pool (bench/worker_memory.py starts the same)."""
+        return [
+            str(Path(sys.executable).parent / "celery"),
+            "-A",
+            "hematovision",
+            "worker",
+            "--loglevel=INFO",
+            f"--concurrency={self.worker_concurrency}",
+            f"--hostname=bench-{number}@%h",
+        ]
 
     def cpu_seconds(self) -> float:
         """CPU seconds used so far by gunicorn and the Celery workers, with all their child processes."""
