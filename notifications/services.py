@@ -26,9 +26,14 @@ logger = logging.getLogger(__name__)
 PRODUCT = "HematoVision"
 
 
+def roles_with(capability: str) -> list[str]:
+    """The names of the roles (groups) holding `capability`."""
+    return [role.value for role, held in ROLE_CAPABILITIES.items() if capability in held]
+
+
 def users_with(capability: str):
     """Active people whose role holds `capability` (superusers included)."""
-    roles = [role.value for role, held in ROLE_CAPABILITIES.items() if capability in held]
+    roles = roles_with(capability)
     return (
         get_user_model()
         .objects.filter(is_active=True)

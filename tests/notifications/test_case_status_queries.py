@@ -5,12 +5,13 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from accounts.roles import Role
 from cases.models import Case, CellImage
 from cases.services import refresh_case_statuses
 from notifications.models import Notification
 from notifications.receivers import case_status_changed
 from notifications.services import mark_read
-from tests.factories import CaseFactory, CellImageFactory, PredictionFactory
+from tests.factories import CaseFactory, CellImageFactory, PredictionFactory, UserFactory
 
 
 def receiver_queries(case, status):
@@ -74,3 +75,37 @@ def test_a_case_with_only_failures_tells_the_error_viewers_not_the_reviewers(pat
     assert kinds_of(admin_user) == [Notification.Kind.CLASSIFICATION_FAILED]
     case.refresh_from_db()
     assert receiver_queries(case, Case.Status.AWAITING_REVIEW) == 1
+
+
+@pytest.mark.django_db
+def test_a_save_that_does_not_write_the_status_asks_nothing(told_case, django_assert_max_num_queries):
+    told_case.status = Case.Status.AWAITING_REVIEW
+    with django_assert_max_num_queries(0):
+        case_status_changed(sender=Case, instance=told_case, created=False, update_fields={"updated_at"})
+
+
+@pytest.mark.django_db
+def test_who_counts_as_untold_follows_users_with(told_case, pathologist, make_user):
+    """The one-query check (SQL) and `notify` (users_with) agree on who would be told: a new reviewer without an
+    email, or inactive, is nobody to tell; a new active reviewer with an email, or a superuser, is."""
+    from notifications.receivers import _anyone_to_tell_about
+
+    assert not _anyone_to_tell_about(told_case)
+    no_email = make_user(Role.PATHOLOGIST)
+    no_email.email = ""
+    no_email.save(update_fields=["email"])
+    inactive = make_user(Role.PATHOLOGIST)
+    inactive.is_active = False
+    inactive.save(update_fields=["is_active"])
+    make_user(Role.TECHNICIAN)
+    assert not _anyone_to_tell_about(told_case)
+    superuser = UserFactory(email="root@lab.example", is_superuser=True)
+    assert _anyone_to_tell_about(told_case)
+    assert receiver_queries(told_case, Case.Status.AWAITING_REVIEW) > 1
+    assert sorted(kinds_of(superuser)) == [
+        Notification.Kind.CASE_AWAITING_REVIEW,
+        Notification.Kind.CLASSIFICATION_FAILED,
+    ]
+    assert not _anyone_to_tell_about(told_case)
+    make_user(Role.PATHOLOGIST)
+    assert _anyone_to_tell_about(told_case)

@@ -1,0 +1,248 @@
+"""CPU per cell of the classification task, by stage, with locate and the model reported apart.
+
+Images are uploaded through cases.services.add_images (the service the API calls) on a PostgreSQL database
+of your own (dropped and created again), with the bundled model. The uploads' tasks are collected instead of
+sent and then run in this process, one by one, through the Celery task (`classify_images.apply`, what a pool
+process runs, without the broker). Two scenarios:
+
+- one: N one-image uploads to one case, each followed by its task (the e2e case: a technician uploading one
+  crop at a time, the case flipping classifying -> awaiting review every time);
+- batch: one upload of M images, cut into tasks as the service cuts it (4, 8, 16, ...).
+
+CPU is time.process_time around each task; stages are timed by wrapping the functions the task calls
+(nested stages are subtracted from their parent, so the rows add up to the task). `locate` and `predict`
+(preprocessing + LiteRT + OOD score) are the parts this measurement is not about. --profile also prints a
+cProfile of the tasks (CPU clock).
+
+    nice -n 19 .venv/bin/python bench/task_cpu.py --database-url postgres://postgres@127.0.0.1:5432/hv_taskcpu
+    nice -n 19 .venv/bin/python bench/task_cpu.py --database-url ... --one 60 --batch 100 --json
+    nice -n 19 .venv/bin/python bench/task_cpu.py --database-url ... --profile --top 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import functools
+import io
+import json
+import os
+import pstats
+import random
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_DATASET = PROJECT_DIR.parent / "shared" / "datasets" / "pbc" / "test"
+WARMUP_IMAGES = 3
+
+# Stage name -> (module path, attribute): wrapped where the caller looks the name up.
+STAGES = [
+    ("get_predictor (active model)", "cases.classification", "get_predictor"),
+    ("shadow predictor look-up", "cases.classification", "_shadow_predictor"),
+    ("claim images", "cases.classification", "claim_for_classification"),
+    ("analyse (decode, windows)", "cases.classification", "_analyse_batch"),
+    ("locate [not ours]", "inference.analysis", "locate_cells"),
+    ("store results", "cases.classification", "store_analyses"),
+    ("announce (push event)", "cases.classification", "_announce"),
+    ("case status refresh", "cases.classification", "refresh_case_statuses"),
+]
+
+
+class Timers:
+    """Exclusive CPU per stage: a stage's time excludes the wrapped stages it calls."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.stack: list[list] = []
+
+    def wrap(self, name, function):
+        @functools.wraps(function)
+        def timed(*args, **kwargs):
+            frame = [name, time.process_time(), 0.0]
+            self.stack.append(frame)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.stack.pop()
+                spent = time.process_time() - frame[1]
+                self.seconds[name] += spent - frame[2]
+                if self.stack:
+                    self.stack[-1][2] += spent
+
+        return timed
+
+    def reset(self):
+        self.seconds.clear()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--one", type=int, default=60, help="one-image uploads (each its own task)")
+    parser.add_argument("--batch", type=int, default=100, help="images of the one large upload (0: skip)")
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--database-url", required=True, help="a PostgreSQL database of your own (recreated)")
+    parser.add_argument("--reviewers", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="also print a cProfile of the tasks")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--json", action="store_true")
+    arguments = parser.parse_args()
+
+    folder = Path(tempfile.mkdtemp(prefix="hv-taskcpu-"))
+    os.environ["DJANGO_SETTINGS_MODULE"] = "hematovision.settings.local"
+    os.environ["HEMATOVISION_VAR_DIR"] = str(folder)
+    os.environ["LOG_LEVEL"] = "WARNING"
+    for name in ("CELERY_BROKER_URL", "CACHE_URL", "EVENTS_REDIS_URL"):
+        os.environ.pop(name, None)
+    import psycopg
+
+    base, name = arguments.database_url.rsplit("/", 1)
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        connection.execute(f"CREATE DATABASE {name}")
+    os.environ["DATABASE_URL"] = arguments.database_url
+    sys.path.insert(0, str(PROJECT_DIR))
+
+    import django
+
+    django.setup()
+    import importlib
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.core.management import call_command
+    from django.db import connection
+    from django.db.models.signals import post_save
+
+    from django.conf import settings
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"  # keep stdout for the report
+    call_command("migrate", verbosity=0)
+    from accounts.models import User
+    from accounts.roles import Role, set_role
+    from cases import services, tasks
+    from cases.models import Case
+    from inference import predictor as predictor_module
+    from inference.services import ensure_bundled_model
+    from notifications import receivers
+
+    ensure_bundled_model()
+    predictor_module.get_predictor()  # loading the model is a once-per-process cost
+
+    timers = Timers()
+    for stage, module_name, attribute in STAGES:
+        module = importlib.import_module(module_name)
+        setattr(module, attribute, timers.wrap(stage, getattr(module, attribute)))
+    predictor_module.Predictor.predict = timers.wrap("predict [not ours]", predictor_module.Predictor.predict)
+    # The notifications receiver runs inside the status refresh (post_save of Case).
+    post_save.disconnect(receivers.case_status_changed, sender=Case)
+    timed_receiver = timers.wrap("  of which: notifications receiver", receivers.case_status_changed)
+    post_save.connect(timed_receiver, sender=Case, weak=False)
+
+    queries = [0]
+
+    def count(execute, sql, params, many, context):
+        queries[0] += 1
+        return execute(sql, params, many, context)
+
+    collected: list[list[int]] = []
+    services.enqueue_classification = lambda *, image_ids: collected.append(list(image_ids)) or 0
+
+    technician = User.objects.create_user("tech@bench.hematovision.local", "bench-password-1")
+    set_role(technician, Role.TECHNICIAN)
+    for number in range(arguments.reviewers):
+        reviewer = User.objects.create_user(f"reviewer{number}@bench.hematovision.local", "bench-password-1")
+        set_role(reviewer, Role.PATHOLOGIST)
+    files = sorted(arguments.dataset.rglob("*.jpg"))
+    chosen = random.Random(7).sample(files, WARMUP_IMAGES + arguments.one + arguments.batch)
+    blobs = [(path.name, path.read_bytes()) for path in chosen]
+    profile = cProfile.Profile(time.process_time) if arguments.profile else None
+
+    def run_tasks() -> tuple[float, int, int]:
+        cpu, tasks_run, cells = 0.0, 0, 0
+        for image_ids in collected:
+            for chunk in tasks.task_chunks(image_ids):
+                started = time.process_time()
+                if profile:
+                    profile.enable()
+                with connection.execute_wrapper(count):
+                    result = tasks.classify_images.apply(args=[chunk]).get()
+                if profile:
+                    profile.disable()
+                cpu += time.process_time() - started
+                tasks_run += 1
+                cells += result.get("cells", 0)
+        collected.clear()
+        return cpu, tasks_run, cells
+
+    def upload(case, batch):
+        uploads = [SimpleUploadedFile(name, data, content_type="image/jpeg") for name, data in batch]
+        accepted, rejected = services.add_images(case=case, files=uploads, uploaded_by=technician)
+        assert accepted and not rejected, rejected
+
+    report: dict[str, dict] = {}
+    case = services.create_case(accession_id=f"TASKCPU-ONE-{int(time.time())}", created_by=technician)
+    for item in blobs[:WARMUP_IMAGES]:  # first notifications, first queries compiled
+        upload(case, [item])
+        run_tasks()
+    scenarios = [("one", [[item] for item in blobs[WARMUP_IMAGES : WARMUP_IMAGES + arguments.one]])]
+    if arguments.batch:
+        scenarios.append(("batch", [blobs[WARMUP_IMAGES + arguments.one :]]))
+    for scenario, uploads in scenarios:
+        if scenario == "batch":
+            case = services.create_case(accession_id=f"TASKCPU-BATCH-{int(time.time())}", created_by=technician)
+        timers.reset()
+        queries[0] = 0
+        cpu = 0.0
+        tasks_run = cells = 0
+        for batch in uploads:
+            upload(case, batch)
+            spent, ran, found = run_tasks()
+            cpu, tasks_run, cells = cpu + spent, tasks_run + ran, cells + found
+        cells = max(cells, 1)
+        stages = {stage: seconds * 1000 / cells for stage, seconds in timers.seconds.items()}
+        # The receiver is inside the refresh: show the refresh with it, and the receiver as its part.
+        receiver_ms = stages.get("  of which: notifications receiver", 0.0)
+        stages["case status refresh"] = stages.get("case status refresh", 0.0) + receiver_ms
+        outside = cpu * 1000 / cells - sum(ms for stage, ms in stages.items() if not stage.startswith("  "))
+        stages["task machinery, rest"] = outside
+        not_ours = stages.get("locate [not ours]", 0.0) + stages.get("predict [not ours]", 0.0)
+        report[scenario] = {
+            "images": sum(len(batch) for batch in uploads),
+            "tasks": tasks_run,
+            "cells": cells,
+            "cpu_ms_per_cell": cpu * 1000 / cells,
+            "ours_ms_per_cell": cpu * 1000 / cells - not_ours,
+            "queries_per_task": queries[0] / max(tasks_run, 1),
+            "stages_ms_per_cell": stages,
+        }
+    report["load_average"] = os.getloadavg()
+
+    if arguments.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for scenario in ("one", "batch"):
+            if scenario not in report:
+                continue
+            row = report[scenario]
+            print(
+                f"\n{scenario}: {row['images']} images, {row['tasks']} tasks, {row['cells']} cells: "
+                f"{row['cpu_ms_per_cell']:.2f} ms CPU per cell, {row['ours_ms_per_cell']:.2f} ms outside locate "
+                f"and predict; {row['queries_per_task']:.1f} queries per task"
+            )
+            for stage, ms in row["stages_ms_per_cell"].items():
+                print(f"  {stage:<40} {ms:7.2f} ms per cell")
+        print(f"\nload average {report['load_average']}")
+    if profile:
+        for order in ("tottime", "cumulative"):
+            out = io.StringIO()
+            pstats.Stats(profile, stream=out).strip_dirs().sort_stats(order).print_stats(arguments.top)
+            print(f"\n--- by {order} ---", file=sys.stderr if arguments.json else sys.stdout)
+            print(out.getvalue().split("\n", 6)[-1], file=sys.stderr if arguments.json else sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
