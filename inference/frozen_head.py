@@ -74,7 +74,9 @@ def train_frozen_head(
     dataset, train_set, val_set = load_training_data(data, seed=config.seed, val_fraction=config.val_fraction, log=log)
     classes = dataset.classes
 
-    preprocessing = make_preprocessing(input_size=config.input_size, scale="raw", resample=config.resample)
+    preprocessing = make_preprocessing(
+        input_size=config.input_size, scale="raw", resample=config.resample, test_time_flips=config.test_time_flips
+    )
     keras.utils.set_random_seed(config.seed)
     backbone = get_backbone(config.backbone, input_size=config.input_size, weights=config.weights)
     split_tensor = _split_tensor(backbone, config)

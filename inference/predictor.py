@@ -24,7 +24,7 @@ from .calibration import softmax
 from .model_folder import OOD_STATISTICS_FILE
 from .models import ModelVersion
 from .ood import MahalanobisScorer
-from .preprocessing import preprocess_batch, validate_preprocessing
+from .preprocessing import flipped_views, preprocess_batch, validate_preprocessing
 from .registry import artifact_path, get_active_version
 from .runtimes import open_runtime, sha256_of_file
 
@@ -146,9 +146,20 @@ class Predictor:
         return results
 
     def predict_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw (logits, features) for already preprocessed inputs; used by evaluation and benchmarks."""
+        """(logits, features) for already preprocessed inputs, averaged over the version's test-time views
+        (`test_time_flips`); used by serving, evaluation and benchmarks alike."""
+        views = flipped_views(np.asarray(batch, dtype=np.float32), self.preprocessing.get("test_time_flips", "none"))
         with self._lock:
-            return self.runtime.run(np.ascontiguousarray(batch, dtype=np.float32))
+            logits, features = self.runtime.run(
+                np.ascontiguousarray(np.concatenate(views) if len(views) > 1 else batch, dtype=np.float32)
+            )
+        if len(views) == 1:
+            return logits, features
+        count = len(batch)
+        return (
+            logits.reshape(len(views), count, -1).mean(axis=0),
+            features.reshape(len(views), count, -1).mean(axis=0),
+        )
 
     def _predict_batch(self, images: Sequence[Image.Image]) -> list[CellPrediction]:
         if not images:

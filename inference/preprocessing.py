@@ -30,6 +30,13 @@ RESAMPLING_FILTERS = {
 #   raw:   x unchanged, for models that rescale inside the graph (keras EfficientNetB0)
 SCALE_MODES = ("lite", "tf", "torch", "caffe", "raw")
 CROP_MODES = ("center_square", "none")
+# Views the classifier sees of each input at serving time, their logits and features averaged. A cell has
+# no left or right, top or bottom; flipped views average out some of a single view's noise. Absent means
+# "none" (models trained before this option).
+#   none:       the input as it is
+#   horizontal: the input and its mirror image (2 views)
+#   dihedral4:  the input, mirrored, upside down, and both (4 views)
+TEST_TIME_FLIPS = ("none", "horizontal", "dihedral4")
 
 _TORCH_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255.0
 _TORCH_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255.0
@@ -39,7 +46,12 @@ PREPROCESSING_VERSION = 1
 
 
 def make_preprocessing(
-    *, input_size: int, scale: str = "lite", resample: str = "bilinear", crop: str = "center_square"
+    *,
+    input_size: int,
+    scale: str = "lite",
+    resample: str = "bilinear",
+    crop: str = "center_square",
+    test_time_flips: str = "none",
 ) -> dict[str, Any]:
     """The dict stored in ModelVersion.preprocessing; validated so a typo fails at training time."""
     params = {
@@ -48,6 +60,7 @@ def make_preprocessing(
         "scale": scale,
         "resample": resample,
         "crop": crop,
+        "test_time_flips": test_time_flips,
     }
     validate_preprocessing(params)
     return params
@@ -65,6 +78,20 @@ def validate_preprocessing(params: Mapping[str, Any]) -> None:
         )
     if params.get("crop") not in CROP_MODES:
         raise ValueError(f"preprocessing crop must be one of {CROP_MODES}, got {params.get('crop')!r}")
+    if params.get("test_time_flips", "none") not in TEST_TIME_FLIPS:
+        raise ValueError(
+            f"preprocessing test_time_flips must be one of {TEST_TIME_FLIPS}, got {params.get('test_time_flips')!r}"
+        )
+
+
+def flipped_views(batch: np.ndarray, flips: str) -> list[np.ndarray]:
+    """The views of a preprocessed batch [N, S, S, 3] that `test_time_flips` asks for, the batch first."""
+    views = [batch]
+    if flips in ("horizontal", "dihedral4"):
+        views.append(batch[:, :, ::-1])
+    if flips == "dihedral4":
+        views += [batch[:, ::-1, :], batch[:, ::-1, ::-1]]
+    return views
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -51,6 +51,8 @@ class MultilabConfig(RecipeConfig):
     # How often each olympus training cell and each LISC window is repeated (the labs are small).
     olympus_repeat: int = 3
     lisc_repeat: int = 2
+    # Chosen on PBC val + olympus val cells (docs/model-card.md): the mirror image averaged in.
+    test_time_flips: str = "horizontal"
     # Laboratories left out (leave-one-lab-out models), e.g. ("olympus",).
     without: tuple[str, ...] = ()
 

@@ -57,6 +57,8 @@ class RecipeConfig:
     max_flagged: float = 0.05
     ood_quantile: float = 0.99
     ood_fit_images: int = 4000
+    # Views averaged at serving time (preprocessing.TEST_TIME_FLIPS); calibration stays single-view.
+    test_time_flips: str = "none"
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
 
     def to_json(self) -> dict[str, Any]:

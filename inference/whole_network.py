@@ -170,7 +170,9 @@ def train_whole_network(
     )
     classes = dataset.classes
     # Raw 0..255 pixels: the classifier scales them itself.
-    preprocessing = make_preprocessing(input_size=config.input_size, scale="raw", resample=config.resample)
+    preprocessing = make_preprocessing(
+        input_size=config.input_size, scale="raw", resample=config.resample, test_time_flips=config.test_time_flips
+    )
 
     t0 = time.perf_counter()
     train_pixels = load_views(

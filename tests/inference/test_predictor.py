@@ -145,6 +145,29 @@ def test_the_runtime_answers_as_the_signature_runner_whatever_the_batch_shapes(t
         np.testing.assert_array_equal(features, np.asarray(expected["features"], dtype=np.float64))
 
 
+def test_a_large_batch_runs_in_slices_so_the_interpreter_never_plans_for_it(tiny_model):
+    """The interpreter keeps the tensor arena of the largest batch it planned for (pool process memory)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from inference.runtimes import LiteRTRuntime
+
+    path = artifact_path(tiny_model, tiny_model.serving_artifact)
+    runtime = LiteRTRuntime(path, num_threads=1)
+    reference = Interpreter(model_path=str(path), num_threads=1)
+    runner = reference.get_signature_runner(next(iter(reference.get_signature_list())))
+    (input_name,) = runner.get_input_details()
+    size = tiny_model.input_size
+    count = 2 * runtime.max_invoke_batch + 3
+    batch = np.random.default_rng(5).uniform(-1, 1, size=(count, size, size, 3)).astype(np.float32)
+    logits, features = runtime.run(batch)
+    expected = runner(**{input_name: batch})
+    np.testing.assert_array_equal(logits, np.asarray(expected["logits"], dtype=np.float64))
+    np.testing.assert_array_equal(features, np.asarray(expected["features"], dtype=np.float64))
+    if runtime._direct:
+        planned = runtime._interpreter.get_input_details()[0]["shape"][0]
+        assert planned <= runtime.max_invoke_batch
+    assert runtime._planned_shape is None or runtime._planned_shape[0] <= runtime.max_invoke_batch
+
 def test_out_of_distribution_scores_are_those_of_the_scorer(tiny_model):
     # The predictor scores on one BLAS thread; the figures are the scorer's own, to the last bit.
     n = len(tiny_model.classes)
@@ -155,3 +178,29 @@ def test_out_of_distribution_scores_are_those_of_the_scorer(tiny_model):
     results = predictor.predict(images)
 
     assert [r.ood_score for r in results] == [float(s) for s in predictor.ood_scorer.score(features)]
+
+
+@pytest.mark.parametrize(
+    ("flips", "views"),
+    [
+        ("horizontal", lambda b: [b, b[:, :, ::-1]]),
+        ("dihedral4", lambda b: [b, b[:, :, ::-1], b[:, ::-1, :], b[:, ::-1, ::-1]]),
+    ],
+)
+def test_test_time_flips_average_the_logits_and_features_of_the_flipped_views(tiny_model, flips, views):
+    tiny_model.preprocessing = {**tiny_model.preprocessing, "test_time_flips": flips}
+    predictor = Predictor(tiny_model)
+    images = [synthetic_cell_image(i, len(tiny_model.classes), seed=7 + i, size=48) for i in range(3)]
+    batch = preprocess_batch(images, predictor.preprocessing)
+    logits, features = predictor.predict_arrays(batch)
+    runs = [predictor.runtime.run(np.ascontiguousarray(view)) for view in views(batch)]
+    np.testing.assert_allclose(logits, np.mean([run[0] for run in runs], axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(features, np.mean([run[1] for run in runs], axis=0), rtol=1e-5, atol=1e-6)
+    # Asymmetric inputs: a mirrored view gives other logits, so the average differs from the plain view.
+    assert not np.allclose(logits, runs[0][0])
+
+
+def test_an_unknown_test_time_flip_is_refused_when_the_model_loads(tiny_model):
+    tiny_model.preprocessing = {**tiny_model.preprocessing, "test_time_flips": "rotate"}
+    with pytest.raises(ModelUnavailable, match="test_time_flips"):
+        Predictor(tiny_model)
