@@ -168,6 +168,7 @@ def test_a_large_batch_runs_in_slices_so_the_interpreter_never_plans_for_it(tiny
         assert planned <= runtime.max_invoke_batch
     assert runtime._planned_shape is None or runtime._planned_shape[0] <= runtime.max_invoke_batch
 
+
 def test_out_of_distribution_scores_are_those_of_the_scorer(tiny_model):
     # The predictor scores on one BLAS thread; the figures are the scorer's own, to the last bit.
     n = len(tiny_model.classes)
