@@ -12,6 +12,11 @@ the uploads, classification, and however the page learns of the results.
 
 Prints `cells`, `first_label_s`, `all_labels_s`, `mode`, and the CPU seconds the site's processes used
 during the run (`server_cpu_s`; the browser and the database are not counted).
+
+With --timeline it adds `browser_cpu_s` (Chromium and Playwright's driver) and `timeline`: every upload
+request, cards request and thumbnail request (start/end, from the page's resource timing), every pushed
+event's arrival, when each cell's label appeared, and when the server stored each cell and its prediction
+(all in seconds from the moment the files reached the input), with a `summary` of the same.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ import argparse
 import json
 import os
 import random
+import re
 import sys
 import time
 from pathlib import Path
 
-from _processes import ProcessTree, free_port, run_checked, wait_for_http
+from _processes import ProcessTree, _children, cpu_seconds_of, free_port, run_checked, wait_for_http
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DATASET = PROJECT_DIR.parent / "shared" / "datasets" / "pbc" / "test"
@@ -41,7 +47,7 @@ TIMING_SCRIPT = """
       window.__bench.expected = event.target.files.length;
     }
   }, true);
-  function count() {
+  let count = function () {
     const b = window.__bench;
     if (b.start === null) return;
     const labels = document.querySelectorAll('[data-testid="cell-card"] [data-testid="prediction-label"]').length;
@@ -49,10 +55,72 @@ TIMING_SCRIPT = """
     const now = performance.now();
     if (labels > 0 && b.first === null) b.first = now;
     if (b.expected && labels >= b.expected && b.all === null) b.all = now;
+  };
+  if (window.__benchTimeline) {
+    const t = window.__benchTimeline;
+    // When each cell's label first appeared (by image id).
+    const seen = {};
+    const before = count;
+    count = function () {
+      before();
+      if (window.__bench.start === null) return;
+      const now = performance.now();
+      document.querySelectorAll('[data-testid="cell-card"]').forEach((card) => {
+        const id = card.dataset.imageId;
+        if (!(id in seen) && card.querySelector('[data-testid="prediction-label"]')) {
+          seen[id] = now;
+          t.labels.push([Number(id), now]);
+        }
+      });
+    };
   }
-  new MutationObserver(count).observe(document, {childList: true, subtree: true, characterData: true});
+  new MutationObserver(() => count()).observe(document, {childList: true, subtree: true, characterData: true});
 })();
 """
+
+
+# With --timeline, before TIMING_SCRIPT: pushed events' arrival times, and room for every resource timing.
+TIMELINE_SCRIPT = """
+(() => {
+  window.__benchTimeline = {labels: [], events: [], epochAtZero: Date.now() - performance.now()};
+  if (performance.setResourceTimingBufferSize) performance.setResourceTimingBufferSize(5000);
+  const Original = window.EventSource;
+  if (!Original) return;
+  window.EventSource = function (url, options) {
+    const source = new Original(url, options);
+    source.addEventListener("images", (event) => {
+      let ids = [];
+      try { ids = JSON.parse(event.data).images.map((image) => image.id); } catch (error) { ids = []; }
+      window.__benchTimeline.events.push([performance.now(), ids]);
+    });
+    return source;
+  };
+  Object.assign(window.EventSource, {CONNECTING: 0, OPEN: 1, CLOSED: 2});
+  window.EventSource.prototype = Original.prototype;
+})();
+"""
+
+
+def _descendants_cpu_seconds(root: int, skip: set[int]) -> dict[str, float]:
+    """CPU seconds of root's live descendants (and what they reaped), leaving out the subtrees in skip, by
+    kind: Chromium's --type (renderer, gpu-process, utility...), "browser" for its main process, else
+    "driver" (Playwright's)."""
+    totals: dict[str, float] = {}
+    pending = list(_children(root))
+    while pending:
+        pid = pending.pop()
+        if pid in skip:
+            continue
+        try:
+            arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            arguments = []
+        kind = "driver"
+        if arguments and b"chrom" in arguments[0]:
+            kind = next((argument[7:].decode() for argument in arguments if argument.startswith(b"--type=")), "browser")
+        totals[kind] = totals.get(kind, 0.0) + (cpu_seconds_of(pid) or 0.0)
+        pending += _children(pid)
+    return totals
 
 
 def chosen_files(dataset: Path, cells: int) -> list[Path]:
@@ -135,6 +203,10 @@ class ProductionSite:
     def processes(self) -> list[ProcessTree]:
         return self.stack.processes
 
+    @property
+    def environment(self) -> dict:
+        return self.stack.environment
+
     def prepare(self, run_id: str) -> dict:
         self.stack.prepare(1)
         run_checked(
@@ -158,7 +230,7 @@ def _setup(environment: dict, run_id: str) -> dict:
     return json.loads(output.strip().splitlines()[-1])
 
 
-def drop_cells(site, prepared: dict, files: list[Path], *, timeout: float) -> dict:
+def drop_cells(site, prepared: dict, files: list[Path], *, timeout: float, timeline: bool = False) -> dict:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -171,6 +243,8 @@ def drop_cells(site, prepared: dict, files: list[Path], *, timeout: float) -> di
             context = browser.new_context(viewport={"width": 1366, "height": 900})
             if site.extra_headers:
                 context.set_extra_http_headers(site.extra_headers)
+            if timeline:
+                context.add_init_script(TIMELINE_SCRIPT)
             context.add_init_script(TIMING_SCRIPT)
             page = context.new_page()
             page.set_default_timeout(60_000)
@@ -187,7 +261,9 @@ def drop_cells(site, prepared: dict, files: list[Path], *, timeout: float) -> di
                 "() => { const g = document.querySelector('[data-testid=cell-grid]');"
                 " return !!(g && g.dataset.eventsUrl); }"
             )
+            site_pids = {process.process.pid for process in site.processes}
             cpu_before = sum(process.cpu_seconds() for process in site.processes)
+            browser_cpu_before = _descendants_cpu_seconds(os.getpid(), site_pids)
             started = time.monotonic()
             input_box.set_input_files([str(path) for path in files])
             deadline = started + timeout
@@ -196,7 +272,15 @@ def drop_cells(site, prepared: dict, files: list[Path], *, timeout: float) -> di
                 time.sleep(0.05)
                 timings = page.evaluate("() => window.__bench")
             cpu_after = sum(process.cpu_seconds() for process in site.processes)
+            browser_cpu_after = _descendants_cpu_seconds(os.getpid(), site_pids)
             cards = page.locator('[data-testid="cell-card"]').count()
+            recorded = None
+            if timeline:
+                time.sleep(0.3)  # the last thumbnails
+                recorded = page.evaluate(
+                    "() => ({...window.__benchTimeline, resources: performance.getEntriesByType('resource')"
+                    ".map((r) => [r.name, r.initiatorType, r.startTime, r.responseEnd, r.transferSize])})"
+                )
         finally:
             browser.close()
     if timings["start"] is None:
@@ -205,7 +289,7 @@ def drop_cells(site, prepared: dict, files: list[Path], *, timeout: float) -> di
     def since_start(value):
         return None if value is None else round((value - timings["start"]) / 1000, 2)
 
-    return {
+    result = {
         "cells": len(files),
         "labels_shown": timings["labels"],
         "cards_shown": cards,
@@ -213,6 +297,83 @@ def drop_cells(site, prepared: dict, files: list[Path], *, timeout: float) -> di
         "all_labels_s": since_start(timings["all"]),
         "push": push,
         "server_cpu_s": round(cpu_after - cpu_before, 2),
+    }
+    if timeline:
+        result["browser_cpu_s"] = round(sum(browser_cpu_after.values()) - sum(browser_cpu_before.values()), 2)
+        result["browser_cpu_s_by_process"] = {
+            kind: round(used - browser_cpu_before.get(kind, 0.0), 2) for kind, used in browser_cpu_after.items()
+        }
+        result["timeline"] = _page_timeline(recorded, timings["start"], since_start)
+    return result
+
+
+def _page_timeline(recorded: dict, start_ms: float, since_start) -> dict:
+    requests = {"upload": [], "cards": [], "thumbnail": [], "other": []}
+    for name, _initiator, begin, end, size in recorded["resources"]:
+        if begin < start_ms:
+            continue
+        path = name.split("://", 1)[-1].split("/", 1)[-1]
+        kind = (
+            "upload"
+            if re.fullmatch(r"cases/\d+/images/", path)
+            else "cards"
+            if re.match(r"cases/\d+/cards/", path)
+            else "thumbnail"
+            if "variant=thumb" in path
+            else "other"
+        )
+        requests[kind].append({"start": since_start(begin), "end": since_start(end), "bytes": size})
+    return {
+        "epoch_at_start": (recorded["epochAtZero"] + start_ms) / 1000,
+        "requests": requests,
+        "events": [{"at": since_start(at), "ids": ids} for at, ids in recorded["events"]],
+        "labels": {str(image_id): since_start(at) for image_id, at in recorded["labels"]},
+    }
+
+
+def _server_timeline(site, prepared: dict, timeline: dict) -> None:
+    output = run_checked(
+        [sys.executable, str(PROJECT_DIR / "bench" / "_browser_timeline.py"), str(prepared["case_id"])],
+        env={**site.environment, "PYTHONPATH": str(PROJECT_DIR)},
+        cwd=PROJECT_DIR,
+    )
+    zero = timeline["epoch_at_start"]
+    cells = json.loads(output.strip().splitlines()[-1])
+    timeline["cells"] = [
+        {
+            "id": cell["id"],
+            "stored": round(cell["stored"] - zero, 2),
+            "predicted": None if cell["predicted"] is None else round(cell["predicted"] - zero, 2),
+            "label": timeline["labels"].get(str(cell["id"])),
+        }
+        for cell in cells
+    ]
+    del timeline["labels"]
+
+    def spread(values):
+        values = sorted(value for value in values if value is not None)
+        return [values[0], values[len(values) // 2], values[-1]] if values else None
+
+    requests = timeline["requests"]
+    timeline["summary"] = {
+        "upload_requests": len(requests["upload"]),
+        "upload_first_end_last_end": spread(item["end"] for item in requests["upload"])[::2]
+        if requests["upload"]
+        else None,
+        "cards_requests": len(requests["cards"]),
+        "thumbnail_requests": len(requests["thumbnail"]),
+        "events": len(timeline["events"]),
+        "stored_min_median_max": spread(cell["stored"] for cell in timeline["cells"]),
+        "predicted_min_median_max": spread(cell["predicted"] for cell in timeline["cells"]),
+        "label_min_median_max": spread(cell["label"] for cell in timeline["cells"]),
+        "predicted_to_label_median": (
+            spread(
+                cell["label"] - cell["predicted"]
+                for cell in timeline["cells"]
+                if cell["label"] is not None and cell["predicted"] is not None
+            )
+            or [None] * 3
+        )[1],
     }
 
 
@@ -225,7 +386,9 @@ def run(arguments: argparse.Namespace) -> dict:
     try:
         prepared = site.prepare(run_id)
         site.start()
-        result = drop_cells(site, prepared, files, timeout=arguments.timeout)
+        result = drop_cells(site, prepared, files, timeout=arguments.timeout, timeline=arguments.timeline)
+        if arguments.timeline:
+            _server_timeline(site, prepared, result["timeline"])
     finally:
         site.stop()
     return {
@@ -249,6 +412,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379")
     parser.add_argument("--postgres-url", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--timeline", action="store_true", help="add browser_cpu_s and a per-request, per-cell timeline"
+    )
     return parser.parse_args(argv)
 
 
