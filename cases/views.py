@@ -8,7 +8,9 @@ import logging
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, JsonResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
@@ -134,6 +136,10 @@ def upload_images(request, pk: int):
             "accepted": [{"id": image.pk, "name": image.original_name, "status": image.status} for image in accepted],
             "rejected": [{"name": item.name, "message": item.message} for item in rejected],
         }
+        if accepted:
+            # The accepted cells' cards as they are now (classified already when tasks run in-process, else
+            # queued), so the page shows them without a cards request of its own (issue 12).
+            body["cards"] = _cards_html(request, case, [image.pk for image in accepted])
         return JsonResponse(body, status=201 if accepted else 400)
     if accepted:
         messages.success(
@@ -148,6 +154,19 @@ def upload_images(request, pk: int):
     for item in rejected:
         messages.error(request, item.message)
     return redirect("cases:detail", pk=case.pk)
+
+
+def _cards_html(request, case: Case, image_ids: list[int]) -> str:
+    """Cards as cases:cards renders them (without the page's context processors)."""
+    cards = selectors.cell_cards(case=case, image_ids=image_ids)
+    context = {
+        "case": case,
+        "cards": cards,
+        "pending": any(card.pending for card in cards),
+        "can_retry": has_capability(request.user, "retry_classification"),
+        "csrf_token": get_token(request),
+    }
+    return render_to_string("cases/_cell_cards.html", context)
 
 
 @require_GET

@@ -6,6 +6,9 @@
 // that are still queued or classifying. The upload script hands over the ids of accepted files with
 // window.HematoVisionGrid.track(ids), so a new cell never depends on a refresh that might be dropped:
 // ids wait in a set until a request carries them, and one request at a time carries all that wait.
+// An upload's answer carries its cells' cards (showUploaded): they go in place without a request, and an
+// event about a cell already shown as the event says fetches nothing (issue 12: 22 -> 8 cards requests
+// for 100 cells in the embedded default).
 (function () {
   "use strict";
 
@@ -43,9 +46,15 @@
     grid.dataset.pending = pendingIds().length ? "true" : "false";
   }
 
-  function place(col) {
+  function place(col, keepFinished) {
     const id = Number(col.dataset.cellCol);
     const existing = grid.querySelector('[data-cell-col="' + id + '"]');
+    if (existing && keepFinished) {
+      // An upload's answer may be older than the card its cell's event already brought.
+      const shown = existing.querySelector('[data-testid="cell-card"]');
+      const coming = col.querySelector('[data-testid="cell-card"]');
+      if (shown && coming && !PENDING[shown.dataset.status] && PENDING[coming.dataset.status]) return;
+    }
     if (existing) {
       // Keep the thumbnail already loaded: a new <img> would fetch (and the server decrypt) it again.
       const oldImg = existing.querySelector('[data-testid="cell-thumbnail"]');
@@ -64,13 +73,16 @@
     grid.insertBefore(col, after || null);
   }
 
-  function apply(html) {
+  function apply(html, keepFinished) {
     const template = document.createElement("template");
     template.innerHTML = html;
-    template.content.querySelectorAll("[data-cell-col]").forEach(place);
+    template.content.querySelectorAll("[data-cell-col]").forEach(function (col) {
+      place(col, keepFinished);
+    });
     const status = template.content.querySelector("#case-status");
     const current = document.getElementById("case-status");
-    if (status && current) current.replaceWith(status);
+    // An upload's answer may be older than the badge shown: the fetch after the last upload brings it.
+    if (status && current && !keepFinished) current.replaceWith(status);
     updatePendingFlag();
   }
 
@@ -157,10 +169,29 @@
       } catch (error) {
         return;
       }
+      // A cell already shown as the event says (its card came with the upload's answer) needs no fetch,
+      // unless the case's own status changed.
+      const status = document.getElementById("case-status");
+      const caseChanged = !body.case || !status || status.dataset.status !== body.case.status;
+      lastCaseStatus = body.case ? body.case.status : null;
       track(
-        body.images.map(function (image) {
-          return image.id;
-        })
+        body.images
+          .filter(function (image) {
+            const card = grid.querySelector('[data-testid="cell-card"][data-image-id="' + Number(image.id) + '"]');
+            if (!card && uploadsInProgress && !PENDING[image.status]) {
+              // Most likely in an upload's answer on its way (tasks in-process): wait for it a moment.
+              defer(image.id);
+              return false;
+            }
+            if (caseChanged) return true;
+            if (!card || card.dataset.status !== image.status || PENDING[image.status]) return true;
+            const label = card.querySelector('[data-testid="prediction-label"]');
+            const shownLabel = label ? label.dataset.label : null;
+            return shownLabel !== (image.prediction ? image.prediction.label : null);
+          })
+          .map(function (image) {
+            return image.id;
+          })
       );
     });
     source.addEventListener("error", function () {
@@ -173,14 +204,59 @@
     });
   }
 
+  const deferred = new Set();
+  let deferTimer = null;
+  let lastCaseStatus = null; // as the latest event had it
+  let lastUploadedId = null; // shown from an upload's answer, not fetched since
+  const DEFER_MS = 300;
+
+  function defer(id) {
+    deferred.add(Number(id));
+    if (!deferTimer) deferTimer = setTimeout(flushDeferred, DEFER_MS);
+  }
+
+  function flushDeferred() {
+    deferTimer = null;
+    const ids = Array.from(deferred).filter(function (id) {
+      const card = grid.querySelector('[data-testid="cell-card"][data-image-id="' + id + '"]');
+      return !card || PENDING[card.dataset.status];
+    });
+    // The case's badge comes with any card: one is enough when only the badge is behind.
+    const status = document.getElementById("case-status");
+    if (!ids.length && deferred.size && lastCaseStatus && status && status.dataset.status !== lastCaseStatus) {
+      ids.push(deferred.values().next().value);
+    }
+    deferred.clear();
+    track(ids);
+  }
+
+  // Accepted uploads with their cards (the upload's answer): put in place at once; a cell still queued
+  // waits for its event (or the poll), a cell missing from the answer is fetched.
+  function showUploaded(html, ids) {
+    apply(html, true);
+    if (ids.length) lastUploadedId = Number(ids[ids.length - 1]);
+    track(
+      ids.filter(function (id) {
+        return !grid.querySelector('[data-testid="cell-card"][data-image-id="' + Number(id) + '"]');
+      })
+    );
+    schedulePoll();
+  }
+
   window.HematoVisionGrid = {
     track: trackNew,
+    showUploaded: showUploaded,
     uploadStarted: function () {
       uploadsInProgress += 1;
       schedulePoll();
     },
     uploadFinished: function () {
       uploadsInProgress = Math.max(0, uploadsInProgress - 1);
+      if (!uploadsInProgress && lastUploadedId !== null) {
+        // One card fetched after the last upload brings the case's badge up to date.
+        track([lastUploadedId]);
+        lastUploadedId = null;
+      }
     },
   };
 

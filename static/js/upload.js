@@ -157,7 +157,10 @@
           finish(job.entry, "error", interpolate(gettext("Upload failed (HTTP %s). The file was not added; try again."), [status]));
         }
       });
-      if (acceptedIds.length && grid()) grid().track(acceptedIds);
+      if (acceptedIds.length && grid()) {
+        if (body.cards && grid().showUploaded) grid().showUploaded(body.cards, acceptedIds);
+        else grid().track(acceptedIds);
+      }
     }
 
     function grid() {

@@ -124,6 +124,22 @@ def test_upload_of_a_mixed_batch_answers_each_file(client, technician, case):
     assert CellImage.objects.filter(case=case).count() == len(good)
 
 
+def test_upload_answer_carries_the_accepted_cells_cards(client, technician, case):
+    """The page puts these cards in place without a cards request of its own (issue 12)."""
+    client.force_login(technician)
+    files = [images.upload("a.jpg", images.rgb_jpeg()), images.upload("b.txt", b"plain text\n")]
+
+    response = client.post(reverse("cases:upload", args=[case.pk]), {"files": files}, HTTP_ACCEPT="application/json")
+
+    body = response.json()
+    (accepted,) = body["accepted"]
+    image = CellImage.objects.get(pk=accepted["id"])
+    cards = body["cards"]
+    assert cards.count('data-testid="cell-card"') == 1
+    assert f'data-image-id="{image.pk}" data-status="{image.status}"' in cards
+    assert 'data-testid="case-status"' in cards
+
+
 def test_upload_without_script_redirects_with_messages(client, technician, case):
     client.force_login(technician)
 
