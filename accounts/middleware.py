@@ -1,5 +1,6 @@
 from functools import cache
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.http import JsonResponse
 from django.shortcuts import redirect
@@ -33,13 +34,39 @@ class MFARequiredMiddleware:
     authentication applies the same rule to every request (accounts.authentication).
     """
 
+    # Async-capable (Django's "Asynchronous support" for middleware): under uvicorn the chain stays on the
+    # event loop instead of handing each request to a thread and back at every sync-only middleware.
+    sync_capable = True
+    async_capable = True
+
     def __init__(self, get_response):
         self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
 
     def __call__(self, request):
+        if self.async_mode:
+            return self.__acall__(request)
+        refused = self._refusal(request)
+        return refused if refused is not None else self.get_response(request)
+
+    async def __acall__(self, request):
+        # Only a session can sign a user in before the view (AuthenticationMiddleware). Without a session
+        # key the user is anonymous and needs no second factor: no database, no thread. With one, the user
+        # and their role are loaded in the request's thread, where the view finds them cached.
+        session = getattr(request, "session", None)
+        if session is None or session.session_key is not None:
+            refused = await sync_to_async(self._refusal)(request)
+            if refused is not None:
+                return refused
+        return await self.get_response(request)
+
+    @staticmethod
+    def _refusal(request):
         path = request.path_info
         if not path.startswith(mfa_setup_path_prefixes()) and needs_totp_setup(request.user):
             if path.startswith("/api/"):
                 return JsonResponse({"detail": str(TOTP_REQUIRED_MESSAGE)}, status=403)
             return redirect("mfa_activate_totp")
-        return self.get_response(request)
+        return None

@@ -1,5 +1,6 @@
 import logging
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpResponse
 from django.template.loader import render_to_string
@@ -41,11 +42,19 @@ class DatabaseUnavailableMiddleware:
     middleware) never reach process_exception; hematovision.views.server_error covers those.
     """
 
+    # Async-capable (Django's "Asynchronous support" for middleware): under uvicorn the chain stays on the
+    # event loop instead of handing each request to a thread and back at every sync-only middleware.
+    sync_capable = True
+    async_capable = True
+
     def __init__(self, get_response):
         self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
 
     def __call__(self, request):
-        return self.get_response(request)
+        return self.get_response(request)  # in async mode, the coroutine: awaited by the caller
 
     def process_exception(self, request, exception):
         if is_database_unavailable(exception):

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.utils.cache import add_never_cache_headers, patch_cache_control
 
@@ -46,13 +47,28 @@ DEFAULT_PERMISSIONS_POLICY = ", ".join(
 
 
 class SecurityHeadersMiddleware:
+    # Async-capable (Django's "Asynchronous support" for middleware): under uvicorn the chain stays on the
+    # event loop instead of handing each request to a thread and back at every sync-only middleware.
+    sync_capable = True
+    async_capable = True
+
     def __init__(self, get_response):
         self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
         self.content_security_policy = getattr(settings, "CONTENT_SECURITY_POLICY", DEFAULT_CONTENT_SECURITY_POLICY)
         self.permissions_policy = getattr(settings, "PERMISSIONS_POLICY", DEFAULT_PERMISSIONS_POLICY)
 
     def __call__(self, request):
-        response = self.get_response(request)
+        if self.async_mode:
+            return self.__acall__(request)
+        return self._with_headers(self.get_response(request))
+
+    async def __acall__(self, request):
+        return self._with_headers(await self.get_response(request))
+
+    def _with_headers(self, response):
         if self.content_security_policy and response.get("Content-Type", "").startswith("text/html"):
             response.headers.setdefault("Content-Security-Policy", self.content_security_policy)
         if self.permissions_policy:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import logging
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.files.uploadedfile import InMemoryUploadedFile
@@ -96,6 +97,17 @@ class InMemoryUploadHandler(FileUploadHandler):
         return uploaded
 
 
+# Request bodies up to this size are parsed on the event loop under ASGI (UploadLimitsMiddleware.__acall__).
+INLINE_PARSE_MAX_BYTES = 2 * 1024 * 1024
+
+
+def _content_length(request) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
 def _url_name(request) -> str:
     try:
         match = resolve(request.path_info)
@@ -124,17 +136,42 @@ def _refusal(request, message: str, status: int) -> HttpResponse:
 
 
 class UploadLimitsMiddleware:
+    # Async-capable (Django's "Asynchronous support" for middleware): under uvicorn the chain stays on the
+    # event loop instead of handing each request to a thread and back at every sync-only middleware.
+    sync_capable = True
+    async_capable = True
+
     def __init__(self, get_response):
         self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
 
     def __call__(self, request):
+        if self.async_mode:
+            return self.__acall__(request)
         if request.method in ("POST", "PUT", "PATCH"):
-            # This runs before LocaleMiddleware: the refusals are written in the request's language here.
-            with translation.override(translation.get_language_from_request(request)):
-                refused = self._check(request)
+            refused = self._refusal(request)
             if refused is not None:
                 return refused
         return self.get_response(request)
+
+    async def __acall__(self, request):
+        if request.method in ("POST", "PUT", "PATCH"):
+            # The body is already in memory (or ASGI's spooled file) and parsing it touches no database, so a
+            # small one is parsed on the event loop; a large one in the request's thread, not to hold the loop.
+            if _content_length(request) <= INLINE_PARSE_MAX_BYTES:
+                refused = self._refusal(request)
+            else:
+                refused = await sync_to_async(self._refusal)(request)
+            if refused is not None:
+                return refused
+        return await self.get_response(request)
+
+    def _refusal(self, request) -> HttpResponse | None:
+        # This runs before LocaleMiddleware: the refusals are written in the request's language here.
+        with translation.override(translation.get_language_from_request(request)):
+            return self._check(request)
 
     def _check(self, request) -> HttpResponse | None:
         limit = settings.MAX_UPLOAD_REQUEST_BYTES
