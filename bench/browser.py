@@ -116,6 +116,8 @@ def _descendants_cpu_seconds(root: int, skip: set[int]) -> dict[str, float]:
         except OSError:
             arguments = []
         kind = "driver"
+        # Chromium rewrites its children's command lines into one space-separated string.
+        arguments = b" ".join(arguments).split()
         if arguments and b"chrom" in arguments[0]:
             kind = next((argument[7:].decode() for argument in arguments if argument.startswith(b"--type=")), "browser")
         totals[kind] = totals.get(kind, 0.0) + (cpu_seconds_of(pid) or 0.0)
