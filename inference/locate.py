@@ -233,8 +233,18 @@ def _closing(mask: np.ndarray, iterations: int) -> np.ndarray:
     within city-block distance n of the mask, and eroding n times keeps the pixels farther than n from
     anything outside it (the image's surroundings included); two chamfer passes each."""
     ndimage = _ndimage()
-    if not mask.any():
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not rows.size:
         return mask.copy()
+    # Nothing farther than ``iterations`` from the mask is dilated, so the closing is worked out on the mask's
+    # box grown by that much: the pixels just outside it are empty either way (or the image's edge).
+    columns = np.flatnonzero(mask.any(axis=0))
+    top, left = max(0, rows[0] - iterations), max(0, columns[0] - iterations)
+    bottom, right = min(mask.shape[0], rows[-1] + iterations + 1), min(mask.shape[1], columns[-1] + iterations + 1)
+    if bottom - top < mask.shape[0] or right - left < mask.shape[1]:
+        out = np.zeros_like(mask)
+        out[top:bottom, left:right] = _closing(mask[top:bottom, left:right], iterations)
+        return out
     dilated = ndimage.distance_transform_cdt(~mask, metric="taxicab") <= iterations
     framed = np.pad(dilated, 1, constant_values=False)
     return ndimage.distance_transform_cdt(framed, metric="taxicab")[1:-1, 1:-1] > iterations
@@ -313,19 +323,12 @@ def locate_cells(image: Image.Image, *, um_per_pixel: float | None = None) -> Lo
     spread = 0.0 if small else max(float(np.quantile(stain, 0.9)) - typical, 0.02)
     stain_mask = _opening(stain > typical + max(STAIN_MIN_CONTRAST, STAIN_SPREADS * spread))
     object_threshold = typical + max(OBJECT_MIN_STAIN, OBJECT_SPREADS * spread)
-    measured = red_cell_diameter(pixels, stain_mask)
-    rbc_px = measured * factor if measured else None
-    if um_per_pixel:
-        scale_px = RED_CELL_DIAMETER_UM / um_per_pixel
-    elif rbc_px:
-        scale_px = rbc_px
-    else:
-        scale_px = None
-
-    window = round(WINDOW_RBC_DIAMETERS * scale_px) if scale_px else min(width, height)
+    # The red cells (a distance transform, half a crop's locating cost) are measured only where their scale
+    # is used: a field's layout, objects and windows. A laboratory's scale replaces them, and a crop is
+    # judged against its own side and classified whole: only an off-centre cell's window needs them (below).
+    measured = None if um_per_pixel or small else red_cell_diameter(pixels, stain_mask)
+    rbc_px, scale_px, window, source, resolved_um = _scale(measured, factor, um_per_pixel, width, height)
     layout = "crop" if small or max(width, height) <= CROP_MAX_WINDOWS * window else "field"
-    source = "laboratory" if um_per_pixel else ("red_cells" if rbc_px else "default")
-    resolved_um = um_per_pixel or (RED_CELL_DIAMETER_UM / rbc_px if rbc_px else None)
 
     if pixels.std(dtype=np.float32) < 3.0:
         return Location(layout, (width, height), [], rbc_px, resolved_um, source, window, None, "uniform_image")
@@ -366,9 +369,35 @@ def locate_cells(image: Image.Image, *, um_per_pixel: float | None = None) -> Lo
     main = _main_cell(cells, width, height)
     if layout == "crop" and main is not None:
         cells, main = [cells[main]], 0
+        if small and not um_per_pixel and _off_centre(cells[0].box, (width, height)) > CROP_CENTRE_TOLERANCE:
+            measured = red_cell_diameter(pixels, stain_mask)
+            rbc_px, scale_px, window, source, resolved_um = _scale(measured, factor, um_per_pixel, width, height)
     note = "" if cells else "no_stained_object"
     flat = flat_fraction(image) if cells else 0.0
     return Location(layout, (width, height), cells, rbc_px, resolved_um, source, window, main, note, flat)
+
+
+def _scale(measured, factor, um_per_pixel, width, height):
+    """The red-cell diameter in image pixels, the scale used (pixels per red cell), the window's side, the
+    scale's source and the image's µm per pixel, from the measured diameter in analysis pixels (or None)."""
+    rbc_px = measured * factor if measured else None
+    if um_per_pixel:
+        scale_px = RED_CELL_DIAMETER_UM / um_per_pixel
+    elif rbc_px:
+        scale_px = rbc_px
+    else:
+        scale_px = None
+    window = round(WINDOW_RBC_DIAMETERS * scale_px) if scale_px else min(width, height)
+    source = "laboratory" if um_per_pixel else ("red_cells" if rbc_px else "default")
+    resolved_um = um_per_pixel or (RED_CELL_DIAMETER_UM / rbc_px if rbc_px else None)
+    return rbc_px, scale_px, window, source, resolved_um
+
+
+def _off_centre(box: tuple[int, int, int, int], size: tuple[int, int]) -> float:
+    """How far a box's centre is from the image centre, as a share of the side (the larger of the two)."""
+    x0, y0, x1, y1 = box
+    width, height = size
+    return max(abs((x0 + x1) / 2 - width / 2) / width, abs((y0 + y1) / 2 - height / 2) / height)
 
 
 def _source(um_per_pixel: float | None) -> str:
@@ -462,11 +491,8 @@ def classification_windows(image: Image.Image, location: Location) -> list[Image
     """What the classifier sees for each located cell: its window at the canonical scale. A crop whose cell
     sits near the centre is classified whole, as the single-cell training crops were."""
     windows = []
-    width, height = location.size
     for cell in location.cells:
-        x0, y0, x1, y1 = cell.box
-        off_centre = max(abs((x0 + x1) / 2 - width / 2) / width, abs((y0 + y1) / 2 - height / 2) / height)
-        if location.layout == "crop" and off_centre <= CROP_CENTRE_TOLERANCE:
+        if location.layout == "crop" and _off_centre(cell.box, location.size) <= CROP_CENTRE_TOLERANCE:
             windows.append(image)
         else:
             windows.append(cell_window(image, cell.box, location.window_px))

@@ -108,3 +108,44 @@ def test_red_cell_diameter_matches_the_plain_computation(rbc, seed):
     expected = reference_red_cell_diameter(pixels, stain_mask)
     assert expected is not None
     assert locate.red_cell_diameter(pixels, stain_mask) == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.parametrize(("seed", "iterations"), [(0, 1), (1, 4), (2, 9)])
+def test_closing_of_a_small_object_matches_scipy(seed, iterations):
+    # The mask's box grown by the iterations is worked out alone: objects near an edge and in the middle.
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((80, 90), dtype=bool)
+    for top, left in ((2, 3), (40, 45), (70, 80)):
+        mask[top : top + 8, left : left + 7] = rng.random((8, 7)) < 0.5
+    expected = ndimage.binary_closing(mask, iterations=iterations)
+    assert np.array_equal(locate._closing(mask, iterations), expected)
+    single = mask & (np.arange(90) >= 40)[None, :] & (np.arange(80) < 60)[:, None]
+    assert np.array_equal(locate._closing(single, iterations), ndimage.binary_closing(single, iterations=iterations))
+
+
+def test_a_centred_crop_or_a_laboratory_scale_does_not_measure_the_red_cells(monkeypatch):
+    from tests.inference.smears import smear
+
+    measured = []
+    original = locate.red_cell_diameter
+    monkeypatch.setattr(locate, "red_cell_diameter", lambda *a: measured.append(1) or original(*a))
+    crop, _ = smear(size=(224, 224), rbc_diameter=40, leukocytes=[(112, 112)], red_cells=12, seed=3)
+    location = locate.locate_cells(crop)
+    assert len(location.cells) == 1 and measured == []
+    assert (location.scale_source, location.um_per_pixel) == ("default", None)
+    field, _ = smear(rbc_diameter=40, leukocytes=[(320, 240)])
+    assert locate.locate_cells(field, um_per_pixel=0.1).scale_source == "laboratory" and measured == []
+    assert locate.locate_cells(field).scale_source == "red_cells" and measured == [1]
+
+
+def test_an_off_centre_crop_is_cut_at_the_red_cell_scale():
+    from tests.inference.smears import smear
+
+    crop, _ = smear(size=(300, 300), rbc_diameter=30, leukocytes=[(75, 80)], red_cells=30, seed=4)
+    location = locate.locate_cells(crop)
+    (cell,) = location.cells
+    assert locate._off_centre(cell.box, crop.size) > locate.CROP_CENTRE_TOLERANCE
+    assert location.scale_source == "red_cells" and location.rbc_diameter_px == pytest.approx(30, rel=0.25)
+    assert location.window_px == round(locate.WINDOW_RBC_DIAMETERS * location.rbc_diameter_px)
+    (window,) = locate.classification_windows(crop, location)
+    assert window.size == (location.window_px, location.window_px)
