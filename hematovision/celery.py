@@ -1,7 +1,7 @@
 import os
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init, worker_ready
+from celery.signals import task_postrun, worker_init, worker_process_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hematovision.settings.local")
 # Every process of the project imports this module first (hematovision/__init__.py), before NumPy: one
@@ -36,9 +36,34 @@ def warm_up_pool_process(**kwargs):
     warm_up(process=f"celery pool process pid={os.getpid()}")
 
 
+def _glibc_malloc_trim():
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        return None
+
+
+_malloc_trim = _glibc_malloc_trim()
+
+
+def release_freed_memory(sender=None, task=None, **kwargs):
+    """After each task of a pool process, hand the heap's free pages back to the system (glibc malloc_trim).
+
+    A 16-image task decodes, locates and preprocesses all its images at once; glibc keeps the freed memory
+    in its heap, so a pool process stayed tens of MB above its resting size for the rest of its life
+    (bench/worker_memory.py, docs/operations.md "Worker memory"). An eager task (the embedded default)
+    runs in the web process and is left alone."""
+    if _malloc_trim is None or getattr(getattr(task or sender, "request", None), "is_eager", False):
+        return
+    _malloc_trim(0)
+
+
 @worker_init.connect
 def connect_warm_up(sender=None, **kwargs):
     # Connected here rather than at import: Celery's Django fixup connects its own worker_process_init
     # receiver during worker_init, and it must run first, to drop the database connections the pool
     # process inherited from its parent before the warm-up opens one of its own.
     worker_process_init.connect(warm_up_pool_process, dispatch_uid="hematovision-warm-up", weak=False)
+    task_postrun.connect(release_freed_memory, dispatch_uid="hematovision-malloc-trim", weak=False)

@@ -5,7 +5,7 @@ import logging
 from unittest import mock
 
 import pytest
-from celery.signals import worker_process_init
+from celery.signals import task_postrun, worker_process_init
 
 from inference import predictor as predictor_module
 from inference import warmup
@@ -57,12 +57,14 @@ def test_celery_pool_processes_warm_up_when_they_start():
     from hematovision import celery as celery_module
 
     receivers_before = list(worker_process_init.receivers)
+    postrun_before = list(task_postrun.receivers)
     try:
         celery_module.connect_warm_up(sender=None)  # worker_init, after Celery's Django fixup connected its own
         with mock.patch.object(warmup, "warm_up") as warm_up:
             worker_process_init.send(sender="test@host")
     finally:
         worker_process_init.receivers[:] = receivers_before
+        task_postrun.receivers[:] = postrun_before
     warm_up.assert_called_once()
     assert warm_up.call_args.kwargs["process"].startswith("celery pool process")
     # A warm-up slower than Celery's default of 4 s must not get the pool process killed and restarted.
@@ -74,3 +76,26 @@ def test_a_celery_pool_process_without_a_model_still_starts(no_model):
 
     celery_module.warm_up_pool_process(sender=None)  # must not raise
     assert predictor_module._predictor is None
+
+
+def test_a_worker_gives_freed_heap_back_after_each_task_but_not_after_an_eager_one():
+    """glibc keeps what a 16-image task freed in its heap; the pool process trims it after each task."""
+    from types import SimpleNamespace
+
+    from hematovision import celery as celery_module
+
+    postrun_before = list(task_postrun.receivers)
+    try:
+        celery_module.connect_warm_up(sender=None)
+        with mock.patch.object(celery_module, "_malloc_trim") as trim:
+            task = mock.Mock(request=SimpleNamespace(is_eager=False))
+            task_postrun.send(sender=task, task_id="1", task=task, args=(), kwargs={}, retval=None, state="SUCCESS")
+            trim.assert_called_once_with(0)
+            eager = mock.Mock(request=SimpleNamespace(is_eager=True))
+            task_postrun.send(sender=eager, task_id="2", task=eager, args=(), kwargs={}, retval=None, state="SUCCESS")
+            trim.assert_called_once_with(0)
+    finally:
+        task_postrun.receivers[:] = postrun_before
+    # On this machine (glibc) the trim is real, and calling it does no harm.
+    assert celery_module._malloc_trim is not None
+    celery_module._malloc_trim(0)
