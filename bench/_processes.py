@@ -76,6 +76,19 @@ def _pss_mb(pid: int) -> float | None:
     return None
 
 
+def _uss_mb(pid: int) -> float | None:
+    """Unique set size: the pages only this process maps (what ending it would free)."""
+    try:
+        values = {}
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("Private_Clean", "Private_Dirty"):
+                values[key] = int(rest.split()[0])
+        return sum(values.values()) / 1024 if values else None
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -122,6 +135,10 @@ class ProcessTree:
     def pss_mb(self) -> float:
         """Proportional set size of the process and all its live descendants together."""
         return sum(_pss_mb(pid) or 0.0 for pid in self.rss_mb_by_process())
+
+    def uss_mb(self) -> float:
+        """Unique set size of the process and all its live descendants together."""
+        return sum(_uss_mb(pid) or 0.0 for pid in self.rss_mb_by_process())
 
     def cpu_seconds(self) -> float:
         """CPU seconds used so far by the process and all its live descendants (and those they reaped)."""

@@ -464,6 +464,7 @@ class MemorySampler(threading.Thread):
         self.peak_per_process_mb: float = 0.0
         self.peak_per_worker_mb: float = 0.0
         self.peak_pss_per_worker_mb: float = 0.0
+        self.peak_uss_per_worker_mb: float = 0.0
         self._stopping = threading.Event()
 
     def run(self) -> None:
@@ -474,6 +475,7 @@ class MemorySampler(threading.Thread):
                     self.peak_per_process_mb = max(self.peak_per_process_mb, max(sizes.values()))
                     self.peak_per_worker_mb = max(self.peak_per_worker_mb, sum(sizes.values()))
                     self.peak_pss_per_worker_mb = max(self.peak_pss_per_worker_mb, worker.pss_mb())
+                    self.peak_uss_per_worker_mb = max(self.peak_uss_per_worker_mb, worker.uss_mb())
             self._stopping.wait(self.interval)
 
     def stop(self) -> None:
@@ -607,6 +609,8 @@ def run(arguments: argparse.Namespace) -> dict:
             "worker_process_rss_mb": None if sampler is None else round(sampler.peak_per_process_mb, 1),
             # The memory a worker really holds: pages its pool processes share with their parent counted once.
             "worker_pss_mb": None if sampler is None else round(sampler.peak_pss_per_worker_mb, 1),
+            # Pages no other process maps (bench/worker_memory.py breaks all three down by process and mapping).
+            "worker_uss_mb": None if sampler is None else round(sampler.peak_uss_per_worker_mb, 1),
             "web_workers": arguments.web_workers if stack else None,
             "worker_processes": arguments.worker_processes if stack else None,
             "worker_concurrency": arguments.worker_concurrency if stack else None,
@@ -679,6 +683,7 @@ def print_table(result: dict) -> None:
         ("peak RSS per worker, all its processes (MB)", result["worker_rss_mb"]),
         ("peak RSS of one worker process (MB)", result["worker_process_rss_mb"]),
         ("peak PSS per worker, shared pages counted once (MB)", result["worker_pss_mb"]),
+        ("peak USS per worker, private pages only (MB)", result["worker_uss_mb"]),
         ("server CPU by process kind (s)", result["server_cpu_s_by_process_kind"]),
         ("machine: CPUs / load average at end", f"{result['cpu_count']} / {result['load_average_at_end']}"),
     ]
