@@ -20,7 +20,6 @@ from . import selectors
 from .models import Case
 from .report import CommentRefused, add_comment, build_report
 from .report_fhir import diagnostic_report
-from .report_pdf import render_pdf
 
 READERS = ("view_cases", "review_cells")
 
@@ -58,6 +57,10 @@ def report_page(request, pk: int):
 @require_GET
 @capability_required(*READERS)
 def report_pdf(request, pk: int):
+    # fpdf2 and fontTools hold ~50 MB per process; imported where a PDF is made, not in every web and
+    # Celery process that loads the URL configuration.
+    from .report_pdf import render_pdf
+
     case = _case_or_404(pk)
     body = render_pdf(build_report(case=case))
     return _download(request, case, body, content_type="application/pdf", extension="pdf", kind="pdf")

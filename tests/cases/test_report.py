@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 
 import pytest
 from django.core.exceptions import PermissionDenied
@@ -137,3 +138,19 @@ def test_only_pathologists_comment_and_length_is_limited(case, technician, patho
     with pytest.raises(CommentRefused, match="too long"):
         add_comment(case=case, author=pathologist, text="x" * 4001)
     assert not CaseComment.objects.exists()
+
+
+def test_the_pdf_library_is_not_loaded_by_processes_that_only_route_urls():
+    """fpdf2 and fontTools hold ~50 MB; every web and Celery process loads the URL configuration."""
+    import subprocess
+    import sys
+
+    script = (
+        "import django, sys; django.setup(); "
+        "from django.urls import get_resolver; get_resolver().url_patterns; "
+        "from django.core import checks; checks.run_checks(); "
+        "print('fpdf' in sys.modules)"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "hematovision.settings.local"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "False"
