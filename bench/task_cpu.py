@@ -111,12 +111,11 @@ def main() -> int:
     django.setup()
     import importlib
 
+    from django.conf import settings
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.core.management import call_command
     from django.db import connection
     from django.db.models.signals import post_save
-
-    from django.conf import settings
 
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"  # keep stdout for the report
     call_command("migrate", verbosity=0)
