@@ -24,6 +24,7 @@ from .serializers import (
     LaboratorySerializer,
     UploadResultSerializer,
     UploadSerializer,
+    image_detail_data,
 )
 
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -41,9 +42,9 @@ def _images_with_predictions():
     )
 
 
-def _case_or_404(pk: int) -> Case:
+def _case_or_404(pk: int, *, related: bool = True) -> Case:
     try:
-        return selectors.get_case(pk=pk)
+        return selectors.get_case(pk=pk, related=related)
     except Case.DoesNotExist as exc:
         raise Http404("No such case.") from exc
 
@@ -117,10 +118,10 @@ class CaseImagesAPI(generics.ListAPIView):
     parser_classes = [MultiPartParser, FormParser]
 
     def get_queryset(self):
-        return selectors.images_of_case(case=_case_or_404(self.kwargs["pk"]))
+        return selectors.images_of_case(case=_case_or_404(self.kwargs["pk"], related=False), uploader=False)
 
     def post(self, request, pk: int):
-        case = _case_or_404(pk)
+        case = _case_or_404(pk, related=False)
         files = request.FILES.getlist("files")
         if not files:
             return Response(
@@ -135,8 +136,8 @@ class CaseImagesAPI(generics.ListAPIView):
             accepted, rejected = services.add_images(case=case, files=files, uploaded_by=request.user, request=request)
         except services.UploadRefused as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        images = selectors.images_of_case(case=case).filter(pk__in=[image.pk for image in accepted])
-        body = UploadResultSerializer({"accepted": images, "rejected": rejected}).data
+        # The rows just written, as the API shows them (no predictions, no cells yet): no query to read them back.
+        body = UploadResultSerializer({"accepted": selectors.fresh_uploads(accepted), "rejected": rejected}).data
         return Response(body, status=status.HTTP_201_CREATED if accepted else status.HTTP_400_BAD_REQUEST)
 
 
@@ -148,6 +149,14 @@ class ImageRetrieveAPI(generics.RetrieveAPIView):
 
     def get_queryset(self):
         return _images_with_predictions()
+
+    def retrieve(self, request, *args, **kwargs):
+        # Polled by every client waiting for a cell: read as values in one query, same JSON as the serializer.
+        try:
+            found = selectors.image_detail(pk=self.kwargs["pk"])
+        except CellImage.DoesNotExist as exc:
+            raise Http404("No CellImage matches the given query.") from exc  # get_object's words
+        return Response(image_detail_data(*found))
 
 
 class ImageRetryAPI(generics.GenericAPIView):

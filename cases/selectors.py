@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet, Subquery
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from PIL import Image
@@ -75,8 +75,10 @@ def list_cases(*, status: str | None = None, accession: str | None = None) -> Qu
     return cases
 
 
-def get_case(*, pk: int) -> Case:
-    return Case.objects.select_related("created_by", "signed_by", "laboratory").get(pk=pk)
+def get_case(*, pk: int, related: bool = True) -> Case:
+    """The case; with `related=False` without its creator, signer and laboratory joined (an upload needs none)."""
+    cases = Case.objects.select_related("created_by", "signed_by", "laboratory") if related else Case.objects
+    return cases.get(pk=pk)
 
 
 def list_laboratories() -> QuerySet[Laboratory]:
@@ -92,20 +94,87 @@ def get_image(*, pk: int) -> CellImage:
     return CellImage.objects.select_related("case").get(pk=pk)
 
 
-def images_of_case(*, case: Case) -> QuerySet[CellImage]:
-    """The case's images with their predictions, newest first (`image.predictions.all()[0]` is the latest)."""
-    return (
-        CellImage.objects.filter(case=case)
-        .select_related("uploaded_by")
-        .prefetch_related(
-            Prefetch(
-                "predictions",
-                queryset=Prediction.objects.select_related("model_version").order_by("-created_at", "-id"),
-            ),
-            Prefetch("cells", queryset=CellImage.objects.only("id", "parent_id")),
-        )
-        .order_by("id")
+def images_of_case(*, case: Case, uploader: bool = True) -> QuerySet[CellImage]:
+    """The case's images with their predictions, newest first (`image.predictions.all()[0]` is the latest);
+    `uploader=False` leaves out the uploader's join (the API does not show it)."""
+    images = CellImage.objects.filter(case=case)
+    if uploader:
+        images = images.select_related("uploaded_by")
+    return images.prefetch_related(
+        Prefetch(
+            "predictions",
+            queryset=Prediction.objects.select_related("model_version").order_by("-created_at", "-id"),
+        ),
+        Prefetch("cells", queryset=CellImage.objects.only("id", "parent_id")),
+    ).order_by("id")
+
+
+def fresh_uploads(images: list[CellImage]) -> list[CellImage]:
+    """Images just created by an upload, as images_of_case would read them back: no predictions and no cells
+    yet (a crop becomes a field only when analysed), so their serializer needs no query."""
+    for image in images:
+        image._prefetched_objects_cache = {"predictions": Prediction.objects.none(), "cells": CellImage.objects.none()}
+    return images
+
+
+# What GET /api/v1/images/<id>/ shows of an image and of each of its predictions (cases.serializers).
+IMAGE_DETAIL_FIELDS = (
+    "id",
+    "case_id",
+    "original_name",
+    "sha256",
+    "size_bytes",
+    "width",
+    "height",
+    "content_type",
+    "status",
+    "status_message",
+    "attempts",
+    "uploaded_at",
+    "kind",
+    "parent_id",
+    "box_x0",
+    "box_y0",
+    "box_x1",
+    "box_y1",
+    "located_as",
+    "um_per_pixel",
+    "scale_source",
+)
+PREDICTION_DETAIL_FIELDS = (
+    "model_version__name",
+    "label",
+    "confidence",
+    "probabilities",
+    "flagged",
+    "ood_score",
+    "flag_reasons",
+    "latency_ms",
+    "created_at",
+)
+
+
+def image_detail(*, pk: int) -> tuple[dict, list[dict], list[int]]:
+    """One image as values, its predictions (newest first) and, for a field, its cells' ids: in one query
+    (the image joined to its predictions and their versions; a second one for a field's cells). Polled by
+    every client waiting for a cell, so no model instances. Raises CellImage.DoesNotExist."""
+    rows = list(
+        CellImage.objects.filter(pk=pk)
+        .order_by("-predictions__created_at", "-predictions__id")
+        .values(*IMAGE_DETAIL_FIELDS, "predictions__id", *(f"predictions__{name}" for name in PREDICTION_DETAIL_FIELDS))
     )
+    if not rows:
+        raise CellImage.DoesNotExist(f"no image {pk}")
+    image = {name: rows[0][name] for name in IMAGE_DETAIL_FIELDS}
+    predictions = [
+        {name: row[f"predictions__{name}"] for name in PREDICTION_DETAIL_FIELDS}
+        for row in rows
+        if row["predictions__id"] is not None
+    ]
+    cells = []
+    if image["kind"] == CellImage.Kind.FIELD:
+        cells = sorted(CellImage.objects.filter(parent_id=pk).values_list("id", flat=True))
+    return image, predictions, cells
 
 
 def latest_prediction(*, image: CellImage) -> Prediction | None:
@@ -150,12 +219,23 @@ def _card(image: CellImage, cells: tuple[CellCard, ...] = ()) -> CellCard:
 def image_updates(*, case: Case, image_ids) -> dict:
     """The push event's body (docs/events.md): the case's status and the current state of these images.
 
-    Read on every wake of every open stream, so in two queries: the images joined to their predictions (newest
-    first; the first row of an image is its latest prediction) and the case's status with its pending count."""
+    Read on every wake of every open stream, so in one query: the images joined to their predictions (newest
+    first; the first row of an image is its latest prediction), each row carrying the case's status and its
+    pending count (an uncorrelated subquery, computed once); a second query only when no image matched."""
+    pending = (
+        CellImage.objects.filter(case_id=case.pk, status__in=PENDING_STATUSES)
+        .order_by()
+        .values("case_id")
+        .annotate(count=Count("pk"))
+        .values("count")
+    )
     rows = (
         CellImage.objects.filter(case_id=case.pk, pk__in=list(image_ids))
+        .annotate(case_pending=Subquery(pending))
         .order_by("id", "-predictions__created_at", "-predictions__id")
         .values_list(
+            "case__status",
+            "case_pending",
             "id",
             "status",
             "status_message",
@@ -168,7 +248,21 @@ def image_updates(*, case: Case, image_ids) -> dict:
         )
     )
     images = []
-    for image_id, status, message, prediction_id, label, confidence, flagged, ood_score, version in rows:
+    case_status, pending = None, 0
+    for (
+        row_case_status,
+        case_pending,
+        image_id,
+        status,
+        message,
+        prediction_id,
+        label,
+        confidence,
+        flagged,
+        ood_score,
+        version,
+    ) in rows:  # noqa: E501
+        case_status, pending = row_case_status, case_pending or 0
         if images and images[-1]["id"] == image_id:
             continue  # an older prediction of the same image
         images.append(
@@ -187,13 +281,14 @@ def image_updates(*, case: Case, image_ids) -> dict:
                 },
             }
         )
-    status, pending = (
-        Case.objects.filter(pk=case.pk)
-        .annotate(pending=Count("images", filter=Q(images__status__in=PENDING_STATUSES)))
-        .values_list("status", "pending")
-        .first()
-    ) or (None, 0)
-    return {"case": {"id": case.pk, "status": status, "pending": pending}, "images": images}
+    if not images:
+        case_status, pending = (
+            Case.objects.filter(pk=case.pk)
+            .annotate(pending=Count("images", filter=Q(images__status__in=PENDING_STATUSES)))
+            .values_list("status", "pending")
+            .first()
+        ) or (None, 0)
+    return {"case": {"id": case.pk, "status": case_status, "pending": pending}, "images": images}
 
 
 def has_pending_images(*, case: Case) -> bool:

@@ -137,6 +137,52 @@ class CellImageSerializer(BuiltOnceModelSerializer):
         return reverse("cases:image", args=[image.pk])
 
 
+_DATETIME = serializers.DateTimeField()
+
+
+def image_detail_data(image: dict, predictions: list[dict], cells: list[int]) -> dict:
+    """CellImageSerializer's output from cases.selectors.image_detail's values, without building a serializer
+    per request (the same keys, order and formats; tests/cases/test_api_request_queries.py compares them)."""
+    box = None if image["box_x0"] is None else [image["box_x0"], image["box_y0"], image["box_x1"], image["box_y1"]]
+    um_per_pixel = image["um_per_pixel"]
+    return {
+        "id": image["id"],
+        "case": image["case_id"],
+        "original_name": image["original_name"],
+        "sha256": image["sha256"],
+        "size_bytes": image["size_bytes"],
+        "width": image["width"],
+        "height": image["height"],
+        "content_type": image["content_type"],
+        "status": image["status"],
+        "status_message": image["status_message"],
+        "attempts": image["attempts"],
+        "uploaded_at": _DATETIME.to_representation(image["uploaded_at"]),
+        "kind": image["kind"],
+        "parent": image["parent_id"],
+        "box": box,
+        "located_as": image["located_as"],
+        "um_per_pixel": None if um_per_pixel is None else float(um_per_pixel),
+        "scale_source": image["scale_source"],
+        "cells": cells,
+        "image_url": reverse("cases:image", args=[image["id"]]),
+        "predictions": [
+            {
+                "model_version": prediction["model_version__name"],
+                "label": prediction["label"],
+                "confidence": float(prediction["confidence"]),
+                "probabilities": prediction["probabilities"],
+                "flagged": prediction["flagged"],
+                "ood_score": None if prediction["ood_score"] is None else float(prediction["ood_score"]),
+                "flag_reasons": prediction["flag_reasons"],
+                "latency_ms": float(prediction["latency_ms"]),
+                "created_at": _DATETIME.to_representation(prediction["created_at"]),
+            }
+            for prediction in predictions
+        ],
+    }
+
+
 class UploadSerializer(serializers.Serializer):
     files = serializers.ListField(
         child=serializers.FileField(allow_empty_file=True, use_url=False),

@@ -89,7 +89,7 @@ def test_a_case_without_the_asked_images_still_says_its_status(case_with_images)
 
 
 @pytest.mark.parametrize("extra_images", [0, 20])
-def test_a_wake_reads_in_two_queries_however_many_images(case_with_images, extra_images):
+def test_a_wake_reads_in_one_query_however_many_images(case_with_images, extra_images):
     case, images, _ = case_with_images
     more = [CellImageFactory(case=case, status=CellImage.Status.CLASSIFIED) for _ in range(extra_images)]
     for image in more:
@@ -97,4 +97,15 @@ def test_a_wake_reads_in_two_queries_however_many_images(case_with_images, extra
     with CaptureQueriesContext(connection) as queries:
         payload = payload_of(_updates(case, {image.pk for image in [*images.values(), *more]}))
     assert len(payload["images"]) == len(images) + extra_images
-    assert len(queries) == 2
+    assert len(queries) == 1
+
+
+def test_a_case_with_nothing_pending_says_zero_in_one_query():
+    case = CaseFactory(status=Case.Status.AWAITING_REVIEW)
+    image = CellImageFactory(case=case, status=CellImage.Status.CLASSIFIED)
+    PredictionFactory(image=image)
+    with CaptureQueriesContext(connection) as queries:
+        payload = selectors.image_updates(case=case, image_ids={image.pk})
+    assert payload["case"] == {"id": case.pk, "status": "awaiting_review", "pending": 0}
+    assert [item["id"] for item in payload["images"]] == [image.pk]
+    assert len(queries) == 1
