@@ -78,8 +78,8 @@ def test_a_celery_pool_process_without_a_model_still_starts(no_model):
     assert predictor_module._predictor is None
 
 
-def test_a_worker_gives_freed_heap_back_after_each_task_but_not_after_an_eager_one():
-    """glibc keeps what a 16-image task freed in its heap; the pool process trims it after each task."""
+def test_a_worker_gives_freed_heap_back_after_a_large_task_but_not_after_a_small_or_eager_one():
+    """glibc keeps what a 16-image task freed in its heap; the pool process trims it after such a task."""
     from types import SimpleNamespace
 
     from hematovision import celery as celery_module
@@ -89,11 +89,22 @@ def test_a_worker_gives_freed_heap_back_after_each_task_but_not_after_an_eager_o
         celery_module.connect_warm_up(sender=None)
         with mock.patch.object(celery_module, "_malloc_trim") as trim:
             task = mock.Mock(request=SimpleNamespace(is_eager=False))
-            task_postrun.send(sender=task, task_id="1", task=task, args=(), kwargs={}, retval=None, state="SUCCESS")
+            small = ([7],)
+            task_postrun.send(sender=task, task_id="0", task=task, args=small, kwargs={}, retval=None, state="SUCCESS")
+            trim.assert_not_called()
+            large = (list(range(16)),)
+            task_postrun.send(sender=task, task_id="1", task=task, args=large, kwargs={}, retval=None, state="SUCCESS")
             trim.assert_called_once_with(0)
+            by_keyword = {"image_ids": list(range(16))}
+            task_postrun.send(
+                sender=task, task_id="3", task=task, args=(), kwargs=by_keyword, retval=None, state="SUCCESS"
+            )
+            assert trim.call_count == 2
             eager = mock.Mock(request=SimpleNamespace(is_eager=True))
-            task_postrun.send(sender=eager, task_id="2", task=eager, args=(), kwargs={}, retval=None, state="SUCCESS")
-            trim.assert_called_once_with(0)
+            task_postrun.send(
+                sender=eager, task_id="2", task=eager, args=large, kwargs={}, retval=None, state="SUCCESS"
+            )
+            assert trim.call_count == 2
     finally:
         task_postrun.receivers[:] = postrun_before
     # On this machine (glibc) the trim is real, and calling it does no harm.
