@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import os
 import pstats
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from _in_process import setup_django
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DATASET = PROJECT_DIR.parent / "shared" / "datasets" / "pbc" / "test"
@@ -58,28 +58,7 @@ def main() -> int:
     parser.add_argument("--save-stats", type=Path, help="also write the raw cProfile stats here (for pstats/snakeviz)")
     arguments = parser.parse_args()
 
-    folder = Path(tempfile.mkdtemp(prefix="hv-profile-"))
-    os.environ["DJANGO_SETTINGS_MODULE"] = "hematovision.settings.local"
-    os.environ["HEMATOVISION_VAR_DIR"] = str(folder)
-    os.environ["LOG_LEVEL"] = "WARNING"
-    os.environ["ALLOWED_HOSTS"] = "testserver"
-    for name in ("CELERY_BROKER_URL", "CACHE_URL", "EVENTS_REDIS_URL"):
-        os.environ.pop(name, None)
-    if arguments.database_url:
-        import psycopg
-
-        base, name = arguments.database_url.rsplit("/", 1)
-        with psycopg.connect(f"{base}/postgres", autocommit=True) as connection:
-            connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            connection.execute(f"CREATE DATABASE {name}")
-        os.environ["DATABASE_URL"] = arguments.database_url
-    else:
-        os.environ.pop("DATABASE_URL", None)
-    sys.path.insert(0, str(PROJECT_DIR))
-
-    import django
-
-    django.setup()
+    setup_django(prefix="hv-profile-", database_url=arguments.database_url)
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.core.management import call_command
     from django.test import Client

@@ -30,10 +30,11 @@ import os
 import pstats
 import random
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+
+from _in_process import setup_django
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DATASET = PROJECT_DIR.parent / "shared" / "datasets" / "pbc" / "test"
@@ -91,24 +92,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     arguments = parser.parse_args()
 
-    folder = Path(tempfile.mkdtemp(prefix="hv-taskcpu-"))
-    os.environ["DJANGO_SETTINGS_MODULE"] = "hematovision.settings.local"
-    os.environ["HEMATOVISION_VAR_DIR"] = str(folder)
-    os.environ["LOG_LEVEL"] = "WARNING"
-    for name in ("CELERY_BROKER_URL", "CACHE_URL", "EVENTS_REDIS_URL"):
-        os.environ.pop(name, None)
-    import psycopg
-
-    base, name = arguments.database_url.rsplit("/", 1)
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        connection.execute(f"CREATE DATABASE {name}")
-    os.environ["DATABASE_URL"] = arguments.database_url
-    sys.path.insert(0, str(PROJECT_DIR))
-
-    import django
-
-    django.setup()
+    setup_django(prefix="hv-taskcpu-", database_url=arguments.database_url)
     import importlib
 
     from django.conf import settings
