@@ -1,10 +1,12 @@
 from functools import cache
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import JsonResponse
 from django.shortcuts import redirect
 from django.urls import reverse
+
+from hematovision.async_middleware import AsyncCapableMiddleware
 
 from .mfa import TOTP_REQUIRED_MESSAGE, needs_totp_setup
 
@@ -26,24 +28,13 @@ def mfa_setup_path_prefixes() -> tuple[str, ...]:
     return (settings.STATIC_URL, *(reverse(name) for name in names))
 
 
-class MFARequiredMiddleware:
+class MFARequiredMiddleware(AsyncCapableMiddleware):
     """Sends a supervisor or admin without an authenticator to the TOTP activation page.
 
     API clients authenticate by token inside DRF, after this middleware: the token endpoint refuses
     to issue a token until TOTP is active (accounts.services.issue_api_token), and the token
     authentication applies the same rule to every request (accounts.authentication).
     """
-
-    # Async-capable (Django's "Asynchronous support" for middleware): under uvicorn the chain stays on the
-    # event loop instead of handing each request to a thread and back at every sync-only middleware.
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
 
     def __call__(self, request):
         if self.async_mode:

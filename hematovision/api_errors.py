@@ -19,11 +19,12 @@ from __future__ import annotations
 import json
 import logging
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.http import Http404, JsonResponse
 from django.utils.translation import gettext
 from rest_framework import exceptions
+
+from hematovision.async_middleware import AsyncCapableMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -116,20 +117,9 @@ def _user_id(request):
         return None
 
 
-class ApiErrorMiddleware:
+class ApiErrorMiddleware(AsyncCapableMiddleware):
     """Sits above DatabaseUnavailableMiddleware and BadInputMiddleware (process_exception runs bottom-up), so
     it sees only the exceptions they left: the last word on a server error under /api/."""
-
-    # Async-capable (Django's "Asynchronous support" for middleware): under uvicorn the chain stays on the
-    # event loop instead of handing each request to a thread and back at every sync-only middleware.
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
 
     def __call__(self, request):
         if self.async_mode:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpResponse, JsonResponse
 from django.utils.translation import gettext
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
 from hematovision.api_errors import is_api_request
+from hematovision.async_middleware import AsyncCapableMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -36,21 +36,7 @@ def _bad_request(request, message: str, code: str) -> HttpResponse:
     return HttpResponse(message, content_type="text/plain; charset=utf-8", status=400)
 
 
-class BadInputMiddleware:
-    # Async-capable (Django's "Asynchronous support" for middleware): under uvicorn the chain stays on the
-    # event loop instead of handing each request to a thread and back at every sync-only middleware.
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
-
-    def __call__(self, request):
-        return self.get_response(request)  # in async mode, the coroutine: awaited by the caller
-
+class BadInputMiddleware(AsyncCapableMiddleware):
     def process_exception(self, request, exception):
         if isinstance(exception, OverflowError):
             logger.warning("number out of range path=%s: %s", request.path, exception)

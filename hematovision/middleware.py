@@ -1,12 +1,12 @@
 import logging
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpResponse
 from django.template.loader import render_to_string
 from django.utils.translation import gettext
 
 from hematovision.api_errors import api_error_response, is_api_request
+from hematovision.async_middleware import AsyncCapableMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -34,27 +34,13 @@ def database_unavailable_response(request=None) -> HttpResponse:
     return response
 
 
-class DatabaseUnavailableMiddleware:
+class DatabaseUnavailableMiddleware(AsyncCapableMiddleware):
     """A database outage becomes a clear 503 page instead of a server error.
 
     Writes that span several rows run in transaction.atomic, which the server rolls back when the
     connection drops, so nothing is half-written. Failures outside the view (session or auth
     middleware) never reach process_exception; hematovision.views.server_error covers those.
     """
-
-    # Async-capable (Django's "Asynchronous support" for middleware): under uvicorn the chain stays on the
-    # event loop instead of handing each request to a thread and back at every sync-only middleware.
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
-
-    def __call__(self, request):
-        return self.get_response(request)  # in async mode, the coroutine: awaited by the caller
 
     def process_exception(self, request, exception):
         if is_database_unavailable(exception):

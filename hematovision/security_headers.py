@@ -14,9 +14,10 @@
 
 from __future__ import annotations
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.utils.cache import add_never_cache_headers, patch_cache_control
+
+from hematovision.async_middleware import AsyncCapableMiddleware
 
 DEFAULT_CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -46,17 +47,9 @@ DEFAULT_PERMISSIONS_POLICY = ", ".join(
 )
 
 
-class SecurityHeadersMiddleware:
-    # Async-capable (Django's "Asynchronous support" for middleware): under uvicorn the chain stays on the
-    # event loop instead of handing each request to a thread and back at every sync-only middleware.
-    sync_capable = True
-    async_capable = True
-
+class SecurityHeadersMiddleware(AsyncCapableMiddleware):
     def __init__(self, get_response):
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
+        super().__init__(get_response)
         self.content_security_policy = getattr(settings, "CONTENT_SECURITY_POLICY", DEFAULT_CONTENT_SECURITY_POLICY)
         self.permissions_policy = getattr(settings, "PERMISSIONS_POLICY", DEFAULT_PERMISSIONS_POLICY)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import logging
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.files.uploadedfile import InMemoryUploadedFile
@@ -31,6 +31,8 @@ from django.urls import Resolver404, resolve
 from django.utils import translation
 from django.utils.html import escape
 from django.utils.translation import gettext
+
+from hematovision.async_middleware import AsyncCapableMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -135,18 +137,7 @@ def _refusal(request, message: str, status: int) -> HttpResponse:
     return response
 
 
-class UploadLimitsMiddleware:
-    # Async-capable (Django's "Asynchronous support" for middleware): under uvicorn the chain stays on the
-    # event loop instead of handing each request to a thread and back at every sync-only middleware.
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
-
+class UploadLimitsMiddleware(AsyncCapableMiddleware):
     def __call__(self, request):
         if self.async_mode:
             return self.__acall__(request)
