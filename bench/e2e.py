@@ -3,7 +3,9 @@
 By default it starts the production configuration itself (a fresh PostgreSQL database, a Redis database
 number of its own, `gunicorn -c gunicorn.conf.py`, `celery worker`) with the bundled model, then simulates
 N technicians: each creates a case and, until the time is up, uploads one cell image from the PBC test
-set, waits until its prediction shows in the API, pauses, and uploads the next. At the end one
+set, waits until its prediction shows (by default: the case's event stream carries it, docs/events.md;
+--get-after-event also GETs the image once the event came, as clients did before the event carried the
+times; --no-push polls the API), pauses, and uploads the next. At the end one
 technician uploads a 100-cell case in one request and waits for all of it. With --target it measures an
 already running deployment instead (give --token for each technician, or one token shared).
 
@@ -78,8 +80,8 @@ def cell_image_files(dataset: Path) -> list[Path]:
 
 class CaseEvents(threading.Thread):
     """A case's server-sent event stream (docs/events.md), read in the background: which images reached a
-    final state. The stream ends now and then; it is opened again, and callers check the API every
-    SAFETY_CHECK_S in case an event was missed meanwhile."""
+    final state, and their state as the event said it (label, times). The stream ends now and then; it is
+    opened again, and callers check the API every SAFETY_CHECK_S in case an event was missed meanwhile."""
 
     SAFETY_CHECK_S = 2.0
 
@@ -88,7 +90,8 @@ class CaseEvents(threading.Thread):
         self.url = f"{base_url}/cases/{case_id}/events/"
         self.session = requests.Session()
         self.session.headers.update(headers)
-        self.finished: set[int] = set()
+        # Image id -> its entry in the last event that found it classified or failed.
+        self.finished: dict[int, dict] = {}
         self.condition = threading.Condition()
         self.ready = threading.Event()
         self.refused: str | None = None
@@ -120,33 +123,59 @@ class CaseEvents(threading.Thread):
         elif fields.get("event") == "images":
             images = json.loads(fields["data"])["images"]
             with self.condition:
-                self.finished.update(image["id"] for image in images if image["status"] in TERMINAL_STATUSES)
+                self.finished.update((image["id"], image) for image in images if image["status"] in TERMINAL_STATUSES)
                 self.condition.notify_all()
 
     def wait(self, image_ids: set[int], timeout: float) -> bool:
         """True once all of image_ids have finished by the events, False after timeout."""
         deadline = time.monotonic() + timeout
         with self.condition:
-            while not image_ids <= self.finished:
+            while not image_ids <= self.finished.keys():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
                 self.condition.wait(remaining)
         return True
 
+    def finished_state(self, image_id: int) -> dict | None:
+        with self.condition:
+            return self.finished.get(image_id)
+
     def close(self) -> None:
         self.closing = True
         self.session.close()
 
 
+CLIENT_MODES = ("event", "get-after-event", "poll")
+
+
+def client_mode(*, push: bool, get_after_event: bool) -> str:
+    """How a technician learns of its prediction: from the event itself, from a GET once the event came
+    (the client before the event carried the times), or by polling the API."""
+    if not push:
+        return "poll"
+    return "get-after-event" if get_after_event else "event"
+
+
 class Technician:
-    def __init__(self, *, base_url: str, token: str, poll_interval: float, timeout: float, push: bool = False):
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token: str,
+        poll_interval: float,
+        timeout: float,
+        push: bool = False,
+        get_after_event: bool = False,
+    ):
         self.base_url = base_url.rstrip("/")
         self.session = requests.Session()
         self.session.headers.update({"Authorization": f"Token {token}", **PROXY_HEADERS})
         self.poll_interval = poll_interval
         self.timeout = timeout
         self.push = push
+        # With push: GET the image (the case's images) once its event came, instead of reading the event.
+        self.get_after_event = get_after_event
         self.events: CaseEvents | None = None
 
     def watch(self, case_id: int) -> None:
@@ -183,6 +212,10 @@ class Technician:
         while time.monotonic() < deadline:
             if self.events is not None:
                 self.events.wait({image_id}, min(CaseEvents.SAFETY_CHECK_S, max(0.0, deadline - time.monotonic())))
+                state = None if self.get_after_event else self.events.finished_state(image_id)
+                if state is not None:
+                    return state  # the event's entry: status, status_message, prediction, uploaded_at
+            # Polling, the safety check of a missed event, or --get-after-event.
             response = self.session.get(f"{self.base_url}/api/v1/images/{image_id}/", timeout=30)
             if response.status_code != 200:
                 raise RuntimeError(f"image {image_id}: HTTP {response.status_code} {response.text[:200]}")
@@ -204,7 +237,11 @@ class Technician:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             if self.events is not None and image_ids:
-                self.events.wait(image_ids, min(CaseEvents.SAFETY_CHECK_S, max(0.0, deadline - time.monotonic())))
+                done = self.events.wait(
+                    image_ids, min(CaseEvents.SAFETY_CHECK_S, max(0.0, deadline - time.monotonic()))
+                )
+                if done and not self.get_after_event and len(image_ids) == expected:
+                    return [self.events.finished_state(image_id) for image_id in sorted(image_ids)]
             images, url = [], f"{self.base_url}/api/v1/cases/{case_id}/images/"
             while url:
                 response = self.session.get(url, timeout=30)
@@ -220,13 +257,18 @@ class Technician:
 
 
 def server_latency_ms(image: dict) -> float | None:
-    """Upload stored -> prediction stored, by the server's clocks."""
+    """Upload stored -> prediction stored, by the server's clocks: from the image's GET (`predictions`,
+    newest first) or from its entry in an event (`prediction`, the latest)."""
     from datetime import datetime
 
-    if not image.get("predictions"):
+    if "predictions" in image:
+        prediction = image["predictions"][0] if image["predictions"] else None
+    else:
+        prediction = image.get("prediction")
+    if not prediction or not prediction.get("created_at") or not image.get("uploaded_at"):
         return None
     uploaded = datetime.fromisoformat(image["uploaded_at"])
-    predicted = datetime.fromisoformat(image["predictions"][0]["created_at"])
+    predicted = datetime.fromisoformat(prediction["created_at"])
     return (predicted - uploaded).total_seconds() * 1000
 
 
@@ -529,6 +571,7 @@ def run(arguments: argparse.Namespace) -> dict:
                 token=tokens[number % len(tokens)],
                 poll_interval=arguments.poll_interval,
                 push=arguments.push,
+                get_after_event=arguments.get_after_event,
                 timeout=arguments.image_timeout,
             )
 
@@ -584,6 +627,9 @@ def run(arguments: argparse.Namespace) -> dict:
             "think_time_s": arguments.think_time,
             "poll_interval_s": arguments.poll_interval,
             "push": arguments.push,
+            # How a technician learned of its prediction: "event" (from the event itself), "get-after-event"
+            # (a GET of the image once its event came) or "poll" (--no-push).
+            "client_mode": client_mode(push=arguments.push, get_after_event=arguments.get_after_event),
             "model": model,
             "uploads": results.cells + len(results.errors),
             "cells_classified": results.cells,
@@ -667,7 +713,13 @@ def print_table(result: dict) -> None:
         ("users", result["users"]),
         ("duration (s)", result["duration_s"]),
         ("think time between uploads (s)", result["think_time_s"]),
-        ("waiting by", "events (push)" if result["push"] else f"polling every {result['poll_interval_s']} s"),
+        (
+            "waiting by",
+            {
+                "event": "events (push), the label from the event",
+                "get-after-event": "events (push), then a GET of the image",
+            }.get(result.get("client_mode"), f"polling every {result['poll_interval_s']} s"),
+        ),
         ("model", result["model"]),
         ("cells classified", result["cells_classified"]),
         (
@@ -719,6 +771,12 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         default=True,
         help="wait for each prediction on the case's event stream (docs/events.md), checking the API every 2 s "
         "in case an event was missed; --no-push polls every --poll-interval instead (default: push)",
+    )
+    parser.add_argument(
+        "--get-after-event",
+        action="store_true",
+        help="with push: GET the image once its event came and read the label and times there (the client "
+        "before the event carried them) instead of reading them from the event",
     )
     parser.add_argument("--image-timeout", type=float, default=60, help="give up on one image after this")
     parser.add_argument("--case-cells", type=int, default=100, help="size of the one-request case at the end (0: skip)")

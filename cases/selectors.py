@@ -8,10 +8,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Case as DbCase
+from django.db.models import Count, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from PIL import Image
+from rest_framework.fields import DateTimeField
 
 from inference.preprocessing import to_rgb
 
@@ -22,6 +25,7 @@ PENDING_STATUSES = (CellImage.Status.QUEUED, CellImage.Status.CLASSIFYING)
 THUMBNAIL_SIZE = 224
 PREVIEW_SIZE = 1280
 BROWSER_READY_TYPES = {"image/jpeg", "image/png"}
+_DATETIME_FIELD = DateTimeField()
 
 
 @dataclass(frozen=True)
@@ -221,7 +225,10 @@ def image_updates(*, case: Case, image_ids) -> dict:
 
     Read on every wake of every open stream, so in one query: the images joined to their predictions (newest
     first; the first row of an image is its latest prediction), each row carrying the case's status and its
-    pending count (an uncorrelated subquery, computed once); a second query only when no image matched."""
+    pending count (an uncorrelated subquery, computed once) and, for a field, how many cells it has (a
+    correlated count PostgreSQL runs for field rows only); a second query only when no image matched.
+    Everything an API client reads from the image's GET once it is done is here (the label, the flag and
+    its reasons, the upload's and the prediction's times), so a client that listens needs no GET."""
     pending = (
         CellImage.objects.filter(case_id=case.pk, status__in=PENDING_STATUSES)
         .order_by()
@@ -229,9 +236,23 @@ def image_updates(*, case: Case, image_ids) -> dict:
         .annotate(count=Count("pk"))
         .values("count")
     )
+    cells_found = (
+        CellImage.objects.filter(parent_id=OuterRef("pk"))
+        .order_by()
+        .values("parent_id")
+        .annotate(count=Count("pk"))
+        .values("count")
+    )
     rows = (
         CellImage.objects.filter(case_id=case.pk, pk__in=list(image_ids))
-        .annotate(case_pending=Subquery(pending))
+        .annotate(
+            case_pending=Subquery(pending),
+            cell_count=DbCase(
+                When(kind=CellImage.Kind.FIELD, then=Coalesce(Subquery(cells_found), 0)),
+                default=None,
+                output_field=IntegerField(),
+            ),
+        )
         .order_by("id", "-predictions__created_at", "-predictions__id")
         .values_list(
             "case__status",
@@ -239,12 +260,18 @@ def image_updates(*, case: Case, image_ids) -> dict:
             "id",
             "status",
             "status_message",
+            "uploaded_at",
+            "kind",
+            "parent_id",
+            "cell_count",
             "predictions__id",
             "predictions__label",
             "predictions__confidence",
             "predictions__flagged",
+            "predictions__flag_reasons",
             "predictions__ood_score",
             "predictions__model_version__name",
+            "predictions__created_at",
         )
     )
     images = []
@@ -255,13 +282,19 @@ def image_updates(*, case: Case, image_ids) -> dict:
         image_id,
         status,
         message,
+        uploaded_at,
+        kind,
+        parent_id,
+        cell_count,
         prediction_id,
         label,
         confidence,
         flagged,
+        flag_reasons,
         ood_score,
         version,
-    ) in rows:  # noqa: E501
+        predicted_at,
+    ) in rows:
         case_status, pending = row_case_status, case_pending or 0
         if images and images[-1]["id"] == image_id:
             continue  # an older prediction of the same image
@@ -278,7 +311,13 @@ def image_updates(*, case: Case, image_ids) -> dict:
                     "flagged": flagged,
                     "ood_score": ood_score,
                     "model_version": version,
+                    "flag_reasons": flag_reasons or [],
+                    "created_at": _api_datetime(predicted_at),
                 },
+                "uploaded_at": _api_datetime(uploaded_at),
+                "kind": kind,
+                "parent": parent_id,
+                "cell_count": cell_count,
             }
         )
     if not images:
@@ -289,6 +328,11 @@ def image_updates(*, case: Case, image_ids) -> dict:
             .first()
         ) or (None, 0)
     return {"case": {"id": case.pk, "status": case_status, "pending": pending}, "images": images}
+
+
+def _api_datetime(value) -> str:
+    """A time as the API writes it (DRF's DateTimeField: ISO 8601, the current time zone, "Z" for UTC)."""
+    return _DATETIME_FIELD.to_representation(value)
 
 
 def has_pending_images(*, case: Case) -> bool:

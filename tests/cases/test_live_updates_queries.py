@@ -8,6 +8,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from rest_framework.fields import DateTimeField
 
 from cases import selectors
 from cases.models import Case, CellImage, Prediction
@@ -15,6 +16,11 @@ from cases.views_live import _updates
 from tests.factories import CaseFactory, CellImageFactory, ModelVersionFactory, PredictionFactory
 
 pytestmark = pytest.mark.django_db
+
+
+def iso(value) -> str:
+    """A time as the API's image GET writes it."""
+    return DateTimeField().to_representation(value)
 
 
 def payload_of(event: bytes) -> dict:
@@ -36,7 +42,13 @@ def case_with_images():
     Prediction.objects.filter(pk=earlier.pk).update(created_at=latest.created_at - timedelta(minutes=1))
     flagged = CellImageFactory(case=case, status=CellImage.Status.CLASSIFIED)
     PredictionFactory(
-        image=flagged, model_version=older_version, label="basophil", confidence=0.3, flagged=True, ood_score=2.5
+        image=flagged,
+        model_version=older_version,
+        label="basophil",
+        confidence=0.3,
+        flagged=True,
+        ood_score=2.5,
+        flag_reasons=["low_confidence", "out_of_distribution"],
     )
     failed = CellImageFactory(case=case, status=CellImage.Status.FAILED, status_message="decoder crashed")
     queued = CellImageFactory(case=case, status=CellImage.Status.QUEUED)
@@ -52,8 +64,10 @@ def test_the_payload_is_that_of_docs_events_md(case_with_images):
     assert payload["case"] == {"id": case.pk, "status": "classifying", "pending": 2}
     by_id = {image["id"]: image for image in payload["images"]}
     assert [image["id"] for image in payload["images"]] == sorted(image.pk for image in images.values())
-    assert by_id[images["relabelled"].pk] == {
-        "id": images["relabelled"].pk,
+    relabelled = images["relabelled"]
+    latest = relabelled.predictions.order_by("-created_at").first()
+    assert by_id[relabelled.pk] == {
+        "id": relabelled.pk,
         "status": "classified",
         "status_message": "",
         "prediction": {
@@ -62,20 +76,33 @@ def test_the_payload_is_that_of_docs_events_md(case_with_images):
             "flagged": False,
             "ood_score": None,
             "model_version": "newer-model",
+            "flag_reasons": [],
+            "created_at": iso(latest.created_at),
         },
+        "uploaded_at": iso(relabelled.uploaded_at),
+        "kind": "cell",
+        "parent": None,
+        "cell_count": None,
     }
-    assert by_id[images["flagged"].pk]["prediction"] == {
+    flagged_prediction = by_id[images["flagged"].pk]["prediction"]
+    assert flagged_prediction == {
         "label": "basophil",
         "confidence": 0.3,
         "flagged": True,
         "ood_score": 2.5,
         "model_version": "older-model",
+        "flag_reasons": ["low_confidence", "out_of_distribution"],
+        "created_at": flagged_prediction["created_at"],
     }
     assert by_id[images["failed"].pk] == {
         "id": images["failed"].pk,
         "status": "failed",
         "status_message": "decoder crashed",
         "prediction": None,
+        "uploaded_at": iso(images["failed"].uploaded_at),
+        "kind": "cell",
+        "parent": None,
+        "cell_count": None,
     }
     assert by_id[images["queued"].pk]["prediction"] is None
 
@@ -109,3 +136,41 @@ def test_a_case_with_nothing_pending_says_zero_in_one_query():
     assert payload["case"] == {"id": case.pk, "status": "awaiting_review", "pending": 0}
     assert [item["id"] for item in payload["images"]] == [image.pk]
     assert len(queries) == 1
+
+
+def test_a_field_says_how_many_cells_it_has_and_its_cells_say_their_field_in_the_same_query():
+    case = CaseFactory(status=Case.Status.CLASSIFYING)
+    field = CellImageFactory(case=case, kind=CellImage.Kind.FIELD, status=CellImage.Status.CLASSIFIED)
+    cells = [CellImageFactory(case=case, parent=field, status=CellImage.Status.CLASSIFIED) for _ in range(3)]
+    for cell in cells:
+        PredictionFactory(image=cell)
+    empty_field = CellImageFactory(case=case, kind=CellImage.Kind.FIELD, status=CellImage.Status.CLASSIFIED)
+    with CaptureQueriesContext(connection) as queries:
+        payload = selectors.image_updates(case=case, image_ids={field.pk, empty_field.pk, *(c.pk for c in cells)})
+    assert len(queries) == 1
+    by_id = {image["id"]: image for image in payload["images"]}
+    assert (by_id[field.pk]["kind"], by_id[field.pk]["parent"], by_id[field.pk]["cell_count"]) == ("field", None, 3)
+    assert by_id[field.pk]["prediction"] is None
+    assert by_id[empty_field.pk]["cell_count"] == 0
+    assert {(by_id[c.pk]["parent"], by_id[c.pk]["cell_count"]) for c in cells} == {(field.pk, None)}
+
+
+def test_the_event_says_what_the_image_get_says_once_it_is_classified(case_with_images):
+    """An API client that listens needs no GET: the label, flag, reasons and both times are the GET's."""
+    from cases.serializers import CellImageSerializer
+
+    case, images, _ = case_with_images
+    for image in (images["relabelled"], images["flagged"]):
+        (event,) = selectors.image_updates(case=case, image_ids={image.pk})["images"]
+        got = CellImageSerializer(CellImage.objects.get(pk=image.pk)).data
+        latest = got["predictions"][0]
+        assert (event["status"], event["uploaded_at"], event["kind"], event["parent"]) == (
+            got["status"],
+            got["uploaded_at"],
+            got["kind"],
+            got["parent"],
+        )
+        assert {key: event["prediction"][key] for key in ("label", "flagged", "flag_reasons", "created_at")} == {
+            key: latest[key] for key in ("label", "flagged", "flag_reasons", "created_at")
+        }
+        assert event["prediction"]["model_version"] == latest["model_version"]

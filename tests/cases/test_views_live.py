@@ -4,6 +4,7 @@
 import asyncio
 import json
 import threading
+from datetime import datetime
 
 import pytest
 from django.test import AsyncClient
@@ -137,7 +138,16 @@ def test_events_stream_under_wsgi_sends_the_changed_cells_state(client, technici
     assert state["id"] == image.pk and state["status"] == "classified" and state["status_message"] == ""
     assert state["prediction"]["label"] == "MONOCYTE"
     assert state["prediction"]["confidence"] == 0.9123
-    assert set(state["prediction"]) == {"label", "confidence", "flagged", "ood_score", "model_version"}
+    assert set(state["prediction"]) == {
+        "label",
+        "confidence",
+        "flagged",
+        "ood_score",
+        "model_version",
+        "flag_reasons",
+        "created_at",
+    }
+    assert set(state) == {"id", "status", "status_message", "prediction", "uploaded_at", "kind", "parent", "cell_count"}
     assert events._local_hub.subscriber_count(events.channel_name(case.pk)) == 0  # closed with the response
 
 
@@ -187,6 +197,9 @@ def test_events_stream_under_asgi_is_an_async_stream(technician, in_process):
     assert parse_events([first]) == [("ready", {"case": case.pk})]
     ((name, body),) = parse_events([second])
     assert name == "images" and body["images"][0]["prediction"]["label"] == "BASOPHIL"
+    stored = Prediction.objects.get(image=image)
+    assert datetime.fromisoformat(body["images"][0]["prediction"]["created_at"]) == stored.created_at
+    assert datetime.fromisoformat(body["images"][0]["uploaded_at"]) == image.uploaded_at
 
 
 def test_events_need_view_cases(client, make_user, in_process):
