@@ -192,6 +192,8 @@ class ProductionSite:
             worker_concurrency=arguments.worker_concurrency,
             redis_url=arguments.redis_url,
             postgres_url=arguments.postgres_url,
+            **({"database_name": arguments.database_name} if arguments.database_name else {}),
+            **({"redis_db": arguments.redis_db} if arguments.redis_db is not None else {}),
         )
         self.base_url = self.stack.base_url
         # The browser talks plain HTTP on the loopback as if through the TLS proxy: the proxy's header, and
@@ -413,6 +415,10 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--worker-concurrency", type=int, default=2, help="Celery pool processes (--production)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379")
     parser.add_argument("--postgres-url", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument(
+        "--database-name", help="PostgreSQL database, dropped and created (--production; default bench/e2e.py's)"
+    )
+    parser.add_argument("--redis-db", type=int, help="Redis database number, flushed (--production; default e2e's)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--timeline", action="store_true", help="add browser_cpu_s and a per-request, per-cell timeline"
