@@ -33,12 +33,13 @@ from functools import partial
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections, router, transaction
 from django.db.models import Exists, F, OuterRef
+from django.db.models.signals import post_save
 from django.utils import timezone, translation
 from django.utils.translation import gettext, gettext_noop
 from PIL import Image
 
 from inference.analysis import analyse_images
-from inference.predictor import ModelUnavailable, get_predictor, get_shadow_predictor
+from inference.predictor import ModelUnavailable, get_serving_predictors
 
 from . import events, selectors, storage
 from .models import Case, CellImage, Prediction, ShadowPrediction
@@ -99,7 +100,11 @@ def claim_for_classification(*, image_ids: Sequence[int]) -> list[CellImage]:
     laboratory scale (`laboratory_um_per_pixel`, None when unknown) read in the same query.
 
     Classified, failed and no-cell images are left alone, so a redelivered task does no work twice.
+    On PostgreSQL and SQLite this is one statement (UPDATE ... RETURNING), elsewhere a locking read and an update.
     """
+    connection = connections[router.db_for_write(CellImage)]
+    if _returning(connection):
+        return _claim_returning(connection, [int(pk) for pk in image_ids])
     with transaction.atomic():
         images = list(
             CellImage.objects.select_for_update(of=("self",))
@@ -116,6 +121,41 @@ def claim_for_classification(*, image_ids: Sequence[int]) -> list[CellImage]:
             image.status = CellImage.Status.CLASSIFYING
             image.attempts += 1
             image.status_changed_at = now
+    return images
+
+
+def _returning(connection) -> bool:
+    """Whether UPDATE ... RETURNING (with correlated subqueries) can be used: PostgreSQL, SQLite 3.35+."""
+    if connection.vendor == "postgresql":
+        return True
+    return connection.vendor == "sqlite" and connection.Database.sqlite_version_info >= (3, 35)
+
+
+def _claim_returning(connection, image_ids: list[int]) -> list[CellImage]:
+    if not image_ids:
+        return []
+    quote = connection.ops.quote_name
+    image, case, laboratory = CellImage._meta, Case._meta, Case._meta.get_field("laboratory").related_model._meta
+
+    def column(meta, name: str) -> str:
+        return quote(meta.get_field(name).column)
+
+    table = quote(image.db_table)
+    returned = ", ".join(f"{table}.{quote(field.column)}" for field in image.concrete_fields)
+    marks = ", ".join(["%s"] * len(image_ids))
+    # Table and column names come from the models' metadata, quoted; every value is a parameter.
+    sql = (
+        f"UPDATE {table} SET {column(image, 'status')} = %s, {column(image, 'attempts')} = "  # noqa: S608
+        f"{column(image, 'attempts')} + 1, {column(image, 'status_changed_at')} = %s"
+        f" WHERE {table}.{quote(image.pk.column)} IN ({marks}) AND {column(image, 'status')} IN (%s, %s)"
+        f" RETURNING {returned}, (SELECT l.{column(laboratory, 'um_per_pixel')} FROM {quote(case.db_table)} c"
+        f" JOIN {quote(laboratory.db_table)} l ON l.{quote(laboratory.pk.column)} = c.{column(case, 'laboratory')}"
+        f" WHERE c.{quote(case.pk.column)} = {table}.{column(image, 'case')}) AS laboratory_um_per_pixel"
+    )
+    now = image.get_field("status_changed_at").get_db_prep_save(timezone.now(), connection)
+    parameters = [CellImage.Status.CLASSIFYING, now, *image_ids, *PENDING_STATUSES]
+    images = list(CellImage.objects.raw(sql, parameters).using(connection.alias))
+    images.sort(key=lambda image: image.pk)
     return images
 
 
@@ -140,9 +180,18 @@ def mark_waiting(*, image_ids: Sequence[int], message: str) -> None:
 
 
 def refresh_case_statuses(*, case_ids: Iterable[int]) -> None:
-    """draft (no images) -> classifying (any queued/classifying) -> awaiting review; signed stays signed."""
+    """draft (no images) -> classifying (any queued/classifying) -> awaiting review; signed stays signed.
+
+    On PostgreSQL and SQLite one UPDATE ... RETURNING writes the cases whose status changes (post_save is
+    sent for each, as Case.save(update_fields=["status", "updated_at"]) would); elsewhere each case is locked,
+    read and saved."""
+    ids = sorted({int(pk) for pk in case_ids})
+    connection = connections[router.db_for_write(Case)]
+    if ids and _returning(connection):
+        _refresh_returning(connection, ids)
+        return
     images = CellImage.objects.filter(case_id=OuterRef("pk"))
-    for case_id in sorted(set(case_ids)):
+    for case_id in ids:
         with transaction.atomic():
             # The case locked and both questions about its images answered in one query.
             case = (
@@ -161,6 +210,45 @@ def refresh_case_statuses(*, case_ids: Iterable[int]) -> None:
             if case.status != status:
                 case.status = status
                 case.save(update_fields=["status", "updated_at"])
+
+
+_CASE_SAVED_FIELDS = frozenset({"status", "updated_at"})
+
+
+def _refresh_returning(connection, case_ids: list[int]) -> None:
+    quote = connection.ops.quote_name
+    case, image = Case._meta, CellImage._meta
+    table, images = quote(case.db_table), quote(image.db_table)
+    status, image_case = quote(case.get_field("status").column), quote(image.get_field("case").column)
+    this_case = f"i.{image_case} = {table}.{quote(case.pk.column)}"
+    # A case with a pending image is classifying, else with any image awaits review, else is a draft.
+    new_status = (
+        f"CASE WHEN EXISTS (SELECT 1 FROM {images} i WHERE {this_case}"  # noqa: S608
+        f" AND i.{quote(image.get_field('status').column)} IN (%s, %s)) THEN %s"
+        f" WHEN EXISTS (SELECT 1 FROM {images} i WHERE {this_case}) THEN %s ELSE %s END"
+    )
+    statuses = [*PENDING_STATUSES, Case.Status.CLASSIFYING, Case.Status.AWAITING_REVIEW, Case.Status.DRAFT]
+    returned = ", ".join(f"{table}.{quote(field.column)}" for field in case.concrete_fields)
+    marks = ", ".join(["%s"] * len(case_ids))
+    # Table and column names come from the models' metadata, quoted; every value is a parameter.
+    sql = (
+        f"UPDATE {table} SET {status} = {new_status}, {quote(case.get_field('updated_at').column)} = %s"  # noqa: S608
+        f" WHERE {table}.{quote(case.pk.column)} IN ({marks}) AND {status} <> %s AND {status} <> {new_status}"
+        f" RETURNING {returned}"
+    )
+    now = case.get_field("updated_at").get_db_prep_save(timezone.now(), connection)
+    parameters = [*statuses, now, *case_ids, Case.Status.SIGNED, *statuses]
+    with transaction.atomic(using=connection.alias):
+        # The receivers (notifications) run in the same transaction as the write, as they do inside save().
+        for changed in sorted(Case.objects.raw(sql, parameters).using(connection.alias), key=lambda c: c.pk):
+            post_save.send(
+                sender=Case,
+                instance=changed,
+                created=False,
+                update_fields=_CASE_SAVED_FIELDS,
+                raw=False,
+                using=connection.alias,
+            )
 
 
 def requeue_stale(*, image_ids: Sequence[int]) -> None:
@@ -190,12 +278,11 @@ def classify(*, image_ids: Sequence[int]) -> dict[str, int]:
     Returns counts of uploads: classified (at least one cell), no_cell, failed, waiting. Raises ModelUnavailable
     (before touching any image) and database errors for the task to retry.
     """
-    predictor = get_predictor()
+    predictor, shadow = get_serving_predictors()
     images = claim_for_classification(image_ids=image_ids)
     counts = {"classified": 0, "no_cell": 0, "failed": 0, "waiting": 0, "cells": 0}
     if not images:
         return counts
-    shadow = _shadow_predictor()
     scales = {image.case_id: image.laboratory_um_per_pixel for image in images}
     for start in range(0, len(images), predictor.max_batch):
         batch = images[start : start + predictor.max_batch]
@@ -218,14 +305,6 @@ def classify(*, image_ids: Sequence[int]) -> dict[str, int]:
     refresh_case_statuses(case_ids={image.case_id for image in images})
     logger.info("classified images %s with %s: %s", [i.pk for i in images], predictor.version.name, counts)
     return counts
-
-
-def _shadow_predictor():
-    try:
-        return get_shadow_predictor()
-    except Exception:  # noqa: BLE001 - shadow mode is optional; the active path goes on without it
-        logger.exception("the shadow model version could not be looked up; cells are classified without it")
-        return None
 
 
 def shadow_classify(*, shadow, analysed: Sequence[_Analysed], created: dict[int, list[int]], served_version) -> int:
@@ -382,8 +461,11 @@ def _prediction(*, image_id: int, model_version, result) -> Prediction:
     )
 
 
-def update_rows(model, objects: Sequence, field_names: Sequence[str]) -> None:
+def update_rows(model, objects: Sequence, field_names: Sequence[str], *, only_if: dict | None = None) -> set | None:
     """Write `field_names` of each of `objects` (saved rows of `model`), each row its own values, in one UPDATE.
+
+    `only_if` ({field name: value}) restricts the write to the rows that still hold those values; the primary
+    keys of the rows written are then returned (None without it).
 
     PostgreSQL and SQLite (3.33+) join the table to a VALUES list (its columns are column1, column2, ... on
     both). Django's bulk_update writes a CASE per field listing every row, whose compilation costs more
@@ -391,15 +473,18 @@ def update_rows(model, objects: Sequence, field_names: Sequence[str]) -> None:
     auto_now is not applied, as with QuerySet.update(). Other databases get one UPDATE per row.
     """
     if not objects:
-        return
+        return None if only_if is None else set()
     connection = connections[router.db_for_write(model)]
     fields = [model._meta.get_field(name) for name in field_names]
-    if connection.vendor not in ("postgresql", "sqlite"):
+    conditions = [(model._meta.get_field(name), value) for name, value in (only_if or {}).items()]
+    if connection.vendor not in ("postgresql", "sqlite") or (conditions and not _returning(connection)):
+        written = set()
         for obj in objects:
-            model._default_manager.filter(pk=obj.pk).update(
+            if model._default_manager.filter(pk=obj.pk, **(only_if or {})).update(
                 **{field.name: getattr(obj, field.attname) for field in fields}
-            )
-        return
+            ):
+                written.add(obj.pk)
+        return None if only_if is None else written
     quote = connection.ops.quote_name
     table, pk = model._meta.db_table, model._meta.pk
     columns = [pk, *fields]
@@ -416,13 +501,23 @@ def update_rows(model, objects: Sequence, field_names: Sequence[str]) -> None:
         f"UPDATE {quote(table)} SET {assignments} FROM (VALUES {{values}}) AS v "  # noqa: S608
         f"WHERE {quote(table)}.{quote(pk.column)} = v.column1"
     )
+    update += "".join(f" AND {quote(table)}.{quote(field.column)} = %s" for field, _ in conditions)
+    if conditions:
+        update += f" RETURNING {quote(table)}.{quote(pk.column)}"
+    condition_values = [field.get_db_prep_save(value, connection) for field, value in conditions]
+    written = set()
     with connection.cursor() as cursor:
         for start in range(0, len(objects), rows_per_statement):
             chunk = objects[start : start + rows_per_statement]
             parameters = [
                 column.get_db_prep_save(getattr(obj, column.attname), connection) for obj in chunk for column in columns
             ]
-            cursor.execute(update.format(values=", ".join(f"({placeholders})" for _ in chunk)), parameters)
+            cursor.execute(
+                update.format(values=", ".join(f"({placeholders})" for _ in chunk)), parameters + condition_values
+            )
+            if conditions:
+                written.update(pk for (pk,) in cursor.fetchall())
+    return None if only_if is None else written
 
 
 def _set_box(image: CellImage, box) -> None:
@@ -450,11 +545,15 @@ def _store(analysed, model_version, field_files: dict[int, _FieldFiles]) -> dict
     now = timezone.now()
     created: dict[int, list[int]] = {}
     with transaction.atomic():
-        live = set(
-            CellImage.objects.select_for_update()
-            .filter(pk__in=[item.image.pk for item in analysed], status=CellImage.Status.CLASSIFYING)
-            .values_list("pk", flat=True)
-        )
+        if field_files:
+            live = set(
+                CellImage.objects.select_for_update()
+                .filter(pk__in=[item.image.pk for item in analysed], status=CellImage.Status.CLASSIFYING)
+                .values_list("pk", flat=True)
+            )
+        else:
+            # Crops only: the UPDATE below writes the uploads still classifying and says which they were.
+            live = {item.image.pk for item in analysed}
         # A field whose cells are already stored (a task delivered again after its commit) keeps them.
         kept: dict[int, list[int]] = {}
         fields = [pk for pk in field_files if pk in live]
@@ -517,7 +616,15 @@ def _store(analysed, model_version, field_files: dict[int, _FieldFiles]) -> dict
                 )
                 _set_box(cell, found.box)
                 children.append((cell, found.prediction))
-        update_rows(CellImage, uploads, _UPLOAD_FIELDS)
+        if field_files:
+            update_rows(CellImage, uploads, _UPLOAD_FIELDS)
+        else:
+            written = update_rows(CellImage, uploads, _UPLOAD_FIELDS, only_if={"status": CellImage.Status.CLASSIFYING})
+            for pk in live - written:
+                logger.info("image %s was stored by another delivery of its task", pk)
+                created.pop(pk, None)
+            live = written
+            predictions = [prediction for prediction in predictions if prediction.image_id in live]
         if children:
             CellImage.objects.bulk_create([cell for cell, _ in children])
             for cell, result in children:

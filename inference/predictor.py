@@ -282,3 +282,92 @@ def reset_shadow_predictor() -> None:
     global _shadow, _shadow_key, _shadow_failed
     with _shadow_lock:
         _shadow, _shadow_key, _shadow_failed = None, None, None
+
+
+# What a classification task asks for: both predictors, from one light query. The active and shadow rows'
+# identifying columns (not their metrics or training JSON) are read on every call, so a switch made by an
+# administrator reaches the next task in every process, as with get_predictor(); the predictors already
+# loaded are reused while those columns are unchanged, and get_predictor() / get_shadow_predictor() (which
+# register the bundled model, load, and raise ModelUnavailable) run only when they change.
+_serving_sql: dict[str, str] = {}
+_active_row: tuple | None = None  # (row key, the Predictor loaded for it)
+_shadow_row: tuple | None = None
+_bundled_name: tuple | None = None  # (stat of the bundled metadata file, its model name)
+
+
+def _serving_rows() -> list[tuple]:
+    """(pk, is_active, source, name, activated_at, shadow_since, checksums as stored) of the active and
+    shadow versions: one statement, built once per process and database vendor."""
+    from django.db import connections, router
+
+    connection = connections[router.db_for_read(ModelVersion)]
+    sql = _serving_sql.get(connection.vendor)
+    if sql is None:
+        quote, meta = connection.ops.quote_name, ModelVersion._meta
+        names = ["id", "is_active", "source", "name", "activated_at", "shadow_since", "checksums"]
+        columns = ", ".join(quote(meta.get_field(name).column) for name in names)
+        active, shadow = (quote(meta.get_field(name).column) for name in ("is_active", "is_shadow"))
+        sql = _serving_sql[connection.vendor] = (
+            f"SELECT {columns} FROM {quote(meta.db_table)} WHERE {active} OR {shadow}"  # noqa: S608 - no values
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchall()
+
+
+def _bundled_superseded(name: str) -> bool:
+    """services.bundled_model_superseded for a bundled version named `name`, with the bundled metadata
+    read again only when its file changes (stat) instead of on every task."""
+    global _bundled_name
+    from .model_folder import METADATA_FILE, read_model_metadata
+
+    path = Path(settings.BUNDLED_MODEL_DIR) / METADATA_FILE
+    try:
+        stat = path.stat()
+    except OSError:
+        return False
+    signature = (str(path), stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    if _bundled_name is None or _bundled_name[0] != signature:
+        try:
+            _bundled_name = (signature, read_model_metadata(path.parent)["name"])
+        except (OSError, ValueError, KeyError):
+            return False
+    return _bundled_name[1] != name
+
+
+def get_serving_predictors() -> tuple[Predictor, Predictor | None]:
+    """(get_predictor(), the shadow predictor or None) with one query when neither version changed.
+    Raises ModelUnavailable like get_predictor(); a shadow that cannot be looked up or loaded is logged
+    and None, like get_shadow_predictor()."""
+    global _active_row, _shadow_row
+    rows = _serving_rows()
+    active = next((row for row in rows if row[1]), None)
+    shadow = next((row for row in rows if not row[1]), None)
+    predictor = None
+    if active is not None:
+        key = (active[0], active[4], active[6])
+        cached = _active_row
+        if cached is not None and cached[0] == key and cached[1] is _predictor:
+            bundled = active[2] == ModelVersion.Source.BUNDLED
+            if not (
+                bundled and getattr(settings, "INFERENCE_AUTO_BUNDLED_MODEL", True) and _bundled_superseded(active[3])
+            ):
+                predictor = cached[1]
+    if predictor is None:
+        predictor = get_predictor()
+        _active_row = (
+            ((active[0], active[4], active[6]), predictor) if active and predictor.version.pk == active[0] else None
+        )
+    if shadow is None:
+        return predictor, None
+    key = (shadow[0], shadow[4], shadow[6], shadow[5])
+    cached = _shadow_row
+    if cached is not None and cached[0] == key and cached[1] is _shadow and _shadow is not None:
+        return predictor, cached[1]
+    try:
+        loaded = get_shadow_predictor()
+    except Exception:  # noqa: BLE001 - shadow mode is optional; the active path goes on without it
+        logger.exception("the shadow model version could not be looked up; cells are classified without it")
+        return predictor, None
+    _shadow_row = (key, loaded) if loaded is not None and loaded.version.pk == shadow[0] else None
+    return predictor, loaded

@@ -68,7 +68,8 @@ def test_a_failing_shadow_model_is_logged_and_skipped(tiny_model, shadow_version
         def predict(self, images):
             raise RuntimeError("shadow runtime exploded")
 
-    monkeypatch.setattr(classification, "get_shadow_predictor", BrokenShadow)
+    monkeypatch.setattr(predictor_module, "get_shadow_predictor", BrokenShadow)
+    predictor_module.reset_predictor()  # the task looks the shadow up again, through get_shadow_predictor
     with caplog.at_level(logging.ERROR, logger="cases.classification"):
         cells = classified_cells(CaseFactory(created_by=technician), technician, 0, 1)
 
