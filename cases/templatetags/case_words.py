@@ -1,6 +1,7 @@
 """Words of the case pages that come from codes: {{ image.located_as|located_kind }}, {{ label|class_name }}."""
 
 from django import template
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from cases.differential import display_name
@@ -27,3 +28,19 @@ def located_kind(code):
 def class_name(label):
     """A model class or reviewer-only label as people read it ("neutrophil" -> "Neutrophil" / "Neutrófilo")."""
     return display_name(label) if label else ""
+
+
+@register.simple_tag
+def live_grid_words():
+    """What static/js/live_grid.js needs to show a cell's label from its pushed event without fetching the
+    card (issue 12), in the page's language: the active model's class names as class_name shows them, and
+    the card's words. A label not among them (an older model's) makes the script fetch the card instead."""
+    from inference.registry import get_active_version
+
+    version = get_active_version()
+    labels = version.classes if version is not None and isinstance(version.classes, list) else []
+    return {
+        "names": {str(label): display_name(str(label)) for label in labels},
+        "classified": gettext("Classified"),
+        "confidence": gettext("confidence"),
+    }

@@ -30,6 +30,16 @@
 
   grid.dataset.transport = eventsUrl && window.EventSource ? "push" : "polling";
 
+  // The class names and the card's words in the page's language (_cells.html, case_words.live_grid_words):
+  // an event that says a shown cell is classified puts its label in place without fetching the card.
+  let words = null;
+  try {
+    const script = document.getElementById("cell-grid-words");
+    words = script ? JSON.parse(script.textContent) : null;
+  } catch (error) {
+    words = null;
+  }
+
   function cardCols() {
     return grid.querySelectorAll("[data-cell-col]");
   }
@@ -153,6 +163,43 @@
     schedulePoll();
   }
 
+  // The card of a cell shown as queued or classifying, made classified from its event as _cell_card.html
+  // renders it: the label (class_name), the confidence ({% widthratio %}: rounded percent) and the status.
+  // Anything else (a flag, a field, a message, a retry button, a label or a rounding the page cannot be
+  // sure of) is left to the fetched card. Returns whether the card was filled.
+  function fill(card, image) {
+    const prediction = image.prediction;
+    if (!words || !card || !PENDING[card.dataset.status] || image.status !== "classified") return false;
+    if (!prediction || prediction.flagged || image.status_message || image.kind !== card.dataset.kind) return false;
+    if (!Object.prototype.hasOwnProperty.call(words.names, prediction.label)) return false;
+    const percent = Number(prediction.confidence) * 100;
+    // The event's confidence has 4 decimals: near .5 the card's own rounding could go either way.
+    if (!isFinite(percent) || Math.abs(percent - Math.floor(percent) - 0.5) < 0.006) return false;
+    const body = card.querySelector(".card-body");
+    const status = card.querySelector('[data-testid="cell-status"]');
+    if (!body || !status || card.querySelector("form, [data-testid=cell-failure-message], [data-testid=prediction-label]")) {
+      return false;
+    }
+    const line = document.createElement("div");
+    const name = document.createElement("strong");
+    name.dataset.testid = "prediction-label";
+    name.dataset.label = prediction.label;
+    name.textContent = words.names[prediction.label];
+    const confidence = document.createElement("span");
+    confidence.className = "text-muted";
+    confidence.dataset.testid = "prediction-confidence";
+    confidence.title = words.confidence;
+    confidence.textContent = Math.round(percent) + "%";
+    line.append(name, " ", confidence);
+    const done = document.createElement("span");
+    done.className = "text-success";
+    done.textContent = words.classified;
+    status.replaceChildren(done);
+    body.insertBefore(line, status);
+    card.dataset.status = image.status;
+    return true;
+  }
+
   function listen() {
     const source = new EventSource(eventsUrl);
     source.addEventListener("ready", function () {
@@ -169,30 +216,31 @@
       } catch (error) {
         return;
       }
-      // A cell already shown as the event says (its card came with the upload's answer) needs no fetch,
-      // unless the case's own status changed.
+      // A cell already shown as the event says (its card came with the upload's answer) needs no fetch; a
+      // plain classified cell shown as pending gets its label from the event (fill); the case's badge, when
+      // the event's status differs, comes with one card.
       const status = document.getElementById("case-status");
       const caseChanged = !body.case || !status || status.dataset.status !== body.case.status;
       lastCaseStatus = body.case ? body.case.status : null;
-      track(
-        body.images
-          .filter(function (image) {
-            const card = grid.querySelector('[data-testid="cell-card"][data-image-id="' + Number(image.id) + '"]');
-            if (!card && uploadsInProgress && !PENDING[image.status]) {
-              // Most likely in an upload's answer on its way (tasks in-process): wait for it a moment.
-              defer(image.id);
-              return false;
-            }
-            if (caseChanged) return true;
-            if (!card || card.dataset.status !== image.status || PENDING[image.status]) return true;
-            const label = card.querySelector('[data-testid="prediction-label"]');
-            const shownLabel = label ? label.dataset.label : null;
-            return shownLabel !== (image.prediction ? image.prediction.label : null);
-          })
-          .map(function (image) {
-            return image.id;
-          })
-      );
+      const ids = body.images
+        .filter(function (image) {
+          const card = grid.querySelector('[data-testid="cell-card"][data-image-id="' + Number(image.id) + '"]');
+          if (!card && uploadsInProgress && !PENDING[image.status]) {
+            // Most likely in an upload's answer on its way (tasks in-process): wait for it a moment.
+            defer(image.id);
+            return false;
+          }
+          if (!card || card.dataset.status !== image.status || PENDING[image.status]) return !fill(card, image);
+          const label = card.querySelector('[data-testid="prediction-label"]');
+          const shownLabel = label ? label.dataset.label : null;
+          return shownLabel !== (image.prediction ? image.prediction.label : null);
+        })
+        .map(function (image) {
+          return Number(image.id);
+        });
+      if (caseChanged && !ids.length && body.images.length) ids.push(Number(body.images[0].id));
+      track(ids);
+      updatePendingFlag();
     });
     source.addEventListener("error", function () {
       pushConnected = false;

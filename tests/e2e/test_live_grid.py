@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from cases import events, selectors
+from cases import events, selectors, storage
 from cases.models import CellImage
 from cases.services import create_case
 from inference.services import ensure_bundled_model
+from tests.cases.images import cell_png
 from tests.e2e.conftest import sign_in
-from tests.factories import DEFAULT_PASSWORD
+from tests.factories import DEFAULT_PASSWORD, CellImageFactory, ModelVersionFactory, PredictionFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -76,3 +77,57 @@ def test_five_then_twenty_five_at_once_all_thirty_show_with_labels(
     expect(grid.locator('[data-testid=cell-card][data-status="classified"]')).to_have_count(30)
     expect(page.get_by_test_id("case-status")).to_have_text("Awaiting review")
     assert CellImage.objects.filter(case=case, status=CellImage.Status.CLASSIFIED).count() == 30
+
+
+# Records the stream's "ready" event: the page then gets every event published after it.
+READY_SCRIPT = """
+(() => {
+  const Original = window.EventSource;
+  window.EventSource = function (url, options) {
+    const source = new Original(url, options);
+    source.addEventListener("ready", () => { window.__streamReady = true; });
+    return source;
+  };
+  window.EventSource.prototype = Original.prototype;
+})();
+"""
+
+
+def test_a_pushed_classified_cell_gets_its_label_from_the_event_without_a_cards_request(
+    live_server, page, technician, settings
+):
+    """Issue 12: a plain classified cell shown as queued is labelled from its event (the active model's class
+    names, in the page's language); a flagged one, which shows more than the event's words, is fetched."""
+    settings.EVENTS_REDIS_URL = ""  # the in-process channel
+    version = ModelVersionFactory(is_active=True)
+    page.add_init_script(READY_SCRIPT)
+    case = open_case(page, live_server, technician, "LIVE-FILL")
+    page.wait_for_function("() => window.__streamReady === true")
+    plain, flagged = (
+        CellImageFactory(case=case, status=CellImage.Status.QUEUED, storage_key=storage.save(cell_png(n, seed=n)))
+        for n in range(2)
+    )
+    events.publish_image_updates(case_id=case.pk, image_ids=[plain.pk, flagged.pk])
+    grid = page.get_by_test_id("cell-grid")
+    expect(grid.locator('[data-testid=cell-card][data-status="queued"]')).to_have_count(2)
+
+    cards_requests: list[str] = []
+    page.on("request", lambda request: cards_requests.append(request.url) if "/cards/" in request.url else None)
+    for image, is_flagged in ((plain, False), (flagged, True)):
+        PredictionFactory(image=image, model_version=version, label="eosinophil", confidence=0.873, flagged=is_flagged)
+        image.status = CellImage.Status.CLASSIFIED
+        image.save(update_fields=["status"])
+    events.publish_image_updates(case_id=case.pk, image_ids=[plain.pk, flagged.pk])
+
+    plain_card = grid.locator(f'[data-testid=cell-card][data-image-id="{plain.pk}"]')
+    expect(plain_card.get_by_test_id("prediction-label")).to_have_text("Eosinophil")
+    expect(plain_card.get_by_test_id("prediction-label")).to_have_attribute("data-label", "eosinophil")
+    expect(plain_card.get_by_test_id("prediction-confidence")).to_have_text("87%")
+    expect(plain_card.get_by_test_id("cell-status")).to_have_text("Classified")
+    expect(plain_card).to_have_attribute("data-status", "classified")
+    flagged_card = grid.locator(f'[data-testid=cell-card][data-image-id="{flagged.pk}"]')
+    expect(flagged_card.get_by_test_id("cell-flagged")).to_be_visible()
+    expect(grid).to_have_attribute("data-pending", "false")
+    fetched = [url.split("ids=", 1)[1].split("&")[0].split(",") for url in cards_requests if "ids=" in url]
+    assert any(str(flagged.pk) in ids for ids in fetched)
+    assert all(str(plain.pk) not in ids for ids in fetched)
