@@ -40,10 +40,12 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DATASET = PROJECT_DIR.parent / "shared" / "datasets" / "pbc" / "test"
 WARMUP_IMAGES = 3
 
-# Stage name -> (module path, attribute): wrapped where the caller looks the name up.
+# Stage name -> (module path, attribute): wrapped where the caller looks the name up. A stage the tree does not
+# have (the look-ups were merged into get_serving_predictors) is reported as 0.
 STAGES = [
     ("get_predictor (active model)", "cases.classification", "get_predictor"),
     ("shadow predictor look-up", "cases.classification", "_shadow_predictor"),
+    ("active + shadow predictors (one look-up)", "cases.classification", "get_serving_predictors"),
     ("claim images", "cases.classification", "claim_for_classification"),
     ("analyse (decode, windows)", "cases.classification", "_analyse_batch"),
     ("locate [not ours]", "inference.analysis", "locate_cells"),
@@ -117,7 +119,8 @@ def main() -> int:
     timers = Timers()
     for stage, module_name, attribute in STAGES:
         module = importlib.import_module(module_name)
-        setattr(module, attribute, timers.wrap(stage, getattr(module, attribute)))
+        if hasattr(module, attribute):
+            setattr(module, attribute, timers.wrap(stage, getattr(module, attribute)))
     predictor_module.Predictor.predict = timers.wrap("predict [not ours]", predictor_module.Predictor.predict)
     # The notifications receiver runs inside the status refresh (post_save of Case).
     post_save.disconnect(receivers.case_status_changed, sender=Case)
@@ -185,7 +188,8 @@ def main() -> int:
             spent, ran, found = run_tasks()
             cpu, tasks_run, cells = cpu + spent, tasks_run + ran, cells + found
         cells = max(cells, 1)
-        stages = {stage: seconds * 1000 / cells for stage, seconds in timers.seconds.items()}
+        stages = {stage: 0.0 for stage, _, _ in STAGES}
+        stages.update({stage: seconds * 1000 / cells for stage, seconds in timers.seconds.items()})
         # The receiver is inside the refresh: show the refresh with it, and the receiver as its part.
         receiver_ms = stages.get("  of which: notifications receiver", 0.0)
         stages["case status refresh"] = stages.get("case status refresh", 0.0) + receiver_ms

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -131,9 +132,64 @@ def _returning(connection) -> bool:
     return connection.vendor == "sqlite" and connection.Database.sqlite_version_info >= (3, 35)
 
 
+# Statements built from the models' metadata, once per process: (vendor, statement, row count) -> SQL.
+_statements: dict[tuple, str] = {}
+# Per connection (converters may be bound to its operations), per model: [(column index, functions, column)].
+_converters: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _statement(connection, name: str, count: int, build) -> str:
+    key = (connection.vendor, name, count)
+    sql = _statements.get(key)
+    if sql is None:
+        sql = build()
+        if count <= 64:  # tasks hold at most a few dozen images: a bounded cache
+            _statements[key] = sql
+    return sql
+
+
+def _instances(model, connection, rows) -> list:
+    """Model instances from rows holding the model's concrete columns in order (extra columns after them are
+    left to the caller), the database values converted as a queryset would."""
+    fields = model._meta.concrete_fields
+    by_model = _converters.setdefault(connection, {})
+    converters = by_model.get(model)
+    if converters is None:
+        converters = []
+        for index, field in enumerate(fields):
+            column = field.get_col(model._meta.db_table)
+            functions = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+            if functions:
+                converters.append((index, functions, column))
+        by_model[model] = converters
+    names = [field.attname for field in fields]
+    instances = []
+    for row in rows:
+        values = list(row[: len(fields)])
+        for index, functions, column in converters:
+            for function in functions:
+                values[index] = function(values[index], column, connection)
+        instances.append(model.from_db(connection.alias, names, values))
+    return instances
+
+
 def _claim_returning(connection, image_ids: list[int]) -> list[CellImage]:
     if not image_ids:
         return []
+    now = CellImage._meta.get_field("status_changed_at").get_db_prep_save(timezone.now(), connection)
+    parameters = [CellImage.Status.CLASSIFYING, now, *image_ids, *PENDING_STATUSES]
+    sql = _statement(connection, "claim", len(image_ids), partial(_claim_sql, connection, len(image_ids)))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, parameters)
+        rows = cursor.fetchall()
+    images = _instances(CellImage, connection, rows)
+    for image, row in zip(images, rows, strict=True):
+        image.laboratory_um_per_pixel = row[-1]
+    images.sort(key=lambda image: image.pk)
+    return images
+
+
+def _claim_sql(connection, count: int) -> str:
     quote = connection.ops.quote_name
     image, case, laboratory = CellImage._meta, Case._meta, Case._meta.get_field("laboratory").related_model._meta
 
@@ -142,9 +198,9 @@ def _claim_returning(connection, image_ids: list[int]) -> list[CellImage]:
 
     table = quote(image.db_table)
     returned = ", ".join(f"{table}.{quote(field.column)}" for field in image.concrete_fields)
-    marks = ", ".join(["%s"] * len(image_ids))
+    marks = ", ".join(["%s"] * count)
     # Table and column names come from the models' metadata, quoted; every value is a parameter.
-    sql = (
+    return (
         f"UPDATE {table} SET {column(image, 'status')} = %s, {column(image, 'attempts')} = "  # noqa: S608
         f"{column(image, 'attempts')} + 1, {column(image, 'status_changed_at')} = %s"
         f" WHERE {table}.{quote(image.pk.column)} IN ({marks}) AND {column(image, 'status')} IN (%s, %s)"
@@ -152,11 +208,6 @@ def _claim_returning(connection, image_ids: list[int]) -> list[CellImage]:
         f" JOIN {quote(laboratory.db_table)} l ON l.{quote(laboratory.pk.column)} = c.{column(case, 'laboratory')}"
         f" WHERE c.{quote(case.pk.column)} = {table}.{column(image, 'case')}) AS laboratory_um_per_pixel"
     )
-    now = image.get_field("status_changed_at").get_db_prep_save(timezone.now(), connection)
-    parameters = [CellImage.Status.CLASSIFYING, now, *image_ids, *PENDING_STATUSES]
-    images = list(CellImage.objects.raw(sql, parameters).using(connection.alias))
-    images.sort(key=lambda image: image.pk)
-    return images
 
 
 def site_message(message: str, **values) -> str:
@@ -216,6 +267,27 @@ _CASE_SAVED_FIELDS = frozenset({"status", "updated_at"})
 
 
 def _refresh_returning(connection, case_ids: list[int]) -> None:
+    statuses = [*PENDING_STATUSES, Case.Status.CLASSIFYING, Case.Status.AWAITING_REVIEW, Case.Status.DRAFT]
+    now = Case._meta.get_field("updated_at").get_db_prep_save(timezone.now(), connection)
+    parameters = [*statuses, now, *case_ids, Case.Status.SIGNED, *statuses]
+    sql = _statement(connection, "refresh", len(case_ids), partial(_refresh_sql, connection, len(case_ids)))
+    with transaction.atomic(using=connection.alias):
+        with connection.cursor() as cursor:
+            cursor.execute(sql, parameters)
+            rows = cursor.fetchall()
+        # The receivers (notifications) run in the same transaction as the write, as they do inside save().
+        for changed in sorted(_instances(Case, connection, rows), key=lambda case: case.pk):
+            post_save.send(
+                sender=Case,
+                instance=changed,
+                created=False,
+                update_fields=_CASE_SAVED_FIELDS,
+                raw=False,
+                using=connection.alias,
+            )
+
+
+def _refresh_sql(connection, count: int) -> str:
     quote = connection.ops.quote_name
     case, image = Case._meta, CellImage._meta
     table, images = quote(case.db_table), quote(image.db_table)
@@ -227,28 +299,14 @@ def _refresh_returning(connection, case_ids: list[int]) -> None:
         f" AND i.{quote(image.get_field('status').column)} IN (%s, %s)) THEN %s"
         f" WHEN EXISTS (SELECT 1 FROM {images} i WHERE {this_case}) THEN %s ELSE %s END"
     )
-    statuses = [*PENDING_STATUSES, Case.Status.CLASSIFYING, Case.Status.AWAITING_REVIEW, Case.Status.DRAFT]
     returned = ", ".join(f"{table}.{quote(field.column)}" for field in case.concrete_fields)
-    marks = ", ".join(["%s"] * len(case_ids))
+    marks = ", ".join(["%s"] * count)
     # Table and column names come from the models' metadata, quoted; every value is a parameter.
-    sql = (
+    return (
         f"UPDATE {table} SET {status} = {new_status}, {quote(case.get_field('updated_at').column)} = %s"  # noqa: S608
         f" WHERE {table}.{quote(case.pk.column)} IN ({marks}) AND {status} <> %s AND {status} <> {new_status}"
         f" RETURNING {returned}"
     )
-    now = case.get_field("updated_at").get_db_prep_save(timezone.now(), connection)
-    parameters = [*statuses, now, *case_ids, Case.Status.SIGNED, *statuses]
-    with transaction.atomic(using=connection.alias):
-        # The receivers (notifications) run in the same transaction as the write, as they do inside save().
-        for changed in sorted(Case.objects.raw(sql, parameters).using(connection.alias), key=lambda c: c.pk):
-            post_save.send(
-                sender=Case,
-                instance=changed,
-                created=False,
-                update_fields=_CASE_SAVED_FIELDS,
-                raw=False,
-                using=connection.alias,
-            )
 
 
 def requeue_stale(*, image_ids: Sequence[int]) -> None:
@@ -520,6 +578,40 @@ def update_rows(model, objects: Sequence, field_names: Sequence[str], *, only_if
     return None if only_if is None else written
 
 
+def insert_rows(model, objects: Sequence, *, ignore_conflicts: bool = False) -> None:
+    """bulk_create(objects) for new rows of `model` whose primary key the database assigns and the caller does
+    not need back, in one INSERT built once per process (the ORM's compilation of a one-row bulk_create cost
+    more CPU than the statement). Values are prepared as bulk_create prepares them (pre_save: auto_now_add);
+    no signal is sent. Conflicting rows are skipped with `ignore_conflicts`. PostgreSQL and SQLite; elsewhere
+    bulk_create."""
+    if not objects:
+        return
+    connection = connections[router.db_for_write(model)]
+    if connection.vendor not in ("postgresql", "sqlite"):
+        model._default_manager.bulk_create(objects, ignore_conflicts=ignore_conflicts)
+        return
+    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+    rows_per_statement = max(1, 30_000 // len(fields))  # SQLite takes at most 32,766 parameters
+
+    def build(count: int) -> str:
+        quote = connection.ops.quote_name
+        row = f"({', '.join(['%s'] * len(fields))})"
+        sql = (
+            f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(field.column) for field in fields)})"  # noqa: S608
+            f" VALUES {', '.join([row] * count)}"
+        )
+        return sql + " ON CONFLICT DO NOTHING" if ignore_conflicts else sql
+
+    with connection.cursor() as cursor:
+        for start in range(0, len(objects), rows_per_statement):
+            chunk = objects[start : start + rows_per_statement]
+            parameters = [
+                field.get_db_prep_save(field.pre_save(obj, True), connection) for obj in chunk for field in fields
+            ]
+            name = f"insert {model._meta.label} {ignore_conflicts}"
+            cursor.execute(_statement(connection, name, len(chunk), partial(build, len(chunk))), parameters)
+
+
 def _set_box(image: CellImage, box) -> None:
     image.box_x0, image.box_y0, image.box_x1, image.box_y1 = (int(value) for value in box)
 
@@ -631,7 +723,7 @@ def _store(analysed, model_version, field_files: dict[int, _FieldFiles]) -> dict
                 created.setdefault(cell.parent_id, []).append(cell.pk)
                 predictions.append(_prediction(image_id=cell.pk, model_version=model_version, result=result))
         # A crop classified before by this model version (a redelivered task) keeps its first prediction.
-        Prediction.objects.bulk_create(predictions, ignore_conflicts=True)
+        insert_rows(Prediction, predictions, ignore_conflicts=True)
     unused = [files for pk, files in field_files.items() if pk not in live or pk in kept]
     for files in unused:
         _delete(files.keys())
