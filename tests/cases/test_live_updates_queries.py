@@ -174,3 +174,38 @@ def test_the_event_says_what_the_image_get_says_once_it_is_classified(case_with_
             key: latest[key] for key in ("label", "flagged", "flag_reasons", "created_at")
         }
         assert event["prediction"]["model_version"] == latest["model_version"]
+
+
+@pytest.mark.parametrize("how_many", [1, 3, 4, 20])
+def test_the_sql_built_once_reads_what_the_orm_reads(how_many):
+    """On PostgreSQL the event's query is compiled once per number of ids (padded to a power of two) and
+    then only executed: its rows are the queryset's, datetimes and JSON included."""
+    case = CaseFactory(status=Case.Status.CLASSIFYING)
+    field = CellImageFactory(case=case, kind=CellImage.Kind.FIELD)
+    images = [CellImageFactory(case=case, parent=field if n % 2 else None) for n in range(how_many)]
+    for n, image in enumerate(images):
+        PredictionFactory(image=image, flagged=bool(n % 2), flag_reasons=["low_confidence"] if n % 2 else [])
+    CellImageFactory(case=case, status=CellImage.Status.QUEUED)
+    ids = sorted(image.pk for image in images) + ([field.pk] if how_many > 1 else [])
+    selectors._image_update_sql.clear()
+
+    orm_rows = list(selectors._image_update_rows(case.pk, ids))
+    with CaptureQueriesContext(connection) as queries:
+        first = selectors._image_update_rows_precompiled(case.pk, ids)
+        second = selectors._image_update_rows_precompiled(case.pk, ids)
+    assert first == second == orm_rows
+    assert len(queries) == 2
+    assert list(selectors._image_update_sql) == [("default", 1 << (len(ids) - 1).bit_length())]
+    assert [row[2] for row in first] == sorted(ids)
+    assert all(isinstance(row[selectors._FLAG_REASONS_COLUMN], list) for row in first if row[2] != field.pk)
+
+
+def test_the_sql_built_once_is_for_its_case_only():
+    first_case, second_case = CaseFactory(), CaseFactory()
+    mine = CellImageFactory(case=first_case)
+    theirs = CellImageFactory(case=second_case)
+    selectors.image_updates(case=first_case, image_ids={mine.pk})
+    assert selectors.image_updates(case=second_case, image_ids={mine.pk})["images"] == []
+    assert [image["id"] for image in selectors.image_updates(case=second_case, image_ids={theirs.pk})["images"]] == [
+        theirs.pk
+    ]
