@@ -579,6 +579,7 @@ def run(arguments: argparse.Namespace) -> dict:
         cpu_before = stack.cpu_seconds() if stack else None
         cpu_by_role_before = stack.cpu_seconds_by_role() if stack else {}
         started = time.monotonic()
+        client_cpu_before = time.process_time()
         deadline = started + arguments.duration
         threads = [
             threading.Thread(
@@ -600,6 +601,8 @@ def run(arguments: argparse.Namespace) -> dict:
         for thread in threads:
             thread.join()
         elapsed = time.monotonic() - started
+        # This process: the technicians' requests, event streams and JSON (on the same cores as the server).
+        client_cpu_s = time.process_time() - client_cpu_before
 
         case_seconds = None
         if arguments.case_cells:
@@ -649,6 +652,8 @@ def run(arguments: argparse.Namespace) -> dict:
                 if server_cpu_s is not None and cells_classified
                 else None
             ),
+            "client_cpu_s": round(client_cpu_s, 2),
+            "client_cpu_ms_per_cell": round(client_cpu_s * 1000 / results.cells, 1) if results.cells else None,
             "errors": len(results.errors),
             "error_examples": sorted(set(results.errors))[:5],
             "worker_rss_mb": None if sampler is None else round(sampler.peak_per_worker_mb, 1),
@@ -731,6 +736,7 @@ def print_table(result: dict) -> None:
         ("cells per second", result["cells_per_s"]),
         (f"{result['case_cells']}-cell case end to end (s)", result["case_seconds"]),
         ("server CPU per cell classified (ms)", result["server_cpu_ms_per_cell"]),
+        ("bench client CPU per technician cell (ms)", result["client_cpu_ms_per_cell"]),
         ("errors", result["errors"]),
         ("peak RSS per worker, all its processes (MB)", result["worker_rss_mb"]),
         ("peak RSS of one worker process (MB)", result["worker_process_rss_mb"]),
