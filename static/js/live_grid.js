@@ -200,6 +200,23 @@
     return true;
   }
 
+  function cardOf(id) {
+    return grid.querySelector('[data-testid="cell-card"][data-image-id="' + Number(id) + '"]');
+  }
+
+  // Whether a cell's event asks for its card: not when the card already shows what the event says (a
+  // pending cell still pending, a finished one with the same label) or when fill() could show it.
+  function needsFetch(card, image) {
+    if (!card) return true;
+    if (card.dataset.status === image.status) {
+      if (PENDING[image.status]) return Boolean(image.status_message);
+      const label = card.querySelector('[data-testid="prediction-label"]');
+      const shownLabel = label ? label.dataset.label : null;
+      return shownLabel !== (image.prediction ? image.prediction.label : null);
+    }
+    return !fill(card, image);
+  }
+
   function listen() {
     const source = new EventSource(eventsUrl);
     source.addEventListener("ready", function () {
@@ -224,21 +241,19 @@
       lastCaseStatus = body.case ? body.case.status : null;
       const ids = body.images
         .filter(function (image) {
-          const card = grid.querySelector('[data-testid="cell-card"][data-image-id="' + Number(image.id) + '"]');
-          if (!card && uploadsInProgress && !PENDING[image.status]) {
-            // Most likely in an upload's answer on its way (tasks in-process): wait for it a moment.
-            defer(image.id);
+          const card = cardOf(image.id);
+          if (!card && uploadsInProgress) {
+            // Most likely in an upload's answer on its way (queued, or classified when tasks run
+            // in-process): wait for it a moment.
+            defer(image);
             return false;
           }
-          if (!card || card.dataset.status !== image.status || PENDING[image.status]) return !fill(card, image);
-          const label = card.querySelector('[data-testid="prediction-label"]');
-          const shownLabel = label ? label.dataset.label : null;
-          return shownLabel !== (image.prediction ? image.prediction.label : null);
+          return needsFetch(card, image);
         })
         .map(function (image) {
           return Number(image.id);
         });
-      if (caseChanged && !ids.length && body.images.length) ids.push(Number(body.images[0].id));
+      if (caseChanged && !ids.length && !deferred.size && body.images.length) ids.push(Number(body.images[0].id));
       track(ids);
       updatePendingFlag();
     });
@@ -252,30 +267,38 @@
     });
   }
 
-  const deferred = new Set();
+  const deferred = new Map(); // id -> [the image as its latest event had it, when first deferred]
   let deferTimer = null;
   let lastCaseStatus = null; // as the latest event had it
   let lastUploadedId = null; // shown from an upload's answer, not fetched since
   const DEFER_MS = 300;
+  const DEFER_MAX_MS = 3000; // a cell no upload's answer brings (another tab's) is fetched after this
 
-  function defer(id) {
-    deferred.add(Number(id));
+  function defer(image) {
+    const id = Number(image.id);
+    deferred.set(id, [image, deferred.has(id) ? deferred.get(id)[1] : Date.now()]);
     if (!deferTimer) deferTimer = setTimeout(flushDeferred, DEFER_MS);
   }
 
   function flushDeferred() {
     deferTimer = null;
-    const ids = Array.from(deferred).filter(function (id) {
-      const card = grid.querySelector('[data-testid="cell-card"][data-image-id="' + id + '"]');
-      return !card || PENDING[card.dataset.status];
+    const ids = [];
+    let first = null;
+    deferred.forEach(function (entry, id) {
+      const card = cardOf(id);
+      if (!card && uploadsInProgress && Date.now() - entry[1] < DEFER_MAX_MS) return; // still on its way
+      deferred.delete(id);
+      if (first === null) first = id;
+      if (needsFetch(card, entry[0])) ids.push(id);
     });
     // The case's badge comes with any card: one is enough when only the badge is behind.
     const status = document.getElementById("case-status");
-    if (!ids.length && deferred.size && lastCaseStatus && status && status.dataset.status !== lastCaseStatus) {
-      ids.push(deferred.values().next().value);
+    if (!ids.length && first !== null && lastCaseStatus && status && status.dataset.status !== lastCaseStatus) {
+      ids.push(first);
     }
-    deferred.clear();
+    if (deferred.size && !deferTimer) deferTimer = setTimeout(flushDeferred, DEFER_MS);
     track(ids);
+    updatePendingFlag();
   }
 
   // Accepted uploads with their cards (the upload's answer): put in place at once; a cell still queued
