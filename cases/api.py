@@ -25,6 +25,7 @@ from .serializers import (
     UploadResultSerializer,
     UploadSerializer,
     image_detail_data,
+    upload_result_data,
 )
 
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -136,8 +137,9 @@ class CaseImagesAPI(generics.ListAPIView):
             accepted, rejected = services.add_images(case=case, files=files, uploaded_by=request.user, request=request)
         except services.UploadRefused as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        # The rows just written, as the API shows them (no predictions, no cells yet): no query to read them back.
-        body = UploadResultSerializer({"accepted": selectors.fresh_uploads(accepted), "rejected": rejected}).data
+        # The rows just written, as the API shows them (no predictions, no cells yet): no query to read them back,
+        # and no serializer built per request (UploadResultSerializer documents the answer's shape).
+        body = upload_result_data(accepted, rejected)
         return Response(body, status=status.HTTP_201_CREATED if accepted else status.HTTP_400_BAD_REQUEST)
 
 

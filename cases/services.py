@@ -160,35 +160,52 @@ def add_images(*, case: Case, files: Iterable, uploaded_by, request=None) -> tup
         raise UploadRefused(
             gettext("Case %(accession)s is signed; no images can be added to it.") % {"accession": case.accession_id}
         )
-    known_hashes = dict(case.images.filter(parent__isnull=True).values_list("sha256", "original_name"))
-    stored: list[tuple[str, str, str, ValidatedImage]] = []
-    rejected: list[RejectedFile] = []
-    for uploaded in files:
+    # Each file decoded once: validated, its thumbnail made from the decoded picture (no page decodes the full
+    # image for it again), the picture dropped before the next file is decoded.
+    validated: list[tuple[int, str, ValidatedImage, bytes]] = []
+    refusals: list[tuple[int, RejectedFile]] = []  # (position of the file, why)
+    for position, uploaded in enumerate(files):
         name = clean_file_name(getattr(uploaded, "name", ""))
         try:
             image = validate_image(uploaded)
         except ImageRejected as exc:
-            rejected.append(RejectedFile(name=name, message=f"{name} {exc}"))
+            refusals.append((position, RejectedFile(name=name, message=f"{name} {exc}")))
             continue
+        thumbnail = classification.thumbnail_jpeg(image.picture)
+        validated.append((position, name, dataclasses.replace(image, picture=None), thumbnail))
+    # Only this upload's hashes are looked up: the answer does not grow with the case.
+    known_hashes = (
+        dict(
+            case.images.filter(parent__isnull=True, sha256__in={image.sha256 for _, _, image, _ in validated})
+            .order_by()
+            .values_list("sha256", "original_name")
+        )
+        if validated
+        else {}
+    )
+    stored: list[tuple[str, str, str, ValidatedImage]] = []
+    for position, name, image, thumbnail in validated:
         if image.sha256 in known_hashes:
-            rejected.append(
-                RejectedFile(
-                    name=name,
-                    message=gettext("%(name)s is identical to %(other)s, already in this case.")
-                    % {"name": name, "other": known_hashes[image.sha256]},
+            refusals.append(
+                (
+                    position,
+                    RejectedFile(
+                        name=name,
+                        message=gettext("%(name)s is identical to %(other)s, already in this case.")
+                        % {"name": name, "other": known_hashes[image.sha256]},
+                    ),
                 )
             )
             continue
         known_hashes[image.sha256] = name
-        # The picture validation decoded makes the thumbnail: no page decodes the full image for it again.
-        thumbnail = classification.thumbnail_jpeg(image.picture)
-        image = dataclasses.replace(image, picture=None)
         try:
             storage_key = storage.save(image.data)
             stored.append((name, storage_key, storage.save(thumbnail), image))
         except BaseException:
             _delete_stored(stored)
             raise
+    # Rejections in the order the files came.
+    rejected = [item for _, item in sorted(refusals, key=lambda pair: pair[0])]
 
     accepted: list[CellImage] = []
     if stored:
