@@ -232,44 +232,49 @@ def _delete_stored(stored: Sequence) -> None:
 
 
 def _register_images(*, case: Case, stored: Sequence, uploaded_by, request) -> list[CellImage]:
-    with transaction.atomic():
-        locked = Case.objects.select_for_update().get(pk=case.pk)
-        if locked.status == Case.Status.SIGNED:
-            raise UploadRefused(
-                gettext("Case %(accession)s is signed; no images can be added to it.")
-                % {"accession": locked.accession_id}
-            )
-        accepted = CellImage.objects.bulk_create(
-            [
-                CellImage(
-                    case=locked,
-                    storage_key=storage_key,
-                    thumbnail_key=thumbnail_key,
-                    sha256=image.sha256,
-                    size_bytes=image.size_bytes,
-                    width=image.width,
-                    height=image.height,
-                    content_type=image.content_type,
-                    original_name=name,
-                    uploaded_by=uploaded_by,
-                    status=CellImage.Status.QUEUED,
+    previous_status = case.status
+    try:
+        with transaction.atomic():
+            # The case row locked and its status read, as values (the request already holds the case).
+            case.status = Case.objects.select_for_update().filter(pk=case.pk).values_list("status", flat=True).get()
+            if case.status == Case.Status.SIGNED:
+                raise UploadRefused(
+                    gettext("Case %(accession)s is signed; no images can be added to it.")
+                    % {"accession": case.accession_id}
                 )
-                for name, storage_key, thumbnail_key, image in stored
-            ]
-        )
-        # One event per image (each upload stays traceable by its image), written in one INSERT.
-        record_many(
-            action=AuditEvent.Action.UPLOAD,
-            actor=uploaded_by,
-            events=[
-                (cell, {"case": locked.pk, "file": name, "sha256": image.sha256, "bytes": image.size_bytes})
-                for cell, (name, _, _, image) in zip(accepted, stored, strict=True)
-            ],
-            request=request,
-        )
-        _set_case_status(locked, Case.Status.CLASSIFYING)
-        schedule_classification(image_ids=[cell.pk for cell in accepted])
-    case.status = locked.status
+            accepted = CellImage.objects.bulk_create(
+                [
+                    CellImage(
+                        case=case,
+                        storage_key=storage_key,
+                        thumbnail_key=thumbnail_key,
+                        sha256=image.sha256,
+                        size_bytes=image.size_bytes,
+                        width=image.width,
+                        height=image.height,
+                        content_type=image.content_type,
+                        original_name=name,
+                        uploaded_by=uploaded_by,
+                        status=CellImage.Status.QUEUED,
+                    )
+                    for name, storage_key, thumbnail_key, image in stored
+                ]
+            )
+            # One event per image (each upload stays traceable by its image), written in one INSERT.
+            record_many(
+                action=AuditEvent.Action.UPLOAD,
+                actor=uploaded_by,
+                events=[
+                    (cell, {"case": case.pk, "file": name, "sha256": image.sha256, "bytes": image.size_bytes})
+                    for cell, (name, _, _, image) in zip(accepted, stored, strict=True)
+                ],
+                request=request,
+            )
+            _set_case_status(case, Case.Status.CLASSIFYING)
+            schedule_classification(image_ids=[cell.pk for cell in accepted])
+    except BaseException:
+        case.status = previous_status  # nothing was written
+        raise
     return accepted
 
 
