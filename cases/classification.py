@@ -23,6 +23,7 @@ classification, never back.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -612,6 +613,59 @@ def insert_rows(model, objects: Sequence, *, ignore_conflicts: bool = False) -> 
             cursor.execute(_statement(connection, name, len(chunk), partial(build, len(chunk))), parameters)
 
 
+def _write_crops(connection, uploads: Sequence[CellImage], predictions: Sequence[Prediction]) -> set[int]:
+    """PostgreSQL: write `uploads` (their _UPLOAD_FIELDS) where still classifying and insert the `predictions`
+    of the uploads written (a prediction already stored for the same image and version is kept), in one
+    statement; returns the primary keys of the uploads written."""
+    if not uploads:
+        return set()
+    image_fields = [CellImage._meta.pk, *(CellImage._meta.get_field(name) for name in _UPLOAD_FIELDS)]
+    prediction_fields = [field for field in Prediction._meta.concrete_fields if not field.primary_key]
+
+    def build() -> str:
+        quote = connection.ops.quote_name
+
+        def row(fields) -> str:
+            return "(" + ", ".join(f"CAST(%s AS {field.db_type(connection)})" for field in fields) + ")"
+
+        images, image_pk = quote(CellImage._meta.db_table), quote(CellImage._meta.pk.column)
+        assignments = ", ".join(
+            f"{quote(field.column)} = v.column{number}" for number, field in enumerate(image_fields[1:], start=2)
+        )
+        status = quote(CellImage._meta.get_field("status").column)
+        image_rows = ", ".join([row(image_fields)] * len(uploads))
+        # Table and column names come from the models' metadata, quoted; every value is a parameter.
+        parts = [
+            f"WITH written AS (UPDATE {images} SET {assignments} FROM (VALUES {image_rows}) AS v"  # noqa: S608
+            f" WHERE {images}.{image_pk} = v.column1 AND {images}.{status} = %s RETURNING {images}.{image_pk})"
+        ]
+        if predictions:
+            image_column = 1 + [field.name for field in prediction_fields].index("image")
+            prediction_rows = ", ".join([row(prediction_fields)] * len(predictions))
+            parts.append(
+                f", inserted AS (INSERT INTO {quote(Prediction._meta.db_table)}"  # noqa: S608
+                f" ({', '.join(quote(field.column) for field in prediction_fields)})"
+                f" SELECT * FROM (VALUES {prediction_rows}) AS p"
+                f" WHERE p.column{image_column} IN (SELECT {image_pk} FROM written) ON CONFLICT DO NOTHING)"
+            )
+        parts.append(f" SELECT {image_pk} FROM written")  # noqa: S608
+        return "".join(parts)
+
+    parameters = [
+        field.get_db_prep_save(getattr(image, field.attname), connection) for image in uploads for field in image_fields
+    ]
+    parameters.append(CellImage.Status.CLASSIFYING)
+    parameters += [
+        field.get_db_prep_save(field.pre_save(prediction, True), connection)
+        for prediction in predictions
+        for field in prediction_fields
+    ]
+    sql = _statement(connection, f"crops {len(predictions)}", len(uploads), build)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, parameters)
+        return {pk for (pk,) in cursor.fetchall()}
+
+
 def _set_box(image: CellImage, box) -> None:
     image.box_x0, image.box_y0, image.box_x1, image.box_y1 = (int(value) for value in box)
 
@@ -636,7 +690,10 @@ def store_analyses(*, analysed: Sequence[_Analysed], model_version) -> dict[int,
 def _store(analysed, model_version, field_files: dict[int, _FieldFiles]) -> dict[int, list[int]]:
     now = timezone.now()
     created: dict[int, list[int]] = {}
-    with transaction.atomic():
+    connection = connections[router.db_for_write(CellImage)]
+    # Crops on PostgreSQL: one statement writes the uploads and their predictions, atomic on its own.
+    one_statement = not field_files and connection.vendor == "postgresql"
+    with contextlib.nullcontext() if one_statement else transaction.atomic(using=connection.alias):
         if field_files:
             live = set(
                 CellImage.objects.select_for_update()
@@ -711,7 +768,13 @@ def _store(analysed, model_version, field_files: dict[int, _FieldFiles]) -> dict
         if field_files:
             update_rows(CellImage, uploads, _UPLOAD_FIELDS)
         else:
-            written = update_rows(CellImage, uploads, _UPLOAD_FIELDS, only_if={"status": CellImage.Status.CLASSIFYING})
+            if one_statement:
+                written = _write_crops(connection, uploads, predictions)
+                predictions = []  # inserted by that statement, for the uploads it wrote
+            else:
+                written = update_rows(
+                    CellImage, uploads, _UPLOAD_FIELDS, only_if={"status": CellImage.Status.CLASSIFYING}
+                )
             for pk in live - written:
                 logger.info("image %s was stored by another delivery of its task", pk)
                 created.pop(pk, None)
