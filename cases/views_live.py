@@ -36,8 +36,10 @@ logger = logging.getLogger(__name__)
 KEEPALIVE_SECONDS = 15.0
 # Streams end after this; the browser's EventSource reconnects on its own (and the page resynchronises).
 STREAM_SECONDS = 300.0
-# Messages arriving within this window after one are sent as one event.
-COALESCE_SECONDS = 0.02
+# Messages arriving within this window after one are sent as one event. 0: only those already waiting when
+# the stream wakes (those that came while it read and sent the previous event), without a timed wait, which
+# cost each event its 20 ms and ~1 ms of CPU (docs/benchmarks.md, hpush).
+COALESCE_SECONDS = 0.0
 RECONNECT_MS = 2000
 MAX_IDS_PER_REQUEST = 500
 
