@@ -96,6 +96,25 @@ def test_the_same_image_twice_in_a_case_is_rejected(case, technician):
     assert "identical to a.png" in rejected.message
 
 
+def test_duplicates_and_bad_files_are_rejected_in_the_order_the_files_came(case, technician):
+    known, other = images.rgb_png(colour=(1, 2, 3)), images.rgb_png(colour=(4, 5, 6))
+    services.add_images(case=case, files=[images.upload("known.png", known)], uploaded_by=technician)
+    files = [
+        images.upload("again.png", known),
+        images.upload("new.png", other),
+        images.upload("empty.jpg", b""),
+        images.upload("new-twice.png", other),
+    ]
+
+    accepted, rejected = services.add_images(case=case, files=files, uploaded_by=technician)
+
+    assert [image.original_name for image in accepted] == ["new.png"]
+    assert [item.name for item in rejected] == ["again.png", "empty.jpg", "new-twice.png"]
+    assert "identical to known.png" in rejected[0].message
+    assert "identical to new.png" in rejected[2].message
+    assert CellImage.objects.filter(case=case).count() == 2
+
+
 def test_uploads_to_a_signed_case_are_refused(technician):
     case = CaseFactory(created_by=technician, status=Case.Status.SIGNED)
 
