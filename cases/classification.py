@@ -27,7 +27,6 @@ import contextlib
 import hashlib
 import io
 import logging
-import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -45,6 +44,7 @@ from inference.predictor import ModelUnavailable, get_serving_predictors
 
 from . import events, selectors, storage
 from .models import Case, CellImage, Prediction, ShadowPrediction
+from .rows import cached_statement, insert_rows, instances_from_rows, supports_returning, update_rows
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def claim_for_classification(*, image_ids: Sequence[int]) -> list[CellImage]:
     On PostgreSQL and SQLite this is one statement (UPDATE ... RETURNING), elsewhere a locking read and an update.
     """
     connection = connections[router.db_for_write(CellImage)]
-    if _returning(connection):
+    if supports_returning(connection):
         return _claim_returning(connection, [int(pk) for pk in image_ids])
     with transaction.atomic():
         images = list(
@@ -126,64 +126,16 @@ def claim_for_classification(*, image_ids: Sequence[int]) -> list[CellImage]:
     return images
 
 
-def _returning(connection) -> bool:
-    """Whether UPDATE ... RETURNING (with correlated subqueries) can be used: PostgreSQL, SQLite 3.35+."""
-    if connection.vendor == "postgresql":
-        return True
-    return connection.vendor == "sqlite" and connection.Database.sqlite_version_info >= (3, 35)
-
-
-# Statements built from the models' metadata, once per process: (vendor, statement, row count) -> SQL.
-_statements: dict[tuple, str] = {}
-# Per connection (converters may be bound to its operations), per model: [(column index, functions, column)].
-_converters: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _statement(connection, name: str, count: int, build) -> str:
-    key = (connection.vendor, name, count)
-    sql = _statements.get(key)
-    if sql is None:
-        sql = build()
-        if count <= 64:  # tasks hold at most a few dozen images: a bounded cache
-            _statements[key] = sql
-    return sql
-
-
-def _instances(model, connection, rows) -> list:
-    """Model instances from rows holding the model's concrete columns in order (extra columns after them are
-    left to the caller), the database values converted as a queryset would."""
-    fields = model._meta.concrete_fields
-    by_model = _converters.setdefault(connection, {})
-    converters = by_model.get(model)
-    if converters is None:
-        converters = []
-        for index, field in enumerate(fields):
-            column = field.get_col(model._meta.db_table)
-            functions = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
-            if functions:
-                converters.append((index, functions, column))
-        by_model[model] = converters
-    names = [field.attname for field in fields]
-    instances = []
-    for row in rows:
-        values = list(row[: len(fields)])
-        for index, functions, column in converters:
-            for function in functions:
-                values[index] = function(values[index], column, connection)
-        instances.append(model.from_db(connection.alias, names, values))
-    return instances
-
-
 def _claim_returning(connection, image_ids: list[int]) -> list[CellImage]:
     if not image_ids:
         return []
     now = CellImage._meta.get_field("status_changed_at").get_db_prep_save(timezone.now(), connection)
     parameters = [CellImage.Status.CLASSIFYING, now, *image_ids, *PENDING_STATUSES]
-    sql = _statement(connection, "claim", len(image_ids), partial(_claim_sql, connection, len(image_ids)))
+    sql = cached_statement(connection, "claim", len(image_ids), partial(_claim_sql, connection, len(image_ids)))
     with connection.cursor() as cursor:
         cursor.execute(sql, parameters)
         rows = cursor.fetchall()
-    images = _instances(CellImage, connection, rows)
+    images = instances_from_rows(CellImage, connection, rows)
     for image, row in zip(images, rows, strict=True):
         image.laboratory_um_per_pixel = row[-1]
     images.sort(key=lambda image: image.pk)
@@ -239,7 +191,7 @@ def refresh_case_statuses(*, case_ids: Iterable[int]) -> None:
     read and saved."""
     ids = sorted({int(pk) for pk in case_ids})
     connection = connections[router.db_for_write(Case)]
-    if ids and _returning(connection):
+    if ids and supports_returning(connection):
         _refresh_returning(connection, ids)
         return
     images = CellImage.objects.filter(case_id=OuterRef("pk"))
@@ -271,13 +223,13 @@ def _refresh_returning(connection, case_ids: list[int]) -> None:
     statuses = [*PENDING_STATUSES, Case.Status.CLASSIFYING, Case.Status.AWAITING_REVIEW, Case.Status.DRAFT]
     now = Case._meta.get_field("updated_at").get_db_prep_save(timezone.now(), connection)
     parameters = [*statuses, now, *case_ids, Case.Status.SIGNED, *statuses]
-    sql = _statement(connection, "refresh", len(case_ids), partial(_refresh_sql, connection, len(case_ids)))
+    sql = cached_statement(connection, "refresh", len(case_ids), partial(_refresh_sql, connection, len(case_ids)))
     with transaction.atomic(using=connection.alias):
         with connection.cursor() as cursor:
             cursor.execute(sql, parameters)
             rows = cursor.fetchall()
         # The receivers (notifications) run in the same transaction as the write, as they do inside save().
-        for changed in sorted(_instances(Case, connection, rows), key=lambda case: case.pk):
+        for changed in sorted(instances_from_rows(Case, connection, rows), key=lambda case: case.pk):
             post_save.send(
                 sender=Case,
                 instance=changed,
@@ -520,99 +472,6 @@ def _prediction(*, image_id: int, model_version, result) -> Prediction:
     )
 
 
-def update_rows(model, objects: Sequence, field_names: Sequence[str], *, only_if: dict | None = None) -> set | None:
-    """Write `field_names` of each of `objects` (saved rows of `model`), each row its own values, in one UPDATE.
-
-    `only_if` ({field name: value}) restricts the write to the rows that still hold those values; the primary
-    keys of the rows written are then returned (None without it).
-
-    PostgreSQL and SQLite (3.33+) join the table to a VALUES list (its columns are column1, column2, ... on
-    both). Django's bulk_update writes a CASE per field listing every row, whose compilation costs more
-    CPU than the classification it stores; one UPDATE per row costs a query each. No signal is sent and
-    auto_now is not applied, as with QuerySet.update(). Other databases get one UPDATE per row.
-    """
-    if not objects:
-        return None if only_if is None else set()
-    connection = connections[router.db_for_write(model)]
-    fields = [model._meta.get_field(name) for name in field_names]
-    conditions = [(model._meta.get_field(name), value) for name, value in (only_if or {}).items()]
-    if connection.vendor not in ("postgresql", "sqlite") or (conditions and not _returning(connection)):
-        written = set()
-        for obj in objects:
-            if model._default_manager.filter(pk=obj.pk, **(only_if or {})).update(
-                **{field.name: getattr(obj, field.attname) for field in fields}
-            ):
-                written.add(obj.pk)
-        return None if only_if is None else written
-    quote = connection.ops.quote_name
-    table, pk = model._meta.db_table, model._meta.pk
-    columns = [pk, *fields]
-    if connection.vendor == "postgresql":
-        # Parameters in a VALUES list have no type of their own there: each says what its column holds.
-        placeholders = ", ".join(f"CAST(%s AS {column.db_type(connection)})" for column in columns)
-    else:
-        placeholders = ", ".join("%s" for _ in columns)
-    assignments = ", ".join(f"{quote(field.column)} = v.column{number}" for number, field in enumerate(fields, start=2))
-    # SQLite takes at most 32,766 parameters in one statement.
-    rows_per_statement = max(1, 30_000 // len(columns))
-    # Names from the model's metadata, quoted; every value is a parameter.
-    update = (
-        f"UPDATE {quote(table)} SET {assignments} FROM (VALUES {{values}}) AS v "  # noqa: S608
-        f"WHERE {quote(table)}.{quote(pk.column)} = v.column1"
-    )
-    update += "".join(f" AND {quote(table)}.{quote(field.column)} = %s" for field, _ in conditions)
-    if conditions:
-        update += f" RETURNING {quote(table)}.{quote(pk.column)}"
-    condition_values = [field.get_db_prep_save(value, connection) for field, value in conditions]
-    written = set()
-    with connection.cursor() as cursor:
-        for start in range(0, len(objects), rows_per_statement):
-            chunk = objects[start : start + rows_per_statement]
-            parameters = [
-                column.get_db_prep_save(getattr(obj, column.attname), connection) for obj in chunk for column in columns
-            ]
-            cursor.execute(
-                update.format(values=", ".join(f"({placeholders})" for _ in chunk)), parameters + condition_values
-            )
-            if conditions:
-                written.update(pk for (pk,) in cursor.fetchall())
-    return None if only_if is None else written
-
-
-def insert_rows(model, objects: Sequence, *, ignore_conflicts: bool = False) -> None:
-    """bulk_create(objects) for new rows of `model` whose primary key the database assigns and the caller does
-    not need back, in one INSERT built once per process (the ORM's compilation of a one-row bulk_create cost
-    more CPU than the statement). Values are prepared as bulk_create prepares them (pre_save: auto_now_add);
-    no signal is sent. Conflicting rows are skipped with `ignore_conflicts`. PostgreSQL and SQLite; elsewhere
-    bulk_create."""
-    if not objects:
-        return
-    connection = connections[router.db_for_write(model)]
-    if connection.vendor not in ("postgresql", "sqlite"):
-        model._default_manager.bulk_create(objects, ignore_conflicts=ignore_conflicts)
-        return
-    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
-    rows_per_statement = max(1, 30_000 // len(fields))  # SQLite takes at most 32,766 parameters
-
-    def build(count: int) -> str:
-        quote = connection.ops.quote_name
-        row = f"({', '.join(['%s'] * len(fields))})"
-        sql = (
-            f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(field.column) for field in fields)})"  # noqa: S608
-            f" VALUES {', '.join([row] * count)}"
-        )
-        return sql + " ON CONFLICT DO NOTHING" if ignore_conflicts else sql
-
-    with connection.cursor() as cursor:
-        for start in range(0, len(objects), rows_per_statement):
-            chunk = objects[start : start + rows_per_statement]
-            parameters = [
-                field.get_db_prep_save(field.pre_save(obj, True), connection) for obj in chunk for field in fields
-            ]
-            name = f"insert {model._meta.label} {ignore_conflicts}"
-            cursor.execute(_statement(connection, name, len(chunk), partial(build, len(chunk))), parameters)
-
-
 def _write_crops(connection, uploads: Sequence[CellImage], predictions: Sequence[Prediction]) -> set[int]:
     """PostgreSQL: write `uploads` (their _UPLOAD_FIELDS) where still classifying and insert the `predictions`
     of the uploads written (a prediction already stored for the same image and version is kept), in one
@@ -660,7 +519,7 @@ def _write_crops(connection, uploads: Sequence[CellImage], predictions: Sequence
         for prediction in predictions
         for field in prediction_fields
     ]
-    sql = _statement(connection, f"crops {len(predictions)}", len(uploads), build)
+    sql = cached_statement(connection, f"crops {len(predictions)}", len(uploads), build)
     with connection.cursor() as cursor:
         cursor.execute(sql, parameters)
         return {pk for (pk,) in cursor.fetchall()}

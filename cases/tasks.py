@@ -31,9 +31,10 @@ TRANSIENT_DATABASE_ERRORS = classification.TRANSIENT_DATABASE_ERRORS
 # (the case page's script already sends its first files in small requests: 2, 4, 6, 8, then 10 a request).
 # A larger upload (the API, a script) starts with FIRST_TASK_IMAGES, then twice as many each time up to
 # IMAGES_PER_TASK: 100 images are 4, 8, 16, 16, 16, 16, 16, 8. Measured on the 2-core machine (PBC crops,
-# PostgreSQL, warm process), a task costs about 25 ms of CPU of its own (claiming the images, the model and
-# case look-ups, one batched runtime call, the status refresh and the push event) plus about 21 ms per
-# image: the small first task shows the first labels after ~0.1 s of CPU instead of the ~0.36 s of a full
+# PostgreSQL, warm process), a task cost about 25 ms of CPU of its own (claiming the images, the model and
+# case look-ups, one batched runtime call, the status refresh and the push event; about a third of that
+# since the hand-built statements of cases/rows.py) plus about 21 ms per image:
+# the small first task shows the first labels after ~0.1 s of CPU instead of the ~0.36 s of a full
 # one, for ~6 ms more on each of its 4 images. Beyond 16 a task would save under 1 ms per image, while a
 # worker of 2 pool processes would wait longer on the last, largest task with its other process idle; and
 # several tasks let several workers share a large upload.
