@@ -115,14 +115,6 @@ def images_of_case(*, case: Case, uploader: bool = True) -> QuerySet[CellImage]:
     ).order_by("id")
 
 
-def fresh_uploads(images: list[CellImage]) -> list[CellImage]:
-    """Images just created by an upload, as images_of_case would read them back: no predictions and no cells
-    yet (a crop becomes a field only when analysed), so their serializer needs no query."""
-    for image in images:
-        image._prefetched_objects_cache = {"predictions": Prediction.objects.none(), "cells": CellImage.objects.none()}
-    return images
-
-
 # What GET /api/v1/images/<id>/ shows of an image and of each of its predictions (cases.serializers).
 IMAGE_DETAIL_FIELDS = (
     "id",
