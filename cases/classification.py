@@ -44,7 +44,15 @@ from inference.predictor import ModelUnavailable, get_serving_predictors
 
 from . import events, selectors, storage
 from .models import Case, CellImage, Prediction, ShadowPrediction
-from .rows import cached_statement, insert_rows, instances_from_rows, supports_returning, update_rows
+from .rows import (
+    cached_statement,
+    insert_rows,
+    instances_from_rows,
+    placeholders,
+    qualified_columns,
+    supports_returning,
+    update_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -150,8 +158,7 @@ def _claim_sql(connection, count: int) -> str:
         return quote(meta.get_field(name).column)
 
     table = quote(image.db_table)
-    returned = ", ".join(f"{table}.{quote(field.column)}" for field in image.concrete_fields)
-    marks = ", ".join(["%s"] * count)
+    returned, marks = qualified_columns(connection, CellImage), placeholders(count)
     # Table and column names come from the models' metadata, quoted; every value is a parameter.
     return (
         f"UPDATE {table} SET {column(image, 'status')} = %s, {column(image, 'attempts')} = "  # noqa: S608
@@ -252,8 +259,7 @@ def _refresh_sql(connection, count: int) -> str:
         f" AND i.{quote(image.get_field('status').column)} IN (%s, %s)) THEN %s"
         f" WHEN EXISTS (SELECT 1 FROM {images} i WHERE {this_case}) THEN %s ELSE %s END"
     )
-    returned = ", ".join(f"{table}.{quote(field.column)}" for field in case.concrete_fields)
-    marks = ", ".join(["%s"] * count)
+    returned, marks = qualified_columns(connection, Case), placeholders(count)
     # Table and column names come from the models' metadata, quoted; every value is a parameter.
     return (
         f"UPDATE {table} SET {status} = {new_status}, {quote(case.get_field('updated_at').column)} = %s"  # noqa: S608

@@ -22,6 +22,17 @@ def supports_returning(connection) -> bool:
     return connection.vendor == "sqlite" and connection.Database.sqlite_version_info >= (3, 35)
 
 
+def qualified_columns(connection, model) -> str:
+    """The model's concrete columns, table-qualified and quoted, in field order (what instances_from_rows reads)."""
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    return ", ".join(f"{table}.{quote(field.column)}" for field in model._meta.concrete_fields)
+
+
+def placeholders(count: int) -> str:
+    return ", ".join(["%s"] * count)
+
+
 # Statements built from the models' metadata, once per process: (vendor, statement, row count) -> SQL.
 _statements: dict[tuple, str] = {}
 # Per connection (converters may be bound to its operations), per model: [(column index, functions, column)].
