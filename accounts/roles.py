@@ -46,29 +46,9 @@ def perm(capability: str) -> str:
     return f"accounts.{capability}"
 
 
-# Where a query already read the user's role group (role_group_name), its name is kept on the instance.
-ROLE_FROM_QUERY = "_role_group_name"
-
-
-def role_group_name(user_id_ref: str):
-    """A subquery: the name of the role group of the user whose id is at `user_id_ref` (an OuterRef path),
-    the first in Role's order when there are several, as role_of chooses; NULL without one. Annotated on a
-    query that already reads the user (the API token's), it saves the groups query of user.role."""
-    from django.contrib.auth.models import Group
-    from django.db.models import Case as DbCase
-    from django.db.models import IntegerField, OuterRef, Subquery, When
-
-    rank = DbCase(*(When(name=role.value, then=index) for index, role in enumerate(Role)), output_field=IntegerField())
-    groups = Group.objects.filter(user=OuterRef(user_id_ref), name__in=Role.values)
-    return Subquery(groups.order_by(rank).values("name")[:1])
-
-
 def role_of(user) -> str | None:
     if not user.is_authenticated or not user.is_active:
         return None
-    if ROLE_FROM_QUERY in user.__dict__:
-        name = user.__dict__[ROLE_FROM_QUERY]
-        return Role(name).value if name in Role.values else None
     names = {group.name for group in user.groups.all()}
     for role in Role:
         if role.value in names:
@@ -87,7 +67,6 @@ def set_role(user, role: str | None) -> None:
     for cache_name in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
         user.__dict__.pop(cache_name, None)
     user.__dict__.pop("_prefetched_objects_cache", None)
-    user.__dict__.pop(ROLE_FROM_QUERY, None)
 
 
 def sync_role_groups(**kwargs) -> None:
