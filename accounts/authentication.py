@@ -17,9 +17,17 @@ from rest_framework.authentication import TokenAuthentication
 
 from .mfa import TOTP_REQUIRED_MESSAGE, needs_second_factor, needs_totp_setup
 from .models import ApiToken
+from .roles import remember_role, role_of
 
 # A request refreshes a token's last use at most this often (one UPDATE, not one per request).
 LAST_USED_RESOLUTION = timedelta(minutes=5)
+
+# The role of each token's user, read from the groups at the token's first use in this process. A token lives
+# only as long as its user's role: every change of the role groups, from either side, ends the user's tokens
+# (accounts.signals), so while the token's row is found the role read with it holds. Keyed by the token's
+# hash, id and creation time, so a new token never meets an old token's entry.
+_roles_by_token: dict[tuple, str | None] = {}
+ROLES_BY_TOKEN_LIMIT = 4096  # tokens in use at once in one process; the cache starts over beyond it
 
 
 def hash_key(key: str) -> str:
@@ -32,14 +40,7 @@ class ApiTokenAuthentication(TokenAuthentication):
     model = ApiToken
 
     def authenticate_credentials(self, key):
-        # The user's groups come with the token: the role decides the second-factor rule below and every
-        # capability check after it, which would otherwise ask for them again each time (user.role).
-        token = (
-            ApiToken.objects.select_related("user")
-            .prefetch_related("user__groups")
-            .filter(key_hash=hash_key(key))
-            .first()
-        )
+        token = ApiToken.objects.select_related("user").filter(key_hash=hash_key(key)).first()
         if token is None:
             raise exceptions.AuthenticationFailed(gettext("Invalid token."))
         now = timezone.now()
@@ -50,6 +51,8 @@ class ApiTokenAuthentication(TokenAuthentication):
         user = token.user
         if not user.is_active:
             raise exceptions.AuthenticationFailed(gettext("User inactive or deleted."))
+        # The role decides the second-factor rule below and every capability check after it (user.role).
+        remember_role(user, _role_of_token_user(token))
         if needs_totp_setup(user):
             raise exceptions.PermissionDenied(str(TOTP_REQUIRED_MESSAGE))
         if needs_second_factor(user) and not token.second_factor:
@@ -62,3 +65,16 @@ class ApiTokenAuthentication(TokenAuthentication):
         if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         return user, token
+
+
+def _role_of_token_user(token: ApiToken) -> str | None:
+    cache_key = (token.key_hash, token.pk, token.created_at)
+    try:
+        return _roles_by_token[cache_key]
+    except KeyError:
+        pass
+    role = role_of(token.user)  # the groups, once per token and process
+    if len(_roles_by_token) >= ROLES_BY_TOKEN_LIMIT:
+        _roles_by_token.clear()
+    _roles_by_token[cache_key] = role
+    return role

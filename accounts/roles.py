@@ -46,9 +46,20 @@ def perm(capability: str) -> str:
     return f"accounts.{capability}"
 
 
+# Where the role was already known for this request (API token sign-in, accounts.authentication), it is kept
+# on the user instance under this name and role_of does not ask for the groups.
+KNOWN_ROLE = "_known_role"
+
+
+def remember_role(user, role: str | None) -> None:
+    user.__dict__[KNOWN_ROLE] = role
+
+
 def role_of(user) -> str | None:
     if not user.is_authenticated or not user.is_active:
         return None
+    if KNOWN_ROLE in user.__dict__:
+        return user.__dict__[KNOWN_ROLE]
     names = {group.name for group in user.groups.all()}
     for role in Role:
         if role.value in names:
@@ -67,6 +78,7 @@ def set_role(user, role: str | None) -> None:
     for cache_name in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
         user.__dict__.pop(cache_name, None)
     user.__dict__.pop("_prefetched_objects_cache", None)
+    user.__dict__.pop(KNOWN_ROLE, None)
 
 
 def sync_role_groups(**kwargs) -> None:

@@ -1,13 +1,13 @@
 from django.contrib.auth.models import Group
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
-from django.db.models.signals import m2m_changed, post_save
+from django.db.models.signals import m2m_changed, post_save, pre_delete, pre_save
 from django.dispatch import Signal, receiver
 
 from audit.models import AuditEvent
 from audit.services import record
 
 from .models import User
-from .roles import Role
+from .roles import KNOWN_ROLE, Role
 
 # Sent (with `user`) when a person who signed up without them (Google, LinkedIn) gives their laboratory and
 # requested role on the pending page; notifications tells the people managers.
@@ -69,4 +69,29 @@ def revoke_api_tokens_on_role_change(sender, instance, action, reverse, pk_set, 
         Group.objects.filter(pk__in=pk_set or (), name__in=Role.values).exists()
     )
     if action == "post_clear" or role_groups_changed:
+        instance.__dict__.pop(KNOWN_ROLE, None)
         revoke_api_tokens(user=instance)
+
+
+@receiver(pre_delete, sender=Group)
+def revoke_api_tokens_on_role_group_deletion(sender, instance, **kwargs):
+    """Deleting a role group takes the role from its members without an m2m_changed signal: their tokens end
+    too (token sign-in keeps the role read at a token's first use for as long as the token lives)."""
+    if instance.name in Role.values:
+        _revoke_members_tokens(instance)
+
+
+@receiver(pre_save, sender=Group)
+def revoke_api_tokens_on_role_group_rename(sender, instance, raw=False, **kwargs):
+    """Renaming a group to or from a role's name changes its members' role without an m2m_changed signal."""
+    if raw or instance.pk is None:
+        return
+    previous = Group.objects.filter(pk=instance.pk).values_list("name", flat=True).first()
+    if previous is not None and previous != instance.name and (previous in Role.values or instance.name in Role.values):
+        _revoke_members_tokens(instance)
+
+
+def _revoke_members_tokens(group) -> None:
+    from .models import ApiToken
+
+    ApiToken.objects.filter(user__groups=group).delete()

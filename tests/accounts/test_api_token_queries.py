@@ -1,13 +1,17 @@
-"""Token authentication loads the user's groups once per request: the role decides the second-factor rule
-and every capability check, and must not be asked of the database again for each (accounts/authentication.py)."""
+"""Token authentication reads the user's groups (the role) once per token and process: the role decides the
+second-factor rule and every capability check, and must not be asked of the database again for each
+(accounts/authentication.py). Every change of the role ends the token, so the role kept with it never outlives
+the role itself."""
 
 import pytest
+from django.contrib.auth.models import Group
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from accounts.mfa import totp_authenticator
-from accounts.services import create_api_token
+from accounts.roles import Role
+from accounts.services import change_role, create_api_token, deactivate_user
 from tests.factories import CellImageFactory, ModelVersionFactory, PredictionFactory
 
 
@@ -34,6 +38,91 @@ def test_a_token_request_reads_the_users_groups_once(technician):
 
     assert response.status_code == 200
     assert len(group_queries(queries)) == 1
+
+
+@pytest.mark.django_db
+def test_the_groups_are_read_at_a_tokens_first_use_only(technician):
+    client = token_client(technician)
+    assert client.get("/api/v1/me/").status_code == 200
+
+    with CaptureQueriesContext(connection) as queries:
+        again = client.get("/api/v1/me/")
+    with CaptureQueriesContext(connection) as new_token_queries:
+        other = token_client(technician).get("/api/v1/me/")
+
+    assert again.status_code == 200 and again.json()["role"] == Role.TECHNICIAN
+    assert group_queries(queries) == []
+    assert other.status_code == 200 and len(group_queries(new_token_queries)) == 1
+
+
+def _people_page_change(user, admin_user):
+    change_role(actor=admin_user, user=user, role=Role.PATHOLOGIST)
+
+
+def _groups_set(user, admin_user):
+    user.groups.set([Group.objects.get(name=Role.SUPERVISOR)])
+
+
+def _groups_side_removal(user, admin_user):
+    Group.objects.get(name=Role.TECHNICIAN).user_set.remove(user)
+
+
+def _role_group_deleted(user, admin_user):
+    Group.objects.get(name=Role.TECHNICIAN).delete()
+
+
+def _role_group_renamed(user, admin_user):
+    group = Group.objects.get(name=Role.TECHNICIAN)
+    group.name = "former technicians"
+    group.save()
+
+
+def _deactivated(user, admin_user):
+    deactivate_user(actor=admin_user, user=user)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "change",
+    [
+        _people_page_change,
+        _groups_set,
+        _groups_side_removal,
+        _role_group_deleted,
+        _role_group_renamed,
+        _deactivated,
+    ],
+)
+def test_a_role_change_ends_a_token_whose_role_was_already_read(technician, admin_user, change):
+    client = token_client(technician)
+    assert client.get("/api/v1/me/").json()["role"] == Role.TECHNICIAN  # the role now kept with the token
+
+    change(technician, admin_user)
+
+    assert client.get("/api/v1/me/").json()["detail"] == "Invalid token."
+
+
+@pytest.mark.django_db
+def test_a_users_deactivation_left_over_is_seen_at_once_by_a_token_in_use(technician):
+    client = token_client(technician)
+    assert client.get("/api/v1/me/").status_code == 200
+
+    type(technician).objects.filter(pk=technician.pk).update(is_active=False)
+
+    assert client.get("/api/v1/me/").json()["detail"] == "User inactive or deleted."
+
+
+@pytest.mark.django_db
+def test_other_groups_renamed_leave_the_token_alone(technician):
+    client = token_client(technician)
+    night_shift = Group.objects.create(name="night shift")
+    technician.groups.add(night_shift)
+    assert client.get("/api/v1/me/").status_code == 200
+
+    night_shift.name = "late shift"
+    night_shift.save()
+
+    assert client.get("/api/v1/me/").json()["role"] == Role.TECHNICIAN
 
 
 @pytest.mark.django_db
