@@ -55,19 +55,27 @@ WARM_TEMPLATES = ("cases/detail.html", "cases/_cell_cards.html", "cases/_cell_ca
 
 
 def warm_up_web_process(worker):
-    """Import every view module and compile the case page's templates before the first request, which
-    otherwise pays for them. No model: these processes never classify (the Celery workers do)."""
+    """Import every view module, compile the case page's templates and load every language's translations
+    before the first request, which otherwise pays for them. No model: these processes never classify (the
+    Celery workers do)."""
     import logging
     import time
 
     started = time.perf_counter()
     try:
+        from django.conf import settings
         from django.template.loader import get_template
         from django.urls import get_resolver
+        from django.utils import translation
 
         get_resolver().url_patterns  # noqa: B018 - importing the URL configuration imports the views
         for name in WARM_TEMPLATES:
             get_template(name)
+        # Each language's catalogues are read from disk on its first use; LocaleMiddleware activates the
+        # request's language on the event loop (hematovision/django_middleware.py), which must not wait on it.
+        for code, _name in settings.LANGUAGES:
+            with translation.override(code):
+                translation.gettext("Cases")
     except Exception:  # noqa: BLE001 - a warm-up never keeps a worker from serving
         logging.getLogger("hematovision.startup").exception("web worker pid=%s: warm-up failed", worker.pid)
         return
