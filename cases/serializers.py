@@ -184,33 +184,35 @@ def image_detail_data(image: dict, predictions: list[dict], cells: list[int]) ->
 
 
 def fresh_upload_data(image: CellImage) -> dict:
-    """CellImageSerializer's output for an image an upload has just written (no predictions, no cells yet),
-    without building a serializer per request (the same keys, order and formats;
-    tests/cases/test_api_request_queries.py compares the upload's answer with the serializer's)."""
-    um_per_pixel = image.um_per_pixel
-    return {
-        "id": image.pk,
-        "case": image.case_id,
-        "original_name": str(image.original_name),
-        "sha256": str(image.sha256),
-        "size_bytes": int(image.size_bytes),
-        "width": int(image.width),
-        "height": int(image.height),
-        "content_type": str(image.content_type),
-        "status": str(image.status),
-        "status_message": str(image.status_message),
-        "attempts": int(image.attempts),
-        "uploaded_at": _DATETIME.to_representation(image.uploaded_at),
-        "kind": str(image.kind),
-        "parent": image.parent_id,
-        "box": list(image.box) if image.box is not None else None,
-        "located_as": str(image.located_as),
-        "um_per_pixel": None if um_per_pixel is None else float(um_per_pixel),
-        "scale_source": str(image.scale_source),
-        "cells": [],
-        "image_url": reverse("cases:image", args=[image.pk]),
-        "predictions": [],
+    """CellImageSerializer's output for an image an upload has just written (no predictions, no cells yet):
+    image_detail_data of the instance's values."""
+    values = {
+        name: getattr(image, name)
+        for name in (
+            "id",
+            "case_id",
+            "original_name",
+            "sha256",
+            "size_bytes",
+            "width",
+            "height",
+            "content_type",
+            "status",
+            "status_message",
+            "attempts",
+            "uploaded_at",
+            "kind",
+            "parent_id",
+            "box_x0",
+            "box_y0",
+            "box_x1",
+            "box_y1",
+            "located_as",
+            "um_per_pixel",
+            "scale_source",
+        )
     }
+    return image_detail_data(values, [], [])
 
 
 def upload_result_data(accepted: list[CellImage], rejected: list) -> dict:

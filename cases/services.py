@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, router, transaction
+from django.db.models.signals import post_save
+from django.utils import timezone
 from django.utils.translation import gettext, ngettext
 from PIL import Image
 
@@ -24,6 +26,7 @@ from inference.preprocessing import to_rgb
 from . import classification, selectors, storage
 from .models import Case, CellImage, Laboratory
 from .review_labels import is_reviewer_label
+from .rows import cached_statement, create_rows
 from .tasks import enqueue_classification
 from .validation import ImageRejected, ValidatedImage, validate_image
 
@@ -214,12 +217,13 @@ def add_images(*, case: Case, files: Iterable, uploaded_by, request=None) -> tup
         except BaseException:
             _delete_stored(stored)
             raise
-    record_many(
-        action=AuditEvent.Action.UPLOAD_REJECTED,
-        actor=uploaded_by,
-        events=[(case, {"file": item.name, "reason": item.message}) for item in rejected],
-        request=request,
-    )
+    if rejected:
+        record_many(
+            action=AuditEvent.Action.UPLOAD_REJECTED,
+            actor=uploaded_by,
+            events=[(case, {"file": item.name, "reason": item.message}) for item in rejected],
+            request=request,
+        )
     if accepted:
         logger.info("case %s: %d image(s) accepted, %d rejected", case.pk, len(accepted), len(rejected))
     return accepted, rejected
@@ -233,16 +237,20 @@ def _delete_stored(stored: Sequence) -> None:
 
 def _register_images(*, case: Case, stored: Sequence, uploaded_by, request) -> list[CellImage]:
     previous_status = case.status
+    connection = connections[router.db_for_write(Case)]
     try:
-        with transaction.atomic():
+        with transaction.atomic(using=connection.alias):
             # The case row locked and its status read, as values (the request already holds the case).
-            case.status = Case.objects.select_for_update().filter(pk=case.pk).values_list("status", flat=True).get()
+            case.status = _lock_case_status(connection, case.pk)
             if case.status == Case.Status.SIGNED:
                 raise UploadRefused(
                     gettext("Case %(accession)s is signed; no images can be added to it.")
                     % {"accession": case.accession_id}
                 )
-            accepted = CellImage.objects.bulk_create(
+            # The few statements of an upload built once per process (cases.rows): the ORM's compilation of
+            # them cost more CPU than the statements (docs/benchmarks.md, "hupload2").
+            accepted = create_rows(
+                CellImage,
                 [
                     CellImage(
                         case=case,
@@ -258,7 +266,7 @@ def _register_images(*, case: Case, stored: Sequence, uploaded_by, request) -> l
                         status=CellImage.Status.QUEUED,
                     )
                     for name, storage_key, thumbnail_key, image in stored
-                ]
+                ],
             )
             # One event per image (each upload stays traceable by its image), written in one INSERT.
             record_many(
@@ -270,12 +278,66 @@ def _register_images(*, case: Case, stored: Sequence, uploaded_by, request) -> l
                 ],
                 request=request,
             )
-            _set_case_status(case, Case.Status.CLASSIFYING)
+            _write_case_status(connection, case, Case.Status.CLASSIFYING)
             schedule_classification(image_ids=[cell.pk for cell in accepted])
     except BaseException:
         case.status = previous_status  # nothing was written
         raise
     return accepted
+
+
+_CASE_STATUS_FIELDS = frozenset({"status", "updated_at"})
+
+
+def _lock_case_status(connection, case_id: int) -> str:
+    """SELECT ... FOR UPDATE of the case's status (the lock where the database has one, as select_for_update)."""
+    if connection.vendor not in ("postgresql", "sqlite"):
+        return Case.objects.select_for_update().filter(pk=case_id).values_list("status", flat=True).get()
+
+    def build() -> str:
+        quote = connection.ops.quote_name
+        lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+        return (
+            f"SELECT {quote(Case._meta.get_field('status').column)} FROM {quote(Case._meta.db_table)}"  # noqa: S608
+            f" WHERE {quote(Case._meta.pk.column)} = %s{lock}"
+        )
+
+    with connection.cursor() as cursor:
+        cursor.execute(cached_statement(connection, "lock case status", 1, build), [case_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise Case.DoesNotExist("Case matching query does not exist.")
+    return row[0]
+
+
+def _write_case_status(connection, case: Case, status: str) -> None:
+    """_set_case_status for a case locked by _lock_case_status, in an UPDATE built once per process; post_save
+    is sent as Case.save(update_fields=["status", "updated_at"]) sends it (no pre_save receiver exists)."""
+    if connection.vendor not in ("postgresql", "sqlite"):
+        _set_case_status(case, status)
+        return
+    if case.status == status:
+        return
+
+    def build() -> str:
+        quote = connection.ops.quote_name
+        meta = Case._meta
+        return (
+            f"UPDATE {quote(meta.db_table)} SET {quote(meta.get_field('status').column)} = %s,"  # noqa: S608
+            f" {quote(meta.get_field('updated_at').column)} = %s WHERE {quote(meta.pk.column)} = %s"
+        )
+
+    updated_at = Case._meta.get_field("updated_at")
+    case.status = status
+    case.updated_at = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            cached_statement(connection, "write case status", 1, build),
+            [status, updated_at.get_db_prep_save(case.updated_at, connection), case.pk],
+        )
+    post_save.send(
+        sender=Case, instance=case, created=False, update_fields=_CASE_STATUS_FIELDS, raw=False, using=connection.alias
+    )
 
 
 def _set_case_status(case: Case, status: str) -> None:
