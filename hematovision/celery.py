@@ -67,6 +67,37 @@ def release_freed_memory(sender=None, task=None, **kwargs):
     _malloc_trim(0)
 
 
+def pool_inference_threads(*, concurrency: int, cores: int) -> int:
+    """LiteRT threads for each pool process: the worker's cores shared out, at least one."""
+    return max(1, cores // max(1, concurrency))
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def share_cores_between_pool_processes(worker) -> None:
+    """Give each prefork pool process its share of the cores for the model (INFERENCE_NUM_THREADS), unless
+    the deployment set it. By default every process runs LiteRT on 2 threads, so 2 pool processes on 2 cores
+    ran 4 threads, whose waits for each other cost CPU for nothing: the model with its mirror image took
+    12.3-12.6 ms of CPU per cell on 1 thread against 12.8-13.6 ms on 2, two processes at once, bit-identical
+    outputs (docs/benchmarks.md "hwork"). Pool processes inherit the environment when they are forked."""
+    from django.conf import settings
+
+    if "INFERENCE_NUM_THREADS" in os.environ or hasattr(settings, "INFERENCE_NUM_THREADS"):
+        return
+    pool = getattr(worker, "pool_cls", "")
+    pool_name = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
+    concurrency = getattr(worker, "concurrency", None)
+    if "prefork" not in pool_name or not isinstance(concurrency, int) or concurrency < 1:
+        return  # another pool, or concurrency "auto" (resolved later): the runtime keeps its default
+    threads = pool_inference_threads(concurrency=concurrency, cores=_available_cores())
+    os.environ["INFERENCE_NUM_THREADS"] = str(threads)
+
+
 @worker_init.connect
 def connect_warm_up(sender=None, **kwargs):
     # Connected here rather than at import: Celery's Django fixup connects its own worker_process_init
@@ -74,3 +105,4 @@ def connect_warm_up(sender=None, **kwargs):
     # process inherited from its parent before the warm-up opens one of its own.
     worker_process_init.connect(warm_up_pool_process, dispatch_uid="hematovision-warm-up", weak=False)
     task_postrun.connect(release_freed_memory, dispatch_uid="hematovision-malloc-trim", weak=False)
+    share_cores_between_pool_processes(sender)

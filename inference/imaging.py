@@ -64,7 +64,8 @@ PROFILE_VERSION = 1
 
 def _small(window: Image.Image) -> np.ndarray:
     """The window at PROFILE_SIZE: an integer box reduction first (cheap on large uploads), then a box resize."""
-    window = window.convert("RGB")
+    if window.mode != "RGB":  # serving windows are RGB already: convert() would copy them
+        window = window.convert("RGB")
     factor = min(window.size) // (2 * PROFILE_SIZE)
     if factor > 1:
         window = window.reduce(factor)

@@ -153,6 +153,16 @@ def fit_to_input(image: Image.Image, params: Mapping[str, Any]) -> Image.Image:
 def scale_pixels(pixels: np.ndarray, scale: str) -> np.ndarray:
     """Map uint8 RGB pixels (..., 3) to the model's input range as float32."""
     x = pixels.astype(np.float32, copy=False)
+    if scale in ("lite", "tf") and x is not pixels:
+        # In place on the new float32 copy: the same operations in the same order as below, bit for bit,
+        # without two more input-sized temporaries per image.
+        if scale == "lite":
+            x -= 127.0
+            x /= 128.0
+        else:
+            x /= 127.5
+            x -= 1.0
+        return x
     if scale == "lite":
         return (x - 127.0) / 128.0
     if scale == "tf":

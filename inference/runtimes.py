@@ -28,6 +28,7 @@ class LiteRTRuntime:
     def __init__(self, path: Path, *, num_threads: int, outputs: tuple[str, ...] = ("features", "logits")):
         from ai_edge_litert.interpreter import Interpreter
 
+        self.num_threads = num_threads
         self._interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
         signatures = self._interpreter.get_signature_list()
         if not signatures:

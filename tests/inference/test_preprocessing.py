@@ -60,3 +60,18 @@ def test_scale_modes_map_pixel_ranges():
 def test_make_preprocessing_rejects_unknown_filter():
     with pytest.raises(ValueError, match="resample"):
         make_preprocessing(input_size=32, resample="sinc")
+
+
+@pytest.mark.parametrize(
+    ("scale", "reference"), [("lite", lambda x: (x - 127.0) / 128.0), ("tf", lambda x: x / 127.5 - 1.0)]
+)
+def test_scaling_in_place_is_bit_identical_and_leaves_the_input(scale, reference):
+    pixels = np.random.default_rng(0).integers(0, 256, size=(37, 41, 3), dtype=np.uint8)
+    before = pixels.copy()
+    scaled = scale_pixels(pixels, scale)
+    assert scaled.dtype == np.float32
+    assert np.array_equal(scaled, reference(pixels.astype(np.float32)))
+    assert np.array_equal(pixels, before)
+    floats = pixels.astype(np.float32)
+    assert np.array_equal(scale_pixels(floats, scale), reference(pixels.astype(np.float32)))
+    assert np.array_equal(floats, pixels.astype(np.float32))  # a float32 input is not scaled in place
