@@ -25,6 +25,7 @@ class AuditEvent(models.Model):
         MODEL_ACTIVATED = "model_activated", _("Model activated")
         LABORATORY_CREATED = "laboratory_created", _("Laboratory added")
         LABORATORY_CHANGED = "laboratory_changed", _("Laboratory changed")
+        CASE_ESCALATED = "case_escalated", _("Case escalated for review (imaged unlike the training data)")
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # Users are deactivated, never deleted: an event keeps pointing at its actor.

@@ -13,6 +13,10 @@ transaction per batch, with batched writes:
 - no cell found: the upload becomes kind "no_cell" with status "no_cell", a final state (not a failure,
   not a prediction).
 
+A case imaged unlike the training data as a whole (inference.case_review) has every cell flagged
+"unvalidated_case": the cells of a batch are flagged when stored, and the batch that turns a case's warning on
+flags the case's earlier predictions too (audited, and announced like the batch).
+
 Anything wrong with one image (unreadable file, a pipeline error on it alone) is recorded on that image as a
 failure; ModelUnavailable and database errors propagate for the task to retry. Pages watching the case are
 told after the commit (cases.events).
@@ -26,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,6 +44,9 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext, gettext_noop
 from PIL import Image
 
+from audit.models import AuditEvent
+from audit.services import record_many
+from inference import case_review
 from inference.analysis import analyse_images
 from inference.predictor import ModelUnavailable, get_serving_predictors
 
@@ -305,7 +313,12 @@ def classify(*, image_ids: Sequence[int]) -> dict[str, int]:
         batch = images[start : start + predictor.max_batch]
         analysed, failed = _analyse_batch(predictor, batch, scales)
         counts["failed"] += len(failed)
-        created = store_analyses(analysed=analysed, model_version=predictor.version) if analysed else {}
+        escalation = case_escalation(analysed)
+        created = (
+            store_analyses(analysed=analysed, model_version=predictor.version, escalated_cases=escalation.cases)
+            if analysed
+            else {}
+        )
         for item in analysed:
             cells = created.get(item.image.pk)
             if cells is None:
@@ -316,6 +329,8 @@ def classify(*, image_ids: Sequence[int]) -> dict[str, int]:
             else:
                 counts["no_cell"] += 1
         _announce(batch, created)
+        if escalation.newly or escalation.earlier:
+            escalate_earlier_predictions(escalation)
         if shadow is not None and created:
             # After the shown predictions are stored and announced: the shadow never delays or breaks them.
             shadow_classify(shadow=shadow, analysed=analysed, created=created, served_version=predictor.version)
@@ -464,15 +479,17 @@ def _delete(keys: Iterable[str]) -> None:
             logger.warning("could not remove stored file %s", key)
 
 
-def _prediction(*, image_id: int, model_version, result) -> Prediction:
+def _prediction(*, image_id: int, model_version, result, escalated: bool = False) -> Prediction:
+    """The prediction to store; `escalated`: its case is imaged unlike the training data (flagged, keeps its label)."""
+    reasons = list(getattr(result, "flag_reasons", ()) or ())
     return Prediction(
         image_id=image_id,
         model_version=model_version,
         label=result.label,
         confidence=float(result.confidence),
         probabilities={name: float(value) for name, value in result.probabilities.items()},
-        flagged=bool(result.flagged),
-        flag_reasons=list(getattr(result, "flag_reasons", ()) or ()),
+        flagged=bool(result.flagged) or escalated,
+        flag_reasons=case_review.escalated_reasons(reasons) if escalated else reasons,
         ood_score=None if result.ood_score is None else float(result.ood_score),
         latency_ms=float(result.latency_ms),
     )
@@ -535,24 +552,29 @@ def _set_box(image: CellImage, box) -> None:
     image.box_x0, image.box_y0, image.box_x1, image.box_y1 = (int(value) for value in box)
 
 
-def store_analyses(*, analysed: Sequence[_Analysed], model_version) -> dict[int, list[int]]:
+def store_analyses(
+    *, analysed: Sequence[_Analysed], model_version, escalated_cases: Iterable[int] = ()
+) -> dict[int, list[int]]:
     """Store a batch's analyses in one transaction. Returns, per upload stored, the ids of the cells it
     became (itself for a crop, its children for a field, none when no cell was found); uploads another
-    delivery of the task already stored are left out."""
+    delivery of the task already stored are left out. The cells of `escalated_cases` are stored flagged
+    "unvalidated_case" (see case_escalation)."""
     field_files = {
         item.image.pk: _write_field_files(item)
         for item in analysed
         if item.analysis.layout == "field" and item.analysis.cells
     }
     try:
-        return _store(analysed, model_version, field_files)
+        return _store(analysed, model_version, field_files, frozenset(escalated_cases))
     except BaseException:
         for files in field_files.values():
             _delete(files.keys())
         raise
 
 
-def _store(analysed, model_version, field_files: dict[int, _FieldFiles]) -> dict[int, list[int]]:
+def _store(
+    analysed, model_version, field_files: dict[int, _FieldFiles], escalated_cases: frozenset[int]
+) -> dict[int, list[int]]:
     now = timezone.now()
     created: dict[int, list[int]] = {}
     connection = connections[router.db_for_write(CellImage)]
@@ -598,7 +620,14 @@ def _store(analysed, model_version, field_files: dict[int, _FieldFiles]) -> dict
                 image.kind = CellImage.Kind.CELL
                 _set_box(image, main.box)
                 image.located_as = main.kind
-                predictions.append(_prediction(image_id=image.pk, model_version=model_version, result=main.prediction))
+                predictions.append(
+                    _prediction(
+                        image_id=image.pk,
+                        model_version=model_version,
+                        result=main.prediction,
+                        escalated=image.case_id in escalated_cases,
+                    )
+                )
                 created[image.pk] = [image.pk]
                 continue
             image.kind = CellImage.Kind.FIELD
@@ -649,7 +678,14 @@ def _store(analysed, model_version, field_files: dict[int, _FieldFiles]) -> dict
             CellImage.objects.bulk_create([cell for cell, _ in children])
             for cell, result in children:
                 created.setdefault(cell.parent_id, []).append(cell.pk)
-                predictions.append(_prediction(image_id=cell.pk, model_version=model_version, result=result))
+                predictions.append(
+                    _prediction(
+                        image_id=cell.pk,
+                        model_version=model_version,
+                        result=result,
+                        escalated=cell.case_id in escalated_cases,
+                    )
+                )
         # A crop classified before by this model version (a redelivered task) keeps its first prediction.
         insert_rows(Prediction, predictions, ignore_conflicts=True)
     unused = [files for pk, files in field_files.items() if pk not in live or pk in kept]
@@ -669,3 +705,131 @@ def _announce(batch: Sequence[CellImage], created: dict[int, list[int]]) -> None
         transaction.on_commit(
             partial(events.publish_image_updates, case_id=case_id, image_ids=sorted(ids)), robust=True
         )
+
+
+# Case-level escalation (inference.case_review).
+
+
+@dataclass
+class CaseEscalation:
+    """Which cases of a batch are imaged unlike the training data, counting the batch's own cells (their
+    predictions are stored flagged); those of them escalated for the first time (no earlier prediction
+    carries the escalation's reason); and, per such case, its earlier predictions still without that
+    reason: (prediction id, image id, flag reasons)."""
+
+    cases: set[int]
+    newly: set[int]
+    earlier: dict[int, list[tuple[int, int, list]]]
+
+
+def _new_cells_reasons(analysed: Sequence[_Analysed]) -> dict[int, list[list[str]]]:
+    """The flag reasons of the cells a batch is about to store, per case (a crop stores its main cell only)."""
+    by_case: dict[int, list[list[str]]] = {}
+    for item in analysed:
+        analysis = item.analysis
+        if not analysis.cells:
+            continue
+        if analysis.layout == "field":
+            stored = analysis.cells
+        else:
+            stored = [analysis.cells[analysis.main_cell if analysis.main_cell is not None else 0]]
+        by_case.setdefault(item.image.case_id, []).extend(
+            list(getattr(cell.prediction, "flag_reasons", ()) or ()) for cell in stored
+        )
+    return by_case
+
+
+def case_escalation(analysed: Sequence[_Analysed]) -> CaseEscalation:
+    """Apply the case rule to each case of a batch: its classified cells' latest predictions (one query for
+    the batch's cases) and the cells the batch is about to store. Not locked: two tasks of one case storing
+    at the same moment each count the other's cells only once committed, so the case page's warning
+    (read when shown) can come on a batch before its cells are escalated."""
+    new_reasons = _new_cells_reasons(analysed)
+    if not new_reasons:
+        return CaseEscalation(cases=set(), newly=set(), earlier={})
+    batch = {item.image.pk for item in analysed}
+    latest: dict[int, tuple[int, int, list]] = {}
+    for case_id, image_id, parent_id, prediction_id, reasons in _case_predictions(sorted(new_reasons)):
+        # The batch's own uploads (and a redelivered field's cells) are counted from the batch.
+        if image_id in batch or parent_id in batch or image_id in latest:
+            continue
+        if isinstance(reasons, str):  # SQLite gives the JSON text
+            reasons = json.loads(reasons)
+        latest[image_id] = (case_id, prediction_id, reasons or [])
+    earlier_by_case: dict[int, list[tuple[int, int, list]]] = {}
+    for image_id, (case_id, prediction_id, reasons) in latest.items():
+        earlier_by_case.setdefault(case_id, []).append((prediction_id, image_id, reasons))
+    escalation = CaseEscalation(cases=set(), newly=set(), earlier={})
+    for case_id, reasons in new_reasons.items():
+        earlier = earlier_by_case.get(case_id, [])
+        if not case_review.needs_case_review([row[2] for row in earlier] + reasons):
+            continue
+        escalation.cases.add(case_id)
+        unescalated = [row for row in earlier if case_review.UNVALIDATED_CASE_REASON not in row[2]]
+        if unescalated:
+            escalation.earlier[case_id] = unescalated
+        if len(unescalated) == len(earlier):
+            escalation.newly.add(case_id)
+    return escalation
+
+
+def _case_predictions(case_ids: list[int]) -> list[tuple]:
+    """(case, image, parent, prediction, flag reasons) of every prediction of the cases' cells, an image's newest
+    first: one statement, its SQL built once per process (the ORM would compile it again for every task)."""
+    connection = connections[router.db_for_read(Prediction)]
+
+    def build() -> str:
+        quote = connection.ops.quote_name
+        image, prediction = CellImage._meta, Prediction._meta
+
+        def column(meta, name: str) -> str:
+            return quote(meta.get_field(name).column)
+
+        # Table and column names come from the models' metadata, quoted; every value is a parameter.
+        return (
+            f"SELECT i.{column(image, 'case')}, p.{column(prediction, 'image')}, i.{column(image, 'parent')},"  # noqa: S608
+            f" p.{quote(prediction.pk.column)}, p.{column(prediction, 'flag_reasons')}"
+            f" FROM {quote(prediction.db_table)} p JOIN {quote(image.db_table)} i"
+            f" ON i.{quote(image.pk.column)} = p.{column(prediction, 'image')}"
+            f" WHERE i.{column(image, 'case')} IN ({placeholders(len(case_ids))}) AND i.{column(image, 'kind')} = %s"
+            f" ORDER BY p.{column(prediction, 'image')}, p.{column(prediction, 'created_at')} DESC,"
+            f" p.{quote(prediction.pk.column)} DESC"
+        )
+
+    sql = cached_statement(connection, "case predictions", len(case_ids), build)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*case_ids, CellImage.Kind.CELL])
+        return cursor.fetchall()
+
+
+def escalate_earlier_predictions(escalation: CaseEscalation) -> None:
+    """Flag the earlier predictions of the cases a batch found imaged unlike the training data and record one
+    audit event per case escalated for the first time, in one transaction; the pages watching those cases are
+    told after the commit. Runs once per case in the usual course (the batch that turns its warning on)."""
+    earlier = escalation.earlier
+    predictions = [
+        Prediction(pk=prediction_id, flagged=True, flag_reasons=case_review.escalated_reasons(reasons))
+        for rows in earlier.values()
+        for prediction_id, _, reasons in rows
+    ]
+    with transaction.atomic():
+        if predictions:
+            Prediction.objects.bulk_update(predictions, ["flagged", "flag_reasons"])
+        record_many(
+            action=AuditEvent.Action.CASE_ESCALATED,
+            events=[
+                (
+                    Case(pk=case_id),
+                    {
+                        "reason": case_review.UNVALIDATED_CASE_REASON,
+                        "earlier_cells_flagged": len(earlier.get(case_id, ())),
+                    },
+                )
+                for case_id in sorted(escalation.newly | set(earlier))
+            ],
+        )
+        for case_id, rows in earlier.items():
+            transaction.on_commit(
+                partial(events.publish_image_updates, case_id=case_id, image_ids=sorted(row[1] for row in rows)),
+                robust=True,
+            )

@@ -161,7 +161,8 @@ class Prediction(models.Model):
     ood_score = models.FloatField(null=True, blank=True)
     latency_ms = models.FloatField()
     # Stable codes of why it is flagged: "low_confidence", "out_of_distribution", "not_a_cell",
-    # "unfamiliar_imaging".
+    # "unfamiliar_imaging", and "unvalidated_case" (its case as a whole is imaged unlike the training data:
+    # inference.case_review).
     flag_reasons = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
@@ -187,6 +188,7 @@ FLAG_REASON_NAMES = {
     "out_of_distribution": _("unlike the images the model was trained on"),
     "not_a_cell": _("may not be a blood cell"),
     "unfamiliar_imaging": _("imaged unlike the training laboratories"),
+    "unvalidated_case": _("in a case imaged unlike the training laboratories"),
 }
 
 

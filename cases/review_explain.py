@@ -16,6 +16,7 @@ LOW_CONFIDENCE = "low_confidence"
 OUT_OF_DISTRIBUTION = "out_of_distribution"
 NOT_A_CELL = "not_a_cell"
 UNFAMILIAR_IMAGING = "unfamiliar_imaging"
+UNVALIDATED_CASE = "unvalidated_case"
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,15 @@ def _sentence(code: str, prediction) -> FlagReason:
             _(
                 "The picture's colours, stain, sharpness or noise differ from every laboratory the model was trained "
                 "on (another microscope, camera or staining), so the label is less trustworthy. Check it by eye."
+            ),
+        )
+    if code == UNVALIDATED_CASE:
+        return FlagReason(
+            code,
+            _("In a case imaged unlike the training laboratories"),
+            _(
+                "Many cells of this case look unlike the images the model was trained on, so the model is not "
+                "validated for this case: even the cells it did not flag on their own need checking by eye."
             ),
         )
     return FlagReason(

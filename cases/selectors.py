@@ -18,6 +18,7 @@ from django.utils.translation import gettext_lazy as _
 from PIL import Image
 from rest_framework.fields import DateTimeField
 
+from inference import case_review
 from inference.preprocessing import to_rgb
 
 from . import storage
@@ -449,12 +450,12 @@ def confirmed_cells(*, signed_only: bool = False) -> list[tuple[CellImage, str]]
 
 
 # "This model is not validated for images like these": when a case's cells as a whole look unlike the
-# training data. The rule: at least UNLIKE_TRAINING_MIN_CELLS classified cells, and at least
-# UNLIKE_TRAINING_SHARE of them flagged for a reason that says "unlike the training data" (not merely unsure).
+# training data. The rule lives in inference.case_review (the classification task escalates such a case's cells
+# by the same rule, and `manage.py evaluate --case-size` simulates it).
 NOT_VALIDATED_MESSAGE = _("This model is not validated for images like these.")
-UNLIKE_TRAINING_REASONS = frozenset({"out_of_distribution", "not_a_cell", "unfamiliar_imaging"})
-UNLIKE_TRAINING_SHARE = 0.30
-UNLIKE_TRAINING_MIN_CELLS = 3
+UNLIKE_TRAINING_REASONS = case_review.UNLIKE_TRAINING_REASONS
+UNLIKE_TRAINING_SHARE = case_review.UNLIKE_TRAINING_SHARE
+UNLIKE_TRAINING_MIN_CELLS = case_review.UNLIKE_TRAINING_MIN_CELLS
 
 
 @dataclass(frozen=True)
@@ -468,7 +469,9 @@ class ValidityWarning:
 
     @property
     def warn(self) -> bool:
-        return self.classified_cells >= UNLIKE_TRAINING_MIN_CELLS and self.share >= UNLIKE_TRAINING_SHARE
+        return case_review.case_is_unlike_training(
+            classified_cells=self.classified_cells, unlike_training=self.unlike_training
+        )
 
     @property
     def message(self) -> str:
@@ -485,5 +488,5 @@ def model_validity(*, case: Case) -> ValidityWarning:
     latest: dict[int, list] = {}
     for image_id, reasons in rows:
         latest.setdefault(image_id, reasons or [])
-    unlike = sum(1 for reasons in latest.values() if UNLIKE_TRAINING_REASONS.intersection(reasons))
+    unlike = sum(1 for reasons in latest.values() if case_review.is_unlike_training(reasons))
     return ValidityWarning(classified_cells=len(latest), unlike_training=unlike)

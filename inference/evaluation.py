@@ -108,6 +108,7 @@ def evaluate_images(
     flagged = np.ones(len(paths), dtype=bool)
     found = np.zeros(len(paths), dtype=bool)
     ood_scores = np.full(len(paths), np.nan)
+    flag_reasons: list[list[str]] = [[] for _ in paths]
     bar = progress("evaluating", len(paths)) if progress else None
     for start in range(0, len(paths), batch_size):
         rows = range(start, min(len(paths), start + batch_size))
@@ -120,6 +121,7 @@ def evaluate_images(
                 prediction = analysis.cells[chosen].prediction
                 probabilities[row] = [prediction.probabilities[name] for name in predictor.classes]
                 flagged[row] = prediction.flagged
+                flag_reasons[row] = list(getattr(prediction, "flag_reasons", ()) or ())
                 found[row] = True
                 ood_scores[row] = np.nan if prediction.ood_score is None else prediction.ood_score
         if bar:
@@ -142,7 +144,79 @@ def evaluate_images(
             )
             for name in sorted(set(laboratories))
         }
-    return {"metrics": metrics, "probabilities": probabilities, "flagged": flagged, "ood_scores": ood_scores}
+    return {
+        "metrics": metrics,
+        "probabilities": probabilities,
+        "flagged": flagged,
+        "ood_scores": ood_scores,
+        "flag_reasons": flag_reasons,
+        "found": found,
+    }
+
+
+def simulate_case_escalation(
+    *,
+    found: np.ndarray,
+    flag_reasons: Sequence[Sequence[str]],
+    laboratories: Sequence[str],
+    case_size: int,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cases as a laboratory would send them: each laboratory's images in a seeded random order, cut into cases
+    of ``case_size`` (the last one smaller), and the product's case rule (inference.case_review) applied to the
+    flag reasons of each case's classified cells (images where a cell was found).
+
+    Returns, per image, whether its case is escalated (every cell of it flagged) and its case's number."""
+    from .case_review import needs_case_review
+
+    if case_size < 1:
+        raise ValueError("case_size must be at least 1")
+    found = np.asarray(found, dtype=bool)
+    names = np.asarray(laboratories)
+    escalated = np.zeros(len(found), dtype=bool)
+    case_numbers = np.zeros(len(found), dtype=np.int64)
+    cases = 0
+    generator = np.random.default_rng(seed)
+    for name in sorted(set(names.tolist())):
+        order = generator.permutation(np.flatnonzero(names == name))
+        for start in range(0, len(order), case_size):
+            members = order[start : start + case_size]
+            case_numbers[members] = cases
+            cases += 1
+            if needs_case_review([flag_reasons[row] for row in members if found[row]]):
+                escalated[members] = True
+    return escalated, case_numbers
+
+
+def case_escalation_metrics(
+    *,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    flagged: np.ndarray,
+    found: np.ndarray,
+    escalated: np.ndarray,
+    case_numbers: np.ndarray,
+) -> dict:
+    """The unflagged figures with and without case escalation (``*_case_escalated``: every cell of an escalated
+    case flagged): how many cells go to review, and how often the ones that do not are wrong."""
+    labels = np.asarray(labels, dtype=np.int64)
+    found = np.asarray(found, dtype=bool)
+    correct = found & (np.asarray(probabilities).argmax(axis=1) == labels)
+    flagged = np.asarray(flagged, dtype=bool) | ~found
+    escalated = np.asarray(escalated, dtype=bool)
+    case_numbers = np.asarray(case_numbers)
+    kept = ~(flagged | escalated)
+    return {
+        "unflagged_cells": int((~flagged).sum()),
+        "cases": len(set(case_numbers.tolist())),
+        "cases_escalated": len(set(case_numbers[escalated].tolist())),
+        "escalated_cells": int(escalated.sum()),
+        "flagged_fraction_case_escalated": float((~kept).mean()) if len(kept) else 0.0,
+        "unflagged_cells_case_escalated": int(kept.sum()),
+        "errors_unflagged_case_escalated": int((~correct & kept).sum()),
+        "accuracy_unflagged_case_escalated": float(correct[kept].mean()) if kept.any() else None,
+        "error_unflagged_case_escalated": float(1.0 - correct[kept].mean()) if kept.any() else None,
+    }
 
 
 def format_report(metrics: dict, *, title: str) -> str:
@@ -159,6 +233,15 @@ def format_report(metrics: dict, *, title: str) -> str:
         + (f"{unflagged:.4f}" if unflagged is not None else "n/a")
         + f" ({metrics.get('errors_unflagged', 0)} unflagged errors)"
     )
+    if "case_size" in metrics:
+        escalated_accuracy = metrics.get("accuracy_unflagged_case_escalated")
+        lines.append(
+            f"cases of {metrics['case_size']} (seed {metrics['case_seed']}): {metrics['cases_escalated']} of "
+            f"{metrics['cases']} escalated; flagged for review {metrics['flagged_fraction_case_escalated']:.2%}; "
+            f"{metrics['unflagged_cells_case_escalated']} unflagged, accuracy "
+            + (f"{escalated_accuracy:.4f}" if escalated_accuracy is not None else "n/a")
+            + f" ({metrics['errors_unflagged_case_escalated']} unflagged errors)"
+        )
     lines += ["", "| class | precision | recall | F1 | ROC-AUC | support |", "|---|---|---|---|---|---|"]
     for name, row in metrics["per_class"].items():
         auc = f"{row['roc_auc']:.4f}" if row["roc_auc"] is not None else "n/a"

@@ -212,7 +212,10 @@
       if (PENDING[image.status]) return Boolean(image.status_message);
       const label = card.querySelector('[data-testid="prediction-label"]');
       const shownLabel = label ? label.dataset.label : null;
-      return shownLabel !== (image.prediction ? image.prediction.label : null);
+      // A cell flagged after it was shown (its case escalated for review) keeps its label: the flag tells.
+      const shownFlagged = Boolean(card.querySelector('[data-testid="cell-flagged"]'));
+      const flagged = Boolean(image.prediction && image.prediction.flagged);
+      return shownLabel !== (image.prediction ? image.prediction.label : null) || shownFlagged !== flagged;
     }
     return !fill(card, image);
   }

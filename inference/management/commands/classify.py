@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from PIL import UnidentifiedImageError
 
 from hematovision.csv_safety import SafeWriter
+from inference import case_review
 from inference.analysis import analyse_images
 from inference.data import IMAGE_SUFFIXES, load_rgb
 from inference.predictor import ModelUnavailable, Predictor, get_predictor
@@ -24,6 +25,12 @@ class Command(BaseCommand):
         parser.add_argument("--model", help="model version name or id (default: the active version)")
         parser.add_argument("--format", choices=("csv", "json"), default="csv")
         parser.add_argument("--batch-size", type=int, default=32)
+        parser.add_argument(
+            "--as-case",
+            action="store_true",
+            help="treat the images as one case: when the case as a whole is imaged unlike the training data "
+            "(the product's case rule, inference/case_review.py), every cell is flagged unvalidated_case",
+        )
 
     def handle(self, *args, **options):
         files = []
@@ -57,8 +64,12 @@ class Command(BaseCommand):
                     rows.append({"path": str(path), "error": f"unreadable image: {exc}"})
             for path, analysis in zip(chunk, analyse_images(images, predictor=predictor), strict=True):
                 rows.append(_image_row(path, analysis))
+        case = _escalate_as_one_case(rows) if options["as_case"] else None
         if options["format"] == "json":
-            self.stdout.write(json.dumps({"model": predictor.version.name, "predictions": rows}, indent=2))
+            answer = {"model": predictor.version.name, "predictions": rows}
+            if case is not None:
+                answer["case"] = case
+            self.stdout.write(json.dumps(answer, indent=2))
             return
         writer = SafeWriter(self.stdout)  # file names are the user's: no cell may start a formula
         writer.writerow(
@@ -86,6 +97,25 @@ class Command(BaseCommand):
                         *[probabilities.get(name, "") for name in predictor.classes],
                     ]
                 )
+
+
+def _escalate_as_one_case(rows: list[dict]) -> dict:
+    """Apply the case rule to the images' classified cells as the product stores them (every cell of a field,
+    the main cell of a crop); when it holds, flag every cell `unvalidated_case` (keeping its label)."""
+    stored = [row["cells"] if row.get("layout") == "field" else [row] for row in rows if row.get("cells")]
+    reasons = [cell["flag_reasons"] for cells in stored for cell in cells]
+    escalated = case_review.needs_case_review(reasons)
+    if escalated:
+        for row in rows:
+            if row.get("cells"):
+                for cell in [row, *row["cells"]]:
+                    cell["flagged"] = True
+                    cell["flag_reasons"] = case_review.escalated_reasons(cell["flag_reasons"])
+    return {
+        "classified_cells": len(reasons),
+        "unlike_training": sum(1 for cell_reasons in reasons if case_review.is_unlike_training(cell_reasons)),
+        "escalated": escalated,
+    }
 
 
 def _cell_fields(prediction) -> dict:

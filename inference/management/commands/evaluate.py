@@ -6,10 +6,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 
 from inference.data import DatasetError
-from inference.evaluation import evaluate_images, format_report, write_report
+from inference.evaluation import (
+    case_escalation_metrics,
+    evaluate_images,
+    format_report,
+    simulate_case_escalation,
+    write_report,
+)
 from inference.field_data import detection_metrics, laboratory_name, load_labelled
 from inference.predictor import ModelUnavailable, Predictor, get_predictor
 from inference.selectors import find_version, version_from_directory
@@ -36,6 +43,14 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print one JSON object of metrics")
         parser.add_argument("--report-dir", type=Path, help="write report.md, metrics.json and plots here")
         parser.add_argument("--threads", type=int, help="runtime threads (default: INFERENCE_NUM_THREADS or 2)")
+        parser.add_argument(
+            "--case-size",
+            type=int,
+            help="also simulate cases of this many images (each laboratory's images in a seeded random order) and "
+            "apply the product's case rule (a case imaged unlike the training data has every cell flagged): adds "
+            "the *_case_escalated figures (default: off, no cases)",
+        )
+        parser.add_argument("--case-seed", type=int, default=0, help="seed of the cases' random order (default: 0)")
         parser.add_argument(
             "--record",
             action="store_true",
@@ -74,6 +89,8 @@ class Command(BaseCommand):
         )
         data = ", ".join(str(path) for path in options["data"])
         metrics = {"model": version.name, "data": data, **result["metrics"]}
+        if options["case_size"] is not None:
+            self._add_case_escalation(metrics, result, dataset, options)
         for root in options["data"]:
             detection = detection_metrics(root, split=options["split"])
             if detection is not None:
@@ -93,6 +110,36 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(metrics))
         else:
             self.stdout.write(format_report(metrics, title=f"{version.name} on {data}"))
+
+    def _add_case_escalation(self, metrics, result, dataset, options):
+        if options["case_size"] < 1:
+            raise CommandError("--case-size must be at least 1")
+        labels = np.asarray(dataset.labels)
+        laboratories = list(dataset.laboratories or [laboratory_name(options["data"][0])] * len(labels))
+        escalated, case_numbers = simulate_case_escalation(
+            found=result["found"],
+            flag_reasons=result["flag_reasons"],
+            laboratories=laboratories,
+            case_size=options["case_size"],
+            seed=options["case_seed"],
+        )
+        names = np.asarray(laboratories)
+
+        def figures(rows) -> dict:
+            return case_escalation_metrics(
+                labels=labels[rows],
+                probabilities=result["probabilities"][rows],
+                flagged=result["flagged"][rows],
+                found=result["found"][rows],
+                escalated=escalated[rows],
+                case_numbers=case_numbers[rows],
+            )
+
+        everything = np.ones(len(labels), dtype=bool)
+        metrics.update({"case_size": options["case_size"], "case_seed": options["case_seed"], **figures(everything)})
+        for name, per_laboratory in metrics.get("laboratories", {}).items():
+            rows = names == name
+            per_laboratory.update(figures(rows))
 
     def _record(self, version, metrics, dataset, options):
         from inference.registry import get_active_version

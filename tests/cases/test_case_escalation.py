@@ -1,0 +1,180 @@
+"""Case-level escalation (inference.case_review in cases.classification): when a case as a whole is imaged unlike
+the training data, every cell of it is flagged "unvalidated_case" (keeping its label), those classified later
+are stored flagged, and the batch that turns the warning on flags the earlier cells, audits it and tells the
+pages watching the case.
+
+The inference pipeline is replaced by the fake of test_field_uploads, so what is stored is known exactly."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from audit.models import AuditEvent
+from cases import classification, review_selectors, selectors, tasks
+from cases.models import Prediction
+from tests.api.conftest import token_client
+from tests.cases.test_field_uploads import FakeAnalysis, crop_of, field_of, found, upload
+from tests.factories import CaseFactory
+
+ESCALATED = "unvalidated_case"
+
+
+@pytest.fixture
+def case(technician):
+    return CaseFactory(created_by=technician)
+
+
+@pytest.fixture
+def analysis(monkeypatch, tiny_model):
+    """Install a fake pipeline: `analysis(answer)` (the tiny model stands as the active version)."""
+
+    def install(answer) -> FakeAnalysis:
+        fake = FakeAnalysis(answer)
+        monkeypatch.setattr(classification, "analyse_images", fake)
+        return fake
+
+    return install
+
+
+def latest(image) -> Prediction:
+    return Prediction.objects.filter(image=image).latest("created_at", "id")
+
+
+def cells_of(reasons_per_cell):
+    """A fake answer: a field with one neutrophil per entry of `reasons_per_cell`, each with those reasons."""
+    boxes = [(60 * n, 0, 60 * n + 50, 50) for n in range(len(reasons_per_cell))]
+    cells = list(zip(boxes, reasons_per_cell, strict=True))
+    return lambda picture: field_of(picture, [found(box, reasons=reasons) for box, reasons in cells])
+
+
+def clean_crop(picture):
+    return crop_of(picture, [found((1, 1, 39, 29), label="lymphocyte")])
+
+
+def classify(image):
+    tasks.classify_images.apply(args=[[image.pk]])
+
+
+def escalations():
+    return AuditEvent.objects.filter(action=AuditEvent.Action.CASE_ESCALATED)
+
+
+def test_every_cell_of_a_case_unlike_the_training_data_is_flagged_and_keeps_its_label(analysis, case, technician):
+    # 3 of 10 (30 %, the rule's share) imaged unlike the training laboratories.
+    analysis(cells_of([("unfamiliar_imaging",)] * 3 + [()] * 6 + [("low_confidence",)]))
+    field = upload(case, technician)
+
+    classify(field)
+
+    predictions = [latest(cell) for cell in field.cells.order_by("pk")]
+    assert len(predictions) == 10
+    assert all(p.flagged and p.label == "neutrophil" for p in predictions)
+    assert [p.flag_reasons for p in predictions] == (
+        [["unfamiliar_imaging", ESCALATED]] * 3 + [[ESCALATED]] * 6 + [["low_confidence", ESCALATED]]
+    )
+    (event,) = escalations()
+    assert (event.object_type, event.object_id, event.actor) == ("cases.case", str(case.pk), None)
+    assert event.details == {"reason": ESCALATED, "earlier_cells_flagged": 0}
+    assert selectors.model_validity(case=case).warn
+
+
+def test_a_case_under_the_share_is_left_as_the_cells_were_classified(analysis, case, technician):
+    # 2 of 7 (29 %): no warning, no escalation.
+    analysis(cells_of([("unfamiliar_imaging",)] * 2 + [()] * 5))
+    field = upload(case, technician)
+
+    classify(field)
+
+    predictions = [latest(cell) for cell in field.cells.order_by("pk")]
+    assert [p.flagged for p in predictions] == [True] * 2 + [False] * 5
+    assert not any(ESCALATED in p.flag_reasons for p in predictions)
+    assert not escalations().exists()
+    assert not selectors.model_validity(case=case).warn
+
+
+def test_under_the_minimum_of_cells_nothing_is_escalated(analysis, case, technician):
+    analysis(cells_of([("not_a_cell",), ("out_of_distribution",)]))
+    field = upload(case, technician)
+
+    classify(field)
+
+    assert not any(ESCALATED in reasons for reasons in Prediction.objects.values_list("flag_reasons", flat=True))
+    assert not escalations().exists()
+
+
+def test_cells_classified_after_the_warning_are_stored_flagged_without_another_statement(analysis, case, technician):
+    analysis(cells_of([("unfamiliar_imaging",)] * 3))
+    classify(upload(case, technician))
+    analysis(clean_crop)
+    crop = upload(case, technician, name="later.png", colour=(10, 20, 30))
+
+    with CaptureQueriesContext(connection) as queries:
+        classify(crop)
+
+    prediction = latest(crop)
+    assert (prediction.label, prediction.flagged, prediction.flag_reasons) == ("lymphocyte", True, [ESCALATED])
+    assert escalations().count() == 1  # the case was escalated once, by the first batch
+    prediction_updates = f'UPDATE "{Prediction._meta.db_table}"'
+    assert not [query for query in queries if query["sql"].startswith(prediction_updates)]
+
+
+def test_the_batch_that_turns_the_warning_on_flags_the_earlier_cells_and_tells_the_pages(
+    analysis, case, technician, monkeypatch, django_capture_on_commit_callbacks, client, pathologist
+):
+    analysis(clean_crop)
+    earlier = [upload(case, technician, name=f"crop-{n}.png", colour=(n, 40, 50)) for n in range(3)]
+    for crop in earlier:
+        classify(crop)
+    assert not any(latest(crop).flagged for crop in earlier)
+    heard = []
+    monkeypatch.setattr(
+        classification.events,
+        "publish_image_updates",
+        lambda *, case_id, image_ids: heard.append((case_id, sorted(image_ids))),
+    )
+    analysis(cells_of([("unfamiliar_imaging",)] * 4))  # 4 of 7 cells unlike the training data
+    field = upload(case, technician)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        classify(field)
+
+    earlier_ids = sorted(crop.pk for crop in earlier)
+    for crop in earlier:
+        prediction = latest(crop)
+        assert (prediction.label, prediction.flagged, prediction.flag_reasons) == ("lymphocyte", True, [ESCALATED])
+    assert (case.pk, earlier_ids) in heard  # announced after the commit, like the batch's own cells
+    (event,) = escalations()
+    assert event.details == {"reason": ESCALATED, "earlier_cells_flagged": 3}
+
+    # What the event stream sends, the API and the review page say: flagged, keeping the label.
+    pushed = {image["id"]: image for image in selectors.image_updates(case=case, image_ids=earlier_ids)["images"]}
+    for crop_id in earlier_ids:
+        assert pushed[crop_id]["prediction"]["flagged"] is True
+        assert pushed[crop_id]["prediction"]["flag_reasons"] == [ESCALATED]
+        assert pushed[crop_id]["prediction"]["label"] == "lymphocyte"
+    api = token_client(pathologist).get(f"/api/v1/images/{earlier[0].pk}/").json()
+    prediction = api.get("prediction") or api["predictions"][0]
+    assert prediction["flagged"] is True and ESCALATED in prediction["flag_reasons"]
+    groups = {group.key: group for group in review_selectors.review_gallery(case=case)}
+    assert {cell.image.pk for cell in groups["flagged"].cells} >= set(earlier_ids)
+    assert "lymphocyte" not in groups  # no cell of the case is taken as confidently classified
+    client.force_login(pathologist)
+    page = client.get(reverse("cases:review", args=[case.pk])).text
+    assert "In a case imaged unlike the training laboratories" in page
+    differential = client.get(reverse("cases:differential", args=[case.pk])).text
+    assert "This model is not validated for images like these." in differential
+    cards = client.get(reverse("cases:cards", args=[case.pk]) + f"?ids={earlier[0].pk}").text
+    assert "in a case imaged unlike the training laboratories" in cards
+
+
+def test_a_second_batch_of_an_escalated_case_does_not_audit_again(analysis, case, technician):
+    analysis(cells_of([("unfamiliar_imaging",)] * 3))
+    classify(upload(case, technician))
+    classify(upload(case, technician, name="second.png", colour=(1, 2, 3)))
+
+    assert escalations().count() == 1
+    reasons = list(Prediction.objects.filter(image__case=case).values_list("flag_reasons", flat=True))
+    assert len(reasons) == 6 and all(ESCALATED in cell_reasons for cell_reasons in reasons)
