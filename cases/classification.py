@@ -328,7 +328,7 @@ def classify(*, image_ids: Sequence[int]) -> dict[str, int]:
                 counts["cells"] += len(item.analysis.cells)
             else:
                 counts["no_cell"] += 1
-        _announce(batch, created)
+        _announce(batch, created, escalated_cases=escalation.cases)
         if escalation.newly or escalation.earlier:
             escalate_earlier_predictions(escalation)
         if shadow is not None and created:
@@ -694,16 +694,24 @@ def _store(
     return created
 
 
-def _announce(batch: Sequence[CellImage], created: dict[int, list[int]]) -> None:
-    """Tell the pages watching these cases which images changed (uploads and new cells), after the commit."""
+def _announce(batch: Sequence[CellImage], created: dict[int, list[int]], escalated_cases: Iterable[int] = ()) -> None:
+    """Tell the pages watching these cases which images changed (uploads and new cells), after the commit;
+    for the `escalated_cases` (case_escalation), that the case is imaged unlike the training data."""
     by_case: dict[int, set[int]] = {}
     for image in batch:
         ids = by_case.setdefault(image.case_id, set())
         ids.add(image.pk)
         ids.update(created.get(image.pk, ()))
+    escalated = frozenset(escalated_cases)
     for case_id, ids in by_case.items():
         transaction.on_commit(
-            partial(events.publish_image_updates, case_id=case_id, image_ids=sorted(ids)), robust=True
+            partial(
+                events.publish_image_updates,
+                case_id=case_id,
+                image_ids=sorted(ids),
+                model_warning=case_id in escalated,
+            ),
+            robust=True,
         )
 
 
@@ -830,6 +838,11 @@ def escalate_earlier_predictions(escalation: CaseEscalation) -> None:
         )
         for case_id, rows in earlier.items():
             transaction.on_commit(
-                partial(events.publish_image_updates, case_id=case_id, image_ids=sorted(row[1] for row in rows)),
+                partial(
+                    events.publish_image_updates,
+                    case_id=case_id,
+                    image_ids=sorted(row[1] for row in rows),
+                    model_warning=True,
+                ),
                 robust=True,
             )

@@ -4,9 +4,11 @@
     with subscribe(case_id=...) as subscription:         # the server-sent events view
         message = subscription.get(timeout=15)            # or: await subscription.aget(timeout=15)
 
-A message is `{"case": <case id>, "images": [<image id>, ...]}`; the subscriber reads the images'
-current state from the database (selectors.image_updates), so a message carries no medical data and a
-late or repeated one is harmless.
+A message is `{"case": <case id>, "images": [<image id>, ...]}`, with `"model_warning": true` added when the
+classification task found the case imaged unlike the training data (its cells escalated for review: a case
+escalated stays escalated, so the page may show its "not validated" banner at once). The subscriber reads
+the images' current state from the database (selectors.image_updates), so a message carries no medical data
+and a late or repeated one is harmless.
 
 Two channels:
 - Redis pub/sub when Redis is configured (settings.EVENTS_REDIS_URL: EVENTS_REDIS_URL, else a redis://
@@ -52,12 +54,15 @@ def push_available() -> bool:
     return bool(redis_url()) or bool(getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False))
 
 
-def publish_image_updates(*, case_id: int, image_ids: Iterable[int]) -> None:
-    """Announce that these images of the case changed (status, prediction). Call after the commit."""
+def publish_image_updates(*, case_id: int, image_ids: Iterable[int], model_warning: bool = False) -> None:
+    """Announce that these images of the case changed (status, prediction). Call after the commit.
+    `model_warning`: the case is escalated as imaged unlike the training data (cases.classification)."""
     ids = sorted({int(pk) for pk in image_ids})
     if not ids:
         return
     message = {"case": int(case_id), "images": ids}
+    if model_warning:
+        message["model_warning"] = True
     url = redis_url()
     if url:
         try:

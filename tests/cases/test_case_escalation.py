@@ -133,7 +133,7 @@ def test_the_batch_that_turns_the_warning_on_flags_the_earlier_cells_and_tells_t
     monkeypatch.setattr(
         classification.events,
         "publish_image_updates",
-        lambda *, case_id, image_ids: heard.append((case_id, sorted(image_ids))),
+        lambda *, case_id, image_ids, model_warning=False: heard.append((case_id, sorted(image_ids), model_warning)),
     )
     analysis(cells_of([("unfamiliar_imaging",)] * 4))  # 4 of 7 cells unlike the training data
     field = upload(case, technician)
@@ -145,7 +145,9 @@ def test_the_batch_that_turns_the_warning_on_flags_the_earlier_cells_and_tells_t
     for crop in earlier:
         prediction = latest(crop)
         assert (prediction.label, prediction.flagged, prediction.flag_reasons) == ("lymphocyte", True, [ESCALATED])
-    assert (case.pk, earlier_ids) in heard  # announced after the commit, like the batch's own cells
+    # Announced after the commit, like the batch's own cells; both say the case is escalated (the page's banner).
+    assert (case.pk, earlier_ids, True) in heard
+    assert (case.pk, sorted([field.pk, *field.cells.values_list("pk", flat=True)]), True) in heard
     (event,) = escalations()
     assert event.details == {"reason": ESCALATED, "earlier_cells_flagged": 3}
 
@@ -178,3 +180,28 @@ def test_a_second_batch_of_an_escalated_case_does_not_audit_again(analysis, case
     assert escalations().count() == 1
     reasons = list(Prediction.objects.filter(image__case=case).values_list("flag_reasons", flat=True))
     assert len(reasons) == 6 and all(ESCALATED in cell_reasons for cell_reasons in reasons)
+
+
+def test_the_events_say_the_case_is_escalated_only_once_it_is(
+    analysis, case, technician, monkeypatch, django_capture_on_commit_callbacks
+):
+    heard = []
+    monkeypatch.setattr(
+        classification.events,
+        "publish_image_updates",
+        lambda *, case_id, image_ids, model_warning=False: heard.append(model_warning),
+    )
+    analysis(cells_of([("unfamiliar_imaging",)] * 2 + [()] * 5))  # 2 of 7: under the share
+    with django_capture_on_commit_callbacks(execute=True):
+        classify(upload(case, technician))
+    assert heard == [False]
+
+    analysis(cells_of([("unfamiliar_imaging",)] * 3))  # 5 of 10 now
+    with django_capture_on_commit_callbacks(execute=True):
+        classify(upload(case, technician, name="second.png", colour=(1, 2, 3)))
+    assert heard[1:] == [True, True]  # the batch's own cells, then the earlier cells flagged
+
+    analysis(clean_crop)
+    with django_capture_on_commit_callbacks(execute=True):
+        classify(upload(case, technician, name="third.png", colour=(4, 5, 6)))
+    assert heard[3:] == [True]  # a case escalated stays escalated: no earlier cell to flag, still said
