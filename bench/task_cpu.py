@@ -9,10 +9,11 @@ process runs, without the broker). Two scenarios:
   crop at a time, the case flipping classifying -> awaiting review every time);
 - batch: one upload of M images, cut into tasks as the service cuts it (4, 8, 16, ...).
 
-CPU is time.process_time around each task; stages are timed by wrapping the functions the task calls
-(nested stages are subtracted from their parent, so the rows add up to the task). `locate` and `predict`
-(preprocessing + LiteRT + OOD score) are the parts this measurement is not about. --profile also prints a
-cProfile of the tasks (CPU clock).
+The model runs on the threads a production pool process gets (cores // 2, `model_threads` in the JSON) unless
+INFERENCE_NUM_THREADS is set. CPU is time.process_time around each task; stages are timed by wrapping the
+functions the task calls (nested stages are subtracted from their parent, so the rows add up to the task).
+`locate` and `predict` (preprocessing + LiteRT + OOD score) are the parts this measurement is not about.
+--profile also prints a cProfile of the tasks (CPU clock).
 
     nice -n 19 .venv/bin/python bench/task_cpu.py --database-url postgres://postgres@127.0.0.1:5432/hv_taskcpu
     nice -n 19 .venv/bin/python bench/task_cpu.py --database-url ... --one 60 --batch 100 --json
@@ -95,6 +96,12 @@ def main() -> int:
     arguments = parser.parse_args()
 
     setup_django(prefix="hv-taskcpu-", database_url=arguments.database_url)
+    if "INFERENCE_NUM_THREADS" not in os.environ:
+        # Run the model as a production pool process does (read when the predictor is made, below): the cores
+        # shared out between a worker's 2 pool processes (hematovision/celery.py).
+        from hematovision.celery import _available_cores, pool_inference_threads
+
+        os.environ["INFERENCE_NUM_THREADS"] = str(pool_inference_threads(concurrency=2, cores=_available_cores()))
     import importlib
 
     from django.conf import settings
@@ -206,6 +213,7 @@ def main() -> int:
             "stages_ms_per_cell": stages,
         }
     report["load_average"] = os.getloadavg()
+    report["model_threads"] = int(os.environ["INFERENCE_NUM_THREADS"])
 
     if arguments.json:
         print(json.dumps(report, indent=2))
