@@ -37,6 +37,8 @@ DEFAULT_DATASET = PROJECT_DIR.parent / "shared" / "datasets" / "pbc" / "test"
 BENCH_DATABASE = "hematovision_bench"
 BENCH_REDIS_DB = 12
 TERMINAL_STATUSES = {"classified", "failed"}
+# What a pool process logs once its warm-up is over, skipped or failed (inference/warmup.py).
+WARM_UP_LINES = (": warmed up with model version", ": warm-up turned off", ": not warmed up (")
 # Behind the TLS-terminating proxy every request arrives with this header (production settings trust it).
 PROXY_HEADERS = {"X-Forwarded-Proto": "https"}
 
@@ -413,6 +415,19 @@ class ProductionStack:
             self.processes.append(worker)
             self.workers.append(worker)
         wait_for_http(f"{self.base_url}/readyz", headers=PROXY_HEADERS, timeout=120)
+        self.wait_for_warm_pools(timeout=120)
+
+    def wait_for_warm_pools(self, *, timeout: float) -> None:
+        """Until every pool process has logged the end of its warm-up (inference/warmup.py): the CPU baseline
+        is taken after this, so loading the model is not counted as classification work."""
+        logs = [self.out_dir / f"worker-{number}.log" for number in range(1, self.worker_processes + 1)]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            warm = [sum(log.read_text(errors="replace").count(line) for line in WARM_UP_LINES) for log in logs]
+            if all(count >= self.worker_concurrency for count in warm):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"the workers' pool processes did not finish warming up within {timeout:.0f} s")
 
     def worker_command(self, number: int) -> list[str]:
         """The production worker: `celery worker` with a prefork pool (bench/worker_memory.py starts the same)."""
