@@ -115,11 +115,13 @@ def case_events(request, pk: int):
             status=503,
         )
     subscription = events.subscribe(case_id=case.pk)
+    # In the request's language: the stream's events are sent after the response has left the middlewares.
+    warning = str(selectors.NOT_VALIDATED_MESSAGE)
     if isinstance(request, ASGIRequest):
-        stream = _async_stream(case, subscription)
+        stream = _async_stream(case, subscription, warning)
     else:
         subscription.open()  # subscribed before the first byte goes out: nothing published after is missed
-        stream = _sync_stream(case, subscription)
+        stream = _sync_stream(case, subscription, warning)
     response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache, no-store, private"
     response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
@@ -134,16 +136,21 @@ def _ready(case) -> bytes:
     return f"retry: {RECONNECT_MS}\n\n".encode() + _event("ready", {"case": case.pk})
 
 
-def _updates(case, image_ids: set[int]) -> bytes:
+def _updates(case, image_ids: set[int], model_warning: str = "") -> bytes:
+    """The `images` event; `model_warning` (the "not validated" text) goes in its case when a message said
+    the case is escalated (docs/events.md): from the task's own result, not read again here."""
     try:
-        return _event("images", selectors.image_updates(case=case, image_ids=image_ids))
+        payload = selectors.image_updates(case=case, image_ids=image_ids)
+        if model_warning:
+            payload["case"]["model_warning"] = model_warning
+        return _event("images", payload)
     finally:
         # Between events the stream holds no database connection (a stream lives for minutes).
         if not connection.in_atomic_block:
             connection.close()
 
 
-def _sync_stream(case, subscription):
+def _sync_stream(case, subscription, warning: str):
     try:
         yield _ready(case)
         deadline = time.monotonic() + STREAM_SECONDS
@@ -153,14 +160,16 @@ def _sync_stream(case, subscription):
                 yield b": keepalive\n\n"
                 continue
             image_ids = set(message["images"])
+            escalated = bool(message.get("model_warning"))
             while (more := subscription.get(timeout=COALESCE_SECONDS)) is not None:
                 image_ids.update(more["images"])
-            yield _updates(case, image_ids)
+                escalated = escalated or bool(more.get("model_warning"))
+            yield _updates(case, image_ids, warning if escalated else "")
     finally:
         subscription.close()
 
 
-async def _async_stream(case, subscription):
+async def _async_stream(case, subscription, warning: str):
     updates = sync_to_async(_updates)
     try:
         await subscription.aopen()
@@ -172,8 +181,10 @@ async def _async_stream(case, subscription):
                 yield b": keepalive\n\n"
                 continue
             image_ids = set(message["images"])
+            escalated = bool(message.get("model_warning"))
             while (more := await subscription.aget(timeout=COALESCE_SECONDS)) is not None:
                 image_ids.update(more["images"])
-            yield await updates(case, image_ids)
+                escalated = escalated or bool(more.get("model_warning"))
+            yield await updates(case, image_ids, warning if escalated else "")
     finally:
         await subscription.aclose()

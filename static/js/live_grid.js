@@ -8,7 +8,8 @@
 // ids wait in a set until a request carries them, and one request at a time carries all that wait.
 // An upload's answer carries its cells' cards (showUploaded): they go in place without a request, and an
 // event about a cell already shown as the event says fetches nothing (issue 12: 22 -> 8 cards requests
-// for 100 cells in the embedded default).
+// for 100 cells in the embedded default). A case found imaged unlike the training data shows its "not
+// validated" banner as soon as an event (or a fetched card) says so.
 (function () {
   "use strict";
 
@@ -83,9 +84,21 @@
     grid.insertBefore(col, after || null);
   }
 
+  // The case-level "not validated for images like these" banner (_validity_warning.html), waiting in a
+  // <template> when the page was rendered before the case was escalated: shown once an event says so
+  // (case.model_warning) or a card comes flagged for the escalation's reason (the polling fallback). A
+  // case escalated stays escalated: the banner is never taken away.
+  function showValidityWarning() {
+    if (document.querySelector('[data-testid="model-not-validated"]')) return;
+    const waitingBanner = document.querySelector("template[data-validity-warning-template]");
+    if (waitingBanner) waitingBanner.replaceWith(waitingBanner.content.cloneNode(true));
+  }
+
   function apply(html, keepFinished) {
     const template = document.createElement("template");
     template.innerHTML = html;
+    // Looked for before the cards move into the grid.
+    if (template.content.querySelector('[data-flag-reasons~="unvalidated_case"]')) showValidityWarning();
     template.content.querySelectorAll("[data-cell-col]").forEach(function (col) {
       place(col, keepFinished);
     });
@@ -236,6 +249,7 @@
       } catch (error) {
         return;
       }
+      if (body.case && body.case.model_warning) showValidityWarning();
       // A cell already shown as the event says (its card came with the upload's answer) needs no fetch; a
       // plain classified cell shown as pending gets its label from the event (fill); the case's badge, when
       // the event's status differs, comes with one card.

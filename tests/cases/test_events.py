@@ -60,6 +60,15 @@ def test_in_process_subscriber_gets_only_its_case(in_process):
         assert other.get(timeout=0.05) is None
 
 
+def test_a_message_says_the_case_is_escalated_only_when_told(in_process):
+    with events.subscribe(case_id=4) as subscription:
+        events.publish_image_updates(case_id=4, image_ids=[2], model_warning=True)
+        events.publish_image_updates(case_id=4, image_ids=[3], model_warning=False)
+
+        assert subscription.get(timeout=1) == {"case": 4, "images": [2], "model_warning": True}
+        assert subscription.get(timeout=1) == {"case": 4, "images": [3]}
+
+
 def test_in_process_publish_from_another_thread_wakes_an_async_reader(in_process):
     async def read():
         async with events.subscribe(case_id=7) as subscription:

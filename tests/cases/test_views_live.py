@@ -176,6 +176,34 @@ def test_events_stream_coalesces_quick_messages_and_keeps_alive(client, technici
     assert all(state["prediction"] is None for state in body["images"])
 
 
+def test_events_say_the_case_is_escalated_only_when_a_message_did(client, technician, in_process, monkeypatch):
+    from django.utils import translation
+
+    from cases import selectors
+
+    case = CaseFactory(created_by=technician)
+    first, second = make_image(case, technician, name="a.png"), make_image(case, technician, name="b.png")
+    client.force_login(technician)
+    response = client.get(reverse("cases:events", args=[case.pk]), HTTP_ACCEPT_LANGUAGE="es")
+    stream = iter(response.streaming_content)
+    next(stream)
+
+    events.publish_image_updates(case_id=case.pk, image_ids=[first.pk])
+    ((_, plain),) = parse_events([next(stream)])
+    # Coalesced with a message that does not say it: the event still does.
+    events.publish_image_updates(case_id=case.pk, image_ids=[first.pk], model_warning=True)
+    events.publish_image_updates(case_id=case.pk, image_ids=[second.pk])
+    ((_, escalated),) = parse_events([next(stream)])
+    response.close()
+
+    assert "model_warning" not in plain["case"]
+    with translation.override("es"):
+        spanish = str(selectors.NOT_VALIDATED_MESSAGE)
+    assert spanish != "This model is not validated for images like these."
+    assert escalated["case"]["model_warning"] == spanish  # in the page's language
+    assert [state["id"] for state in escalated["images"]] == [first.pk, second.pk]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_events_stream_under_asgi_is_an_async_stream(technician, in_process):
     case = CaseFactory(created_by=technician)

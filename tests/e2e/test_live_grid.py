@@ -131,3 +131,35 @@ def test_a_pushed_classified_cell_gets_its_label_from_the_event_without_a_cards_
     fetched = [url.split("ids=", 1)[1].split("&")[0].split(",") for url in cards_requests if "ids=" in url]
     assert any(str(flagged.pk) in ids for ids in fetched)
     assert all(str(plain.pk) not in ids for ids in fetched)
+
+
+def test_an_escalated_case_shows_its_not_validated_banner_without_a_reload(live_server, page, technician, transport):
+    """Issue 9: push, the event's case.model_warning shows the banner (the cell's own reasons do not name the
+    escalation here, so only the event can); polling, a fetched card flagged unvalidated_case does."""
+    version = ModelVersionFactory(is_active=True)
+    if transport == "push":
+        page.add_init_script(READY_SCRIPT)
+    case = open_case(page, live_server, technician, f"LIVE-BANNER-{transport}")
+    if transport == "push":
+        page.wait_for_function("() => window.__streamReady === true")
+    banner = page.get_by_test_id("model-not-validated")
+    expect(banner).to_have_count(0)
+    image = CellImageFactory(case=case, status=CellImage.Status.QUEUED, storage_key=storage.save(cell_png(1, seed=1)))
+    events.publish_image_updates(case_id=case.pk, image_ids=[image.pk])
+    if transport == "polling":
+        page.evaluate(f"window.HematoVisionGrid.track([{image.pk}])")  # as the upload script does
+    card = page.get_by_test_id("cell-grid").locator(f'[data-testid=cell-card][data-image-id="{image.pk}"]')
+    expect(card).to_have_attribute("data-status", "queued")
+
+    reasons = ["out_of_distribution"] if transport == "push" else ["out_of_distribution", "unvalidated_case"]
+    PredictionFactory(
+        image=image, model_version=version, label="eosinophil", confidence=0.9, flagged=True, flag_reasons=reasons
+    )
+    image.status = CellImage.Status.CLASSIFIED
+    image.save(update_fields=["status"])
+    events.publish_image_updates(case_id=case.pk, image_ids=[image.pk], model_warning=True)
+
+    expect(card).to_have_attribute("data-status", "classified")
+    expect(banner).to_have_count(1)
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("This model is not validated for images like these.")
