@@ -145,26 +145,10 @@ def insert_rows(model, objects: Sequence, *, ignore_conflicts: bool = False) -> 
     if connection.vendor not in ("postgresql", "sqlite"):
         model._default_manager.bulk_create(objects, ignore_conflicts=ignore_conflicts)
         return
-    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
-    rows_per_statement = max(1, 30_000 // len(fields))  # SQLite takes at most 32,766 parameters
-
-    def build(count: int) -> str:
-        quote = connection.ops.quote_name
-        row = f"({', '.join(['%s'] * len(fields))})"
-        sql = (
-            f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(field.column) for field in fields)})"  # noqa: S608
-            f" VALUES {', '.join([row] * count)}"
-        )
-        return sql + " ON CONFLICT DO NOTHING" if ignore_conflicts else sql
-
-    with connection.cursor() as cursor:
-        for start in range(0, len(objects), rows_per_statement):
-            chunk = objects[start : start + rows_per_statement]
-            parameters = [
-                field.get_db_prep_save(field.pre_save(obj, True), connection) for obj in chunk for field in fields
-            ]
-            name = f"insert {model._meta.label} {ignore_conflicts}"
-            cursor.execute(cached_statement(connection, name, len(chunk), partial(build, len(chunk))), parameters)
+    suffix = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
+    name = f"insert {model._meta.label} {ignore_conflicts}"
+    for _written in _inserted_chunks(connection, model, objects, name, suffix):
+        pass  # nothing to read back
 
 
 def create_rows(model, objects: Sequence) -> list:
@@ -177,7 +161,20 @@ def create_rows(model, objects: Sequence) -> list:
     connection = connections[router.db_for_write(model)]
     if connection.vendor not in ("postgresql", "sqlite") or not supports_returning(connection):
         return model._default_manager.bulk_create(objects)
-    pk = model._meta.pk
+    returning = f" RETURNING {connection.ops.quote_name(model._meta.pk.column)}"
+    for chunk, cursor in _inserted_chunks(connection, model, objects, f"create {model._meta.label}", returning):
+        # Rows come back in the order of the VALUES list, as bulk_create relies on.
+        for obj, (key,) in zip(chunk, cursor.fetchall(), strict=True):
+            obj.pk = key
+            obj._state.adding = False
+            obj._state.db = connection.alias
+    return list(objects)
+
+
+def _inserted_chunks(connection, model, objects: Sequence, name: str, suffix: str):
+    """INSERT `objects` (every concrete field but the database-assigned key) in statements of as many rows as
+    the database takes, each built once per process and row count; yields each chunk with its cursor, the
+    statement just run (for RETURNING rows)."""
     fields = [field for field in model._meta.concrete_fields if not field.primary_key]
     rows_per_statement = max(1, 30_000 // len(fields))  # SQLite takes at most 32,766 parameters
 
@@ -186,7 +183,7 @@ def create_rows(model, objects: Sequence) -> list:
         row = f"({placeholders(len(fields))})"
         return (
             f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(field.column) for field in fields)})"  # noqa: S608
-            f" VALUES {', '.join([row] * count)} RETURNING {quote(pk.column)}"
+            f" VALUES {', '.join([row] * count)}{suffix}"
         )
 
     with connection.cursor() as cursor:
@@ -195,11 +192,5 @@ def create_rows(model, objects: Sequence) -> list:
             parameters = [
                 field.get_db_prep_save(field.pre_save(obj, True), connection) for obj in chunk for field in fields
             ]
-            name = f"create {model._meta.label}"
             cursor.execute(cached_statement(connection, name, len(chunk), partial(build, len(chunk))), parameters)
-            # Rows come back in the order of the VALUES list, as bulk_create relies on.
-            for obj, (key,) in zip(chunk, cursor.fetchall(), strict=True):
-                obj.pk = key
-                obj._state.adding = False
-                obj._state.db = connection.alias
-    return list(objects)
+            yield chunk, cursor

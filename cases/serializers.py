@@ -4,6 +4,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from .models import Case, CellImage, Laboratory, Prediction
+from .selectors import IMAGE_DETAIL_FIELDS
 
 
 class BuiltOnceModelSerializer(serializers.ModelSerializer):
@@ -186,32 +187,7 @@ def image_detail_data(image: dict, predictions: list[dict], cells: list[int]) ->
 def fresh_upload_data(image: CellImage) -> dict:
     """CellImageSerializer's output for an image an upload has just written (no predictions, no cells yet):
     image_detail_data of the instance's values."""
-    values = {
-        name: getattr(image, name)
-        for name in (
-            "id",
-            "case_id",
-            "original_name",
-            "sha256",
-            "size_bytes",
-            "width",
-            "height",
-            "content_type",
-            "status",
-            "status_message",
-            "attempts",
-            "uploaded_at",
-            "kind",
-            "parent_id",
-            "box_x0",
-            "box_y0",
-            "box_x1",
-            "box_y1",
-            "located_as",
-            "um_per_pixel",
-            "scale_source",
-        )
-    }
+    values = {name: getattr(image, name) for name in IMAGE_DETAIL_FIELDS}
     return image_detail_data(values, [], [])
 
 
