@@ -1,6 +1,10 @@
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hematovision.settings.local")
-application = get_asgi_application()
+django.setup(set_prefix=False)  # before the middleware module, which imports django.contrib.auth's
+
+from hematovision.django_middleware import get_loop_asgi_application  # noqa: E402
+
+application = get_loop_asgi_application()

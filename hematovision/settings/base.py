@@ -56,22 +56,23 @@ INSTALLED_APPS = [
     "notifications",
 ]
 
-# Django's and WhiteNoise's middlewares come from hematovision/django_middleware.py: the same classes, with
-# their hooks run on the event loop under uvicorn instead of a thread hand-off per hook.
+# Django's own classes by their own names: its deploy checks recognise them by dotted path (security.W001-W003,
+# and the HSTS, SSL-redirect and CSRF-cookie checks run only when they are named). The ASGI application
+# (hematovision/asgi.py) loads their versions whose hooks run on the event loop (hematovision/django_middleware.py).
 MIDDLEWARE = [
-    "hematovision.django_middleware.SecurityMiddleware",
-    "hematovision.django_middleware.WhiteNoiseMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "hematovision.security_headers.SecurityHeadersMiddleware",
     "hematovision.uploads.UploadLimitsMiddleware",
-    "hematovision.django_middleware.SessionMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
     # The language of each request: the switcher's cookie if set, else the browser's Accept-Language, else
     # LANGUAGE_CODE. URLs carry no language prefix (no i18n_patterns), so every existing link keeps working.
-    "hematovision.django_middleware.LocaleMiddleware",
-    "hematovision.django_middleware.CommonMiddleware",
-    "hematovision.django_middleware.CsrfViewMiddleware",
-    "hematovision.django_middleware.AuthenticationMiddleware",
-    "hematovision.django_middleware.MessageMiddleware",
-    "hematovision.django_middleware.XFrameOptionsMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "accounts.middleware.MFARequiredMiddleware",
     # Above the two below: process_exception runs bottom-up, so it answers (JSON 500 under /api/) only what

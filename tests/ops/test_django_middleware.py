@@ -14,6 +14,7 @@ from asgiref.sync import async_to_sync, iscoroutinefunction
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.sessions.models import Session
+from django.core.handlers.asgi import ASGIHandler
 from django.http import HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
 from django.test import AsyncClient, Client, RequestFactory, override_settings
@@ -108,14 +109,39 @@ DJANGO_HOOK_MIDDLEWARE = (
 )
 
 
-def test_settings_use_the_loop_versions_and_no_middleware_hops_per_hook():
+@pytest.fixture(autouse=True)
+def loop_middleware(settings):
+    """The chain the ASGI application runs (hematovision.asgi): settings name Django's classes."""
+    settings.MIDDLEWARE = django_middleware.on_the_loop(settings.MIDDLEWARE)
+
+
+def test_the_asgi_application_runs_the_loop_versions_and_no_middleware_hops_per_hook(monkeypatch):
+    loaded = []
+    monkeypatch.setattr(
+        ASGIHandler, "load_middleware", lambda self, is_async=False: loaded.append(list(settings.MIDDLEWARE))
+    )
+    configured = list(settings.MIDDLEWARE)
+
+    django_middleware.get_loop_asgi_application()
+
+    assert loaded == [django_middleware.on_the_loop(configured)]
+    assert settings.MIDDLEWARE == configured  # every other reader keeps the configured names
     for dotted in DJANGO_HOOK_MIDDLEWARE:
-        assert dotted in settings.MIDDLEWARE
-    for dotted in settings.MIDDLEWARE:
+        assert dotted in loaded[0]
+    for dotted in loaded[0]:
         middleware = import_string(dotted)
         assert getattr(middleware, "async_capable", False), f"{dotted} is synchronous only"
         if isinstance(middleware, type) and issubclass(middleware, MiddlewareMixin):
             assert middleware.__acall__ is not MiddlewareMixin.__acall__, f"{dotted} hands every hook to a thread"
+
+
+def test_settings_name_djangos_own_classes_for_its_deploy_checks():
+    from hematovision.settings import base
+
+    for django_path, loop_path in django_middleware.LOOP_VERSIONS.items():
+        assert django_path in base.MIDDLEWARE
+        assert loop_path not in base.MIDDLEWARE
+        assert issubclass(import_string(loop_path), import_string(django_path))
 
 
 def test_session_is_saved_read_back_and_varied(chain):
