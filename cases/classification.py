@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -757,13 +756,11 @@ def case_escalation(analysed: Sequence[_Analysed]) -> CaseEscalation:
         return CaseEscalation(cases=set(), newly=set(), earlier={})
     batch = {item.image.pk for item in analysed}
     latest: dict[int, tuple[int, int, list]] = {}
-    for case_id, image_id, parent_id, prediction_id, reasons in _case_predictions(sorted(new_reasons)):
+    for case_id, image_id, parent_id, prediction_id, reasons in selectors.case_cell_predictions(sorted(new_reasons)):
         # The batch's own uploads (and a redelivered field's cells) are counted from the batch.
         if image_id in batch or parent_id in batch or image_id in latest:
             continue
-        if isinstance(reasons, str):  # SQLite gives the JSON text
-            reasons = json.loads(reasons)
-        latest[image_id] = (case_id, prediction_id, reasons or [])
+        latest[image_id] = (case_id, prediction_id, reasons)
     earlier_by_case: dict[int, list[tuple[int, int, list]]] = {}
     for image_id, (case_id, prediction_id, reasons) in latest.items():
         earlier_by_case.setdefault(case_id, []).append((prediction_id, image_id, reasons))
@@ -779,35 +776,6 @@ def case_escalation(analysed: Sequence[_Analysed]) -> CaseEscalation:
         if len(unescalated) == len(earlier):
             escalation.newly.add(case_id)
     return escalation
-
-
-def _case_predictions(case_ids: list[int]) -> list[tuple]:
-    """(case, image, parent, prediction, flag reasons) of every prediction of the cases' cells, an image's newest
-    first: one statement, its SQL built once per process (the ORM would compile it again for every task)."""
-    connection = connections[router.db_for_read(Prediction)]
-
-    def build() -> str:
-        quote = connection.ops.quote_name
-        image, prediction = CellImage._meta, Prediction._meta
-
-        def column(meta, name: str) -> str:
-            return quote(meta.get_field(name).column)
-
-        # Table and column names come from the models' metadata, quoted; every value is a parameter.
-        return (
-            f"SELECT i.{column(image, 'case')}, p.{column(prediction, 'image')}, i.{column(image, 'parent')},"  # noqa: S608
-            f" p.{quote(prediction.pk.column)}, p.{column(prediction, 'flag_reasons')}"
-            f" FROM {quote(prediction.db_table)} p JOIN {quote(image.db_table)} i"
-            f" ON i.{quote(image.pk.column)} = p.{column(prediction, 'image')}"
-            f" WHERE i.{column(image, 'case')} IN ({placeholders(len(case_ids))}) AND i.{column(image, 'kind')} = %s"
-            f" ORDER BY p.{column(prediction, 'image')}, p.{column(prediction, 'created_at')} DESC,"
-            f" p.{quote(prediction.pk.column)} DESC"
-        )
-
-    sql = cached_statement(connection, "case predictions", len(case_ids), build)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*case_ids, CellImage.Kind.CELL])
-        return cursor.fetchall()
 
 
 def escalate_earlier_predictions(escalation: CaseEscalation) -> None:

@@ -16,7 +16,7 @@ from audit.models import AuditEvent
 from cases import classification, review_selectors, selectors, tasks
 from cases.models import Prediction
 from tests.api.conftest import token_client
-from tests.cases.test_field_uploads import FakeAnalysis, crop_of, field_of, found, upload
+from tests.cases.test_field_uploads import crop_of, field_of, found, upload
 from tests.factories import CaseFactory
 
 ESCALATED = "unvalidated_case"
@@ -25,18 +25,6 @@ ESCALATED = "unvalidated_case"
 @pytest.fixture
 def case(technician):
     return CaseFactory(created_by=technician)
-
-
-@pytest.fixture
-def analysis(monkeypatch, tiny_model):
-    """Install a fake pipeline: `analysis(answer)` (the tiny model stands as the active version)."""
-
-    def install(answer) -> FakeAnalysis:
-        fake = FakeAnalysis(answer)
-        monkeypatch.setattr(classification, "analyse_images", fake)
-        return fake
-
-    return install
 
 
 def latest(image) -> Prediction:

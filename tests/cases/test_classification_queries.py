@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 
-import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -18,18 +17,6 @@ from cases.models import CellImage, Prediction
 from tests.cases import images
 from tests.cases.test_field_uploads import crop_of, field_of, found
 from tests.factories import CaseFactory
-
-
-@pytest.fixture
-def analysis(monkeypatch, tiny_model):
-    def install(answer):
-        monkeypatch.setattr(
-            classification,
-            "analyse_images",
-            lambda pictures, *, um_per_pixel=None, predictor=None: [answer(picture) for picture in pictures],
-        )
-
-    return install
 
 
 def crop_answer(picture):

@@ -87,18 +87,6 @@ def case(technician):
     return CaseFactory(created_by=technician)
 
 
-@pytest.fixture
-def analysis(monkeypatch, tiny_model):
-    """Install a fake pipeline: `analysis(answer)` (the tiny model stands as the active version)."""
-
-    def install(answer) -> FakeAnalysis:
-        fake = FakeAnalysis(answer)
-        monkeypatch.setattr(classification, "analyse_images", fake)
-        return fake
-
-    return install
-
-
 def upload(case, user, name="field.png", size=(640, 480), colour=(230, 200, 200)):
     (image,), rejected = services.add_images(
         case=case, files=[images.upload(name, images.rgb_png(size=size, colour=colour))], uploaded_by=user
