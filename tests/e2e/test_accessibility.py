@@ -8,6 +8,7 @@ import pytest
 from cases.models import Case
 from cases.report import add_comment
 from cases.review_services import review_cells, sign_case
+from tests.accounts.helpers import current_totp_code
 from tests.e2e.conftest import sign_in
 from tests.e2e.test_review_station import small_case
 from tests.factories import DEFAULT_PASSWORD
@@ -75,3 +76,23 @@ def test_main_pages_fit_a_phone_and_have_no_serious_accessibility_violation(
     add_comment(case=case, author=pathologist, text="Reviewed at the microscope.")
     sign_case(case=case, signer=pathologist)
     assert signed.pk
+
+
+def test_people_pages_fit_a_phone_with_a_long_address(live_server, page, supervisor, make_user):
+    """An e-mail address is one long word: the deactivation page names it in its heading, its text and its
+    checkbox, and must still fit 375 px."""
+    person = make_user("technician", email="a.technician.with.a.long.name@laboratory.hematovision.example")
+    sign_in(page, live_server, supervisor.email, DEFAULT_PASSWORD)
+    # Supervisors sign in with a one-time code too.
+    page.fill("input[name=code]", current_totp_code())
+    page.press("input[name=code]", "Enter")
+    page.wait_for_load_state("networkidle")
+    page.set_viewport_size({"width": 375, "height": 812})
+    problems = {}
+    for name, path in {"people": "/people/", "deactivate": f"/people/{person.pk}/deactivate/"}.items():
+        page.goto(f"{live_server.url}{path}")
+        page.wait_for_load_state("networkidle")
+        overflow = sideways_overflow(page)
+        if overflow > 0:
+            problems[name] = overflow
+    assert not problems, problems
