@@ -10,6 +10,7 @@ re-encoding at random qualities and subsamplings.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import logging
@@ -168,6 +169,14 @@ class AugmentationConfig:
     # ...and another focus or objective: a Gaussian blur of a random radius, sometimes.
     blur_probability: float = 0.0
     blur_radius: tuple[float, float] = (0.3, 1.5)
+    # Another laboratory's look (Fourier domain adaptation, Yang & Soatto 2020, as a training augmentation):
+    # the low-frequency amplitude spectrum of an augmented view moved towards that of another training
+    # folder's image (another laboratory's in the multilab recipe) by a random share, its phase kept.
+    # Stain, lamp and camera live mostly in the amplitude's lowest frequencies, the cell's shape in the
+    # phase, so the network sees its cells in the other laboratories' colours (``style_mix``).
+    style_mix_probability: float = 0.0
+    style_mix_window: float = 0.01  # half-side of the low-frequency square, relative to the side (FDA L)
+    style_mix_strength: tuple[float, float] = (0.0, 1.0)  # share of the other image's amplitude
 
 
 # Several laboratories' cells: stronger colour, focus and camera variation than one lab's analyser shows.
@@ -180,6 +189,16 @@ MULTILAB_AUGMENTATION = AugmentationConfig(
     white_balance=0.2,
     blur_probability=0.3,
 )
+
+# The multilab augmentation with cross-laboratory style mixing (leave-one-lab-out experiment, hdg).
+MULTILAB_STYLE_MIX_AUGMENTATION = dataclasses.replace(MULTILAB_AUGMENTATION, style_mix_probability=0.8)
+
+# Named augmentations (``manage.py train --augmentation NAME``).
+AUGMENTATIONS = {
+    "default": AugmentationConfig(),
+    "multilab": MULTILAB_AUGMENTATION,
+    "multilab-style-mix": MULTILAB_STYLE_MIX_AUGMENTATION,
+}
 
 
 def augment(image: Image.Image, *, rng: np.random.Generator, config: AugmentationConfig) -> Image.Image:
@@ -231,6 +250,47 @@ def _stain_jitter(image: Image.Image, *, rng: np.random.Generator, config: Augme
     density = density * gain + shift
     pixels = np.exp(-np.maximum(density, 0.0)) * 256.0 - 1.0
     return Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8))
+
+
+def style_mix(
+    pixels: np.ndarray, reference: np.ndarray, *, rng: np.random.Generator, config: AugmentationConfig
+) -> np.ndarray:
+    """uint8 [S, S, 3] ``pixels`` with the low-frequency amplitude spectrum of each channel moved towards
+    ``reference``'s (same shape) by a random share, the phase unchanged; with probability
+    ``config.style_mix_probability``, otherwise ``pixels`` as they are."""
+    if not config.style_mix_probability or rng.random() >= config.style_mix_probability:
+        return pixels
+    if pixels.shape != reference.shape:
+        raise ValueError(f"style reference of shape {reference.shape} for pixels of shape {pixels.shape}")
+    share = float(rng.uniform(*config.style_mix_strength))
+    height, width = pixels.shape[:2]
+    half = max(1, int(min(height, width) * config.style_mix_window))
+    spectrum = np.fft.fftshift(np.fft.fft2(pixels.astype(np.float32), axes=(0, 1)), axes=(0, 1))
+    target = np.fft.fftshift(np.fft.fft2(reference.astype(np.float32), axes=(0, 1)), axes=(0, 1))
+    amplitude, phase = np.abs(spectrum), np.angle(spectrum)
+    cy, cx = height // 2, width // 2
+    window = (slice(cy - half, cy + half + 1), slice(cx - half, cx + half + 1))
+    amplitude[window] = (1 - share) * amplitude[window] + share * np.abs(target[window])
+    mixed = np.fft.ifft2(np.fft.ifftshift(amplitude * np.exp(1j * phase), axes=(0, 1)), axes=(0, 1)).real
+    return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+
+
+def style_groups(dataset: ImageDataset) -> np.ndarray:
+    """int [N]: which training folder each image came from (its class folder's parent: one laboratory in
+    the multilab recipe; a folder given twice is one group), for ``style_mix`` to take its references
+    from the other groups."""
+    _, groups = np.unique([str(path.parent.parent) for path in dataset.paths], return_inverse=True)
+    return groups.astype(np.int64)
+
+
+def style_reference(groups: np.ndarray, index: int, *, rng: np.random.Generator) -> int:
+    """A random image of another group than image ``index``'s, each other group equally likely (the small
+    laboratories as often as the large one); any other image when there is a single group."""
+    others = np.unique(groups[groups != groups[index]])
+    if not len(others):
+        return int(rng.integers(len(groups)))
+    members = np.flatnonzero(groups == others[int(rng.integers(len(others)))])
+    return int(members[int(rng.integers(len(members)))])
 
 
 def model_input_pixels(

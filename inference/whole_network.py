@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import ImageDataset, model_input_pixels
+from .data import ImageDataset, model_input_pixels, style_groups, style_mix, style_reference
 from .export import keras_outputs
 from .preprocessing import make_preprocessing, scale_pixels
 from .training_common import (
@@ -56,12 +56,18 @@ def load_views(dataset: ImageDataset, *, views: int, preprocessing: dict, config
     ``config`` needs ``seed``, ``num_threads`` and ``augmentation`` (a recipe's or adaptation's config)."""
     size = preprocessing["input_size"]
     pixels = np.empty((views, len(dataset), size, size, 3), dtype=np.uint8)
+    # Style mixing takes its references from the plain view 0 of other folders' images, decoded first.
+    groups = style_groups(dataset) if config.augmentation.style_mix_probability else None
     for view in range(views):
         bar = progress(f"decoding view {view}", len(dataset))
 
         def one(index: int, view=view) -> np.ndarray:
             rng = np.random.default_rng([config.seed, view, index]) if view > 0 else None
-            return model_input_pixels(dataset.paths[index], preprocessing, rng=rng, config=config.augmentation)
+            array = model_input_pixels(dataset.paths[index], preprocessing, rng=rng, config=config.augmentation)
+            if rng is not None and groups is not None:
+                reference = pixels[0, style_reference(groups, index, rng=rng)]
+                array = style_mix(array, reference, rng=rng, config=config.augmentation)
+            return array
 
         with ThreadPoolExecutor(max_workers=max(1, config.num_threads)) as pool:
             for index, array in enumerate(pool.map(one, range(len(dataset)))):

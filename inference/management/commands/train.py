@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from inference.backbones import UnknownBackbone, WeightsUnavailable, available_backbones
-from inference.data import DatasetError
+from inference.data import AUGMENTATIONS, DatasetError
 from inference.management.commands._model_folders import (
     add_output_arguments,
     output_folder,
@@ -48,6 +48,7 @@ CONFIG_OPTIONS = {
     "threads": ("--threads", "num_threads", int),
     "val_fraction": ("--val-fraction", "val_fraction", float),
     "without": ("--without", "without", tuple),
+    "augmentation": ("--augmentation", "augmentation", AUGMENTATIONS.__getitem__),
 }
 
 
@@ -88,6 +89,12 @@ class Command(BaseCommand):
             "e.g. 128; the model still takes --input-size and resizes inside",
         )
         model.add_argument("--views", type=int, help="views per image (view 0 unaugmented)")
+        model.add_argument(
+            "--augmentation",
+            choices=sorted(AUGMENTATIONS),
+            help="the augmented views' augmentation (inference.data.AUGMENTATIONS); multilab-style-mix adds "
+            "other laboratories' low-frequency Fourier amplitude (style) to multilab's",
+        )
         model.add_argument("--epochs", type=int, help="fine-tuning epochs (frozen-head: 0 trains the head only)")
         model.add_argument("--head-epochs", type=int, help="frozen-head: linear head epochs")
         model.add_argument("--batch-size", type=int)
@@ -140,6 +147,9 @@ class Command(BaseCommand):
             if field not in fields:
                 raise CommandError(f"{flag} does nothing with recipe {recipe.name}: it has no {field} setting")
             overrides[field] = convert(options[option])
+        if recipe.name == "frozen-head" and getattr(overrides.get("augmentation"), "style_mix_probability", 0):
+            # Its feature cache augments one file at a time, with no other laboratory's image at hand.
+            raise CommandError(f"--augmentation {options['augmentation']} does nothing with recipe frozen-head")
         if "without" in overrides:
             overrides["without"] = tuple(sorted(set(recipe.preset.get("without", ())) | set(overrides["without"])))
         if recipe.reads_data_root:
