@@ -55,9 +55,9 @@ WARM_TEMPLATES = ("cases/detail.html", "cases/_cell_cards.html", "cases/_cell_ca
 
 
 def warm_up_web_process(worker):
-    """Import every view module, compile the case page's templates and load every language's translations
-    before the first request, which otherwise pays for them. No model: these processes never classify (the
-    Celery workers do)."""
+    """Import every view module and the upload's publishing code, compile the case page's templates and load
+    every language's translations before the first request, which otherwise pays for them. No model: these
+    processes never classify (the Celery workers do)."""
     import logging
     import time
 
@@ -76,6 +76,16 @@ def warm_up_web_process(worker):
         for code, _name in settings.LANGUAGES:
             with translation.override(code):
                 translation.gettext("Cases")
+        # The first upload's Celery publish finalized the app and imported kombu's Redis transport, and the first
+        # event stream imported redis.asyncio: ~0.1-0.7 s of CPU inside those requests (docs/benchmarks.md, hweb).
+        # Nothing connects here.
+        import redis.asyncio  # noqa: F401
+
+        from hematovision.celery import app
+
+        app.finalize(auto=True)
+        if settings.CELERY_BROKER_URL:
+            app.connection_for_write().release()
     except Exception:  # noqa: BLE001 - a warm-up never keeps a worker from serving
         logging.getLogger("hematovision.startup").exception("web worker pid=%s: warm-up failed", worker.pid)
         return

@@ -26,7 +26,7 @@ from inference.preprocessing import to_rgb
 from . import classification, selectors, storage
 from .models import Case, CellImage, Laboratory
 from .review_labels import is_reviewer_label
-from .rows import cached_statement, create_rows
+from .rows import cached_statement, create_rows, placeholders
 from .tasks import enqueue_classification
 from .validation import ImageRejected, ValidatedImage, validate_image
 
@@ -177,15 +177,7 @@ def add_images(*, case: Case, files: Iterable, uploaded_by, request=None) -> tup
         thumbnail = classification.thumbnail_jpeg(image.picture)
         validated.append((position, name, dataclasses.replace(image, picture=None), thumbnail))
     # Only this upload's hashes are looked up: the answer does not grow with the case.
-    known_hashes = (
-        dict(
-            case.images.filter(parent__isnull=True, sha256__in={image.sha256 for _, _, image, _ in validated})
-            .order_by()
-            .values_list("sha256", "original_name")
-        )
-        if validated
-        else {}
-    )
+    known_hashes = _known_hashes(case, {image.sha256 for _, _, image, _ in validated}) if validated else {}
     stored: list[tuple[str, str, str, ValidatedImage]] = []
     for position, name, image, thumbnail in validated:
         if image.sha256 in known_hashes:
@@ -227,6 +219,34 @@ def add_images(*, case: Case, files: Iterable, uploaded_by, request=None) -> tup
     if accepted:
         logger.info("case %s: %d image(s) accepted, %d rejected", case.pk, len(accepted), len(rejected))
     return accepted, rejected
+
+
+def _known_hashes(case: Case, hashes: set[str]) -> dict[str, str]:
+    """{sha256: original name} of the case's uploaded images (not cells found in a field) among `hashes`, in a
+    SELECT built once per process and number of hashes (the ORM compiled it on every upload: docs/benchmarks.md,
+    "hweb")."""
+    connection = connections[router.db_for_read(CellImage)]
+    if connection.vendor not in ("postgresql", "sqlite") or len(hashes) > 64:
+        return dict(
+            case.images.filter(parent__isnull=True, sha256__in=hashes).order_by().values_list("sha256", "original_name")
+        )
+
+    def build() -> str:
+        quote = connection.ops.quote_name
+        meta = CellImage._meta
+
+        def column(name: str) -> str:
+            return quote(meta.get_field(name).column)
+
+        return (
+            f"SELECT {column('sha256')}, {column('original_name')} FROM {quote(meta.db_table)}"  # noqa: S608
+            f" WHERE {column('case')} = %s AND {column('parent')} IS NULL"
+            f" AND {column('sha256')} IN ({placeholders(len(hashes))})"
+        )
+
+    with connection.cursor() as cursor:
+        cursor.execute(cached_statement(connection, "known hashes", len(hashes), build), [case.pk, *hashes])
+        return dict(cursor.fetchall())
 
 
 def _delete_stored(stored: Sequence) -> None:

@@ -133,3 +133,27 @@ def test_the_second_factor_rule_still_sees_the_role_loaded_with_the_token(superv
     client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
 
     assert client.get("/api/v1/me/").status_code == 403
+
+
+@pytest.mark.django_db
+def test_the_token_is_read_with_its_user_as_the_orm_reads_them(technician):
+    from accounts.authentication import hash_key, token_with_user
+    from accounts.models import ApiToken
+
+    token, key = create_api_token(user=technician, second_factor=False)
+    create_api_token(user=technician, second_factor=True)  # another token of the same user
+
+    with CaptureQueriesContext(connection) as queries:
+        found = token_with_user(hash_key(key))
+        user = found.user  # read with the token, no query of its own
+    expected = ApiToken.objects.select_related("user").get(pk=token.pk)
+
+    assert len(queries.captured_queries) == 1
+    assert found.pk == token.pk and not found._state.adding
+    fields = ApiToken._meta.concrete_fields
+    assert [getattr(found, field.attname) for field in fields] == [getattr(expected, field.attname) for field in fields]
+    user_fields = type(user)._meta.concrete_fields
+    assert [getattr(user, field.attname) for field in user_fields] == [
+        getattr(expected.user, field.attname) for field in user_fields
+    ]
+    assert token_with_user(hash_key("not a key")) is None

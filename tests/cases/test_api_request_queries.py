@@ -121,3 +121,20 @@ def test_an_image_get_is_one_query_and_the_role(api, image_kinds, django_assert_
     # A field: its cells too.
     with django_assert_max_num_queries(3):
         assert api.get(f"/api/v1/images/{field.pk}/").status_code == 200
+
+
+def test_the_duplicate_look_up_finds_what_the_orm_finds(technician):
+    from cases.services import _known_hashes
+
+    case, other = CaseFactory(created_by=technician), CaseFactory(created_by=technician)
+    field = CellImageFactory(case=case, sha256="f" * 64, original_name="field.png")
+    kept = CellImageFactory(case=case, sha256="a" * 64, original_name="a.png")
+    CellImageFactory(case=case, parent=field, sha256="c" * 64, original_name="cell of the field")
+    CellImageFactory(case=other, sha256="b" * 64, original_name="other case.png")
+    asked = {"a" * 64, "b" * 64, "c" * 64, "f" * 64, "d" * 64}
+
+    expected = dict(
+        case.images.filter(parent__isnull=True, sha256__in=asked).order_by().values_list("sha256", "original_name")
+    )
+    assert _known_hashes(case, asked) == expected == {kept.sha256: "a.png", field.sha256: "field.png"}
+    assert _known_hashes(case, {"d" * 64}) == {}
