@@ -312,12 +312,17 @@ def classify(*, image_ids: Sequence[int]) -> dict[str, int]:
         batch = images[start : start + predictor.max_batch]
         analysed, failed = _analyse_batch(predictor, batch, scales)
         counts["failed"] += len(failed)
-        escalation = case_escalation(analysed)
-        created = (
-            store_analyses(analysed=analysed, model_version=predictor.version, escalated_cases=escalation.cases)
-            if analysed
-            else {}
-        )
+        with case_escalation_lock(analysed):
+            escalation = case_escalation(analysed)
+            created = (
+                store_analyses(analysed=analysed, model_version=predictor.version, escalated_cases=escalation.cases)
+                if analysed
+                else {}
+            )
+            # Announced (after the commit) before the earlier cells the batch escalates.
+            _announce(batch, created, escalated_cases=escalation.cases)
+            if escalation.newly or escalation.earlier:
+                escalate_earlier_predictions(escalation)
         for item in analysed:
             cells = created.get(item.image.pk)
             if cells is None:
@@ -327,9 +332,6 @@ def classify(*, image_ids: Sequence[int]) -> dict[str, int]:
                 counts["cells"] += len(item.analysis.cells)
             else:
                 counts["no_cell"] += 1
-        _announce(batch, created, escalated_cases=escalation.cases)
-        if escalation.newly or escalation.earlier:
-            escalate_earlier_predictions(escalation)
         if shadow is not None and created:
             # After the shown predictions are stored and announced: the shadow never delays or breaks them.
             shadow_classify(shadow=shadow, analysed=analysed, created=created, served_version=predictor.version)
@@ -747,35 +749,76 @@ def _new_cells_reasons(analysed: Sequence[_Analysed]) -> dict[int, list[list[str
 
 
 def case_escalation(analysed: Sequence[_Analysed]) -> CaseEscalation:
-    """Apply the case rule to each case of a batch: its classified cells' latest predictions (one query for
-    the batch's cases) and the cells the batch is about to store. Not locked: two tasks of one case storing
-    at the same moment each count the other's cells only once committed, so the case page's warning
-    (read when shown) can come on a batch before its cells are escalated."""
+    """Apply the case rule to each case of a batch: its classified cells counted by the database (one row per
+    case, selectors.case_cell_counts) and the cells the batch is about to store. The earlier predictions are
+    read only for a case escalated with some of them not yet flagged: the batch that turns its warning on.
+    Run it and store the batch inside case_escalation_lock, or two tasks of one case storing at the same
+    moment may each miss the other's cells."""
     new_reasons = _new_cells_reasons(analysed)
     if not new_reasons:
         return CaseEscalation(cases=set(), newly=set(), earlier={})
-    batch = {item.image.pk for item in analysed}
-    latest: dict[int, tuple[int, int, list]] = {}
-    for case_id, image_id, parent_id, prediction_id, reasons in selectors.case_cell_predictions(sorted(new_reasons)):
-        # The batch's own uploads (and a redelivered field's cells) are counted from the batch.
-        if image_id in batch or parent_id in batch or image_id in latest:
-            continue
-        latest[image_id] = (case_id, prediction_id, reasons)
-    earlier_by_case: dict[int, list[tuple[int, int, list]]] = {}
-    for image_id, (case_id, prediction_id, reasons) in latest.items():
-        earlier_by_case.setdefault(case_id, []).append((prediction_id, image_id, reasons))
+    # The batch's own uploads (and a redelivered field's cells) are counted from the batch.
+    batch = sorted({item.image.pk for item in analysed})
+    counts = selectors.case_cell_counts(sorted(new_reasons), excluding=batch)
     escalation = CaseEscalation(cases=set(), newly=set(), earlier={})
+    to_flag: list[int] = []
     for case_id, reasons in new_reasons.items():
-        earlier = earlier_by_case.get(case_id, [])
-        if not case_review.needs_case_review([row[2] for row in earlier] + reasons):
+        earlier = counts.get(case_id, selectors.CaseCellCounts())
+        unlike = earlier.unlike_training + sum(1 for cell in reasons if case_review.is_unlike_training(cell))
+        if not case_review.case_is_unlike_training(
+            classified_cells=earlier.classified + len(reasons), unlike_training=unlike
+        ):
             continue
         escalation.cases.add(case_id)
-        unescalated = [row for row in earlier if case_review.UNVALIDATED_CASE_REASON not in row[2]]
-        if unescalated:
-            escalation.earlier[case_id] = unescalated
-        if len(unescalated) == len(earlier):
+        if not earlier.escalated:
             escalation.newly.add(case_id)
+        if earlier.escalated < earlier.classified:
+            to_flag.append(case_id)
+    if to_flag:
+        excluded = set(batch)
+        latest: dict[int, tuple[int, int, list]] = {}
+        for case_id, image_id, parent_id, prediction_id, reasons in selectors.case_cell_predictions(sorted(to_flag)):
+            if image_id in excluded or parent_id in excluded or image_id in latest:
+                continue
+            latest[image_id] = (case_id, prediction_id, reasons)
+        for image_id, (case_id, prediction_id, reasons) in latest.items():
+            if case_review.UNVALIDATED_CASE_REASON not in reasons:
+                escalation.earlier.setdefault(case_id, []).append((prediction_id, image_id, reasons))
     return escalation
+
+
+def case_escalation_lock(analysed: Sequence[_Analysed]):
+    """The transaction in which a batch's cases are decided, stored and escalated, one task per case at a time:
+    without it two tasks of one case storing at the same moment each count only the other's committed cells,
+    and the cells of the one that decided first are left unescalated. PostgreSQL locks the cases' rows (FOR NO
+    KEY UPDATE: uploads and field cells still insert under them, as their foreign keys take a key-share lock),
+    in id order; SQLite takes its write lock when the transaction begins (the settings' IMMEDIATE mode). A batch
+    without a cell to store needs neither."""
+    case_ids = sorted(_new_cells_reasons(analysed))
+    if not case_ids:
+        return contextlib.nullcontext()
+    connection = connections[router.db_for_write(Case)]
+    return _locked_cases(connection, case_ids)
+
+
+@contextlib.contextmanager
+def _locked_cases(connection, case_ids: list[int]):
+    with transaction.atomic(using=connection.alias):
+        if connection.vendor == "postgresql":
+
+            def build() -> str:
+                quote = connection.ops.quote_name
+                pk = quote(Case._meta.pk.column)
+                return (
+                    f"SELECT {pk} FROM {quote(Case._meta.db_table)} WHERE {pk} IN ({placeholders(len(case_ids))})"  # noqa: S608
+                    f" ORDER BY {pk} FOR NO KEY UPDATE"
+                )
+
+            with connection.cursor() as cursor:
+                cursor.execute(cached_statement(connection, "lock cases", len(case_ids), build), case_ids)
+        elif connection.vendor != "sqlite":
+            list(Case.objects.select_for_update().filter(pk__in=case_ids).order_by("pk").values_list("pk", flat=True))
+        yield
 
 
 def escalate_earlier_predictions(escalation: CaseEscalation) -> None:
@@ -788,7 +831,8 @@ def escalate_earlier_predictions(escalation: CaseEscalation) -> None:
         for rows in earlier.values()
         for prediction_id, _, reasons in rows
     ]
-    with transaction.atomic():
+    # Inside case_escalation_lock's transaction: no savepoint of its own.
+    with transaction.atomic(savepoint=False):
         if predictions:
             Prediction.objects.bulk_update(predictions, ["flagged", "flag_reasons"])
         record_many(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -518,3 +519,86 @@ def case_cell_predictions(case_ids: list[int]) -> list[tuple]:
         rows = cursor.fetchall()
     # SQLite gives the JSON text.
     return [(*row[:4], (json.loads(row[4]) if isinstance(row[4], str) else row[4]) or []) for row in rows]
+
+
+@dataclass(frozen=True)
+class CaseCellCounts:
+    """A case's classified cells counted by their newest prediction: all of them, those whose reasons say
+    "unlike the training data" (case_review.UNLIKE_TRAINING_REASONS), those already escalated."""
+
+    classified: int = 0
+    unlike_training: int = 0
+    escalated: int = 0
+
+
+def case_cell_counts(case_ids: list[int], *, excluding: Sequence[int] = ()) -> dict[int, CaseCellCounts]:
+    """CaseCellCounts per case (cases without a classified cell are left out), leaving out the images
+    `excluding` and the cells found in them: one row per case whatever its size, counted by the database
+    (jsonb's ?| on PostgreSQL, json_each on SQLite), the SQL built once per process. What the classification
+    task reads every batch; elsewhere the rows of case_cell_predictions are counted here."""
+    connection = connections[router.db_for_read(Prediction)]
+    excluded = sorted({int(pk) for pk in excluding})
+    unlike_codes = sorted(case_review.UNLIKE_TRAINING_REASONS)
+    if connection.vendor not in ("postgresql", "sqlite"):
+        return _counted(case_cell_predictions(case_ids), set(excluded))
+
+    def build() -> str:
+        quote = connection.ops.quote_name
+        image, prediction = CellImage._meta, Prediction._meta
+
+        def column(meta, name: str) -> str:
+            return quote(meta.get_field(name).column)
+
+        reasons = f"p.{column(prediction, 'flag_reasons')}"
+        if connection.vendor == "postgresql":
+            unlike = f"{reasons} ?| ARRAY[{placeholders(len(unlike_codes))}]"
+            escalated = f"{reasons} ? %s"
+        else:
+            each = f"SELECT 1 FROM json_each({reasons}) r WHERE r.value"  # noqa: S608
+            unlike = f"EXISTS ({each} IN ({placeholders(len(unlike_codes))}))"
+            escalated = f"EXISTS ({each} = %s)"
+        left_out = ""
+        if excluded:
+            listed = placeholders(len(excluded))
+            parent = f"i.{column(image, 'parent')}"
+            left_out = (
+                f" AND i.{quote(image.pk.column)} NOT IN ({listed})"
+                f" AND ({parent} IS NULL OR {parent} NOT IN ({listed}))"
+            )
+        # Table and column names come from the models' metadata, quoted; every value is a parameter.
+        return (
+            "SELECT t.case_id, COUNT(*), SUM(t.unlike), SUM(t.escalated) FROM ("  # noqa: S608
+            f"SELECT i.{column(image, 'case')} AS case_id,"
+            f" CASE WHEN {unlike} THEN 1 ELSE 0 END AS unlike, CASE WHEN {escalated} THEN 1 ELSE 0 END AS escalated,"
+            f" ROW_NUMBER() OVER (PARTITION BY p.{column(prediction, 'image')}"
+            f" ORDER BY p.{column(prediction, 'created_at')} DESC, p.{quote(prediction.pk.column)} DESC) AS newest"
+            f" FROM {quote(prediction.db_table)} p JOIN {quote(image.db_table)} i"
+            f" ON i.{quote(image.pk.column)} = p.{column(prediction, 'image')}"
+            f" WHERE i.{column(image, 'case')} IN ({placeholders(len(case_ids))}) AND i.{column(image, 'kind')} = %s"
+            f"{left_out}) t WHERE t.newest = 1 GROUP BY t.case_id"
+        )
+
+    sql = cached_statement(connection, f"case cell counts excluding {len(excluded)}", len(case_ids), build)
+    parameters = [*unlike_codes, case_review.UNVALIDATED_CASE_REASON, *case_ids, CellImage.Kind.CELL]
+    parameters += excluded * 2
+    with connection.cursor() as cursor:
+        cursor.execute(sql, parameters)
+        rows = cursor.fetchall()
+    return {
+        case_id: CaseCellCounts(classified=classified, unlike_training=int(unlike), escalated=int(escalated))
+        for case_id, classified, unlike, escalated in rows
+    }
+
+
+def _counted(rows, excluded: set[int]) -> dict[int, CaseCellCounts]:
+    newest: dict[int, tuple[int, list]] = {}
+    for case_id, image_id, parent_id, _prediction_id, reasons in rows:
+        if image_id not in excluded and parent_id not in excluded:
+            newest.setdefault(image_id, (case_id, reasons))
+    counts: dict[int, list[int]] = {}
+    for case_id, reasons in newest.values():
+        row = counts.setdefault(case_id, [0, 0, 0])
+        row[0] += 1
+        row[1] += case_review.is_unlike_training(reasons)
+        row[2] += case_review.UNVALIDATED_CASE_REASON in reasons
+    return {case_id: CaseCellCounts(*row) for case_id, row in counts.items()}

@@ -7,17 +7,23 @@ The inference pipeline is replaced by the fake of test_field_uploads, so what is
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from datetime import timedelta
+
 import pytest
+from django import db
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from audit.models import AuditEvent
-from cases import classification, review_selectors, selectors, tasks
-from cases.models import Prediction
+from cases import classification, review_selectors, selectors, services, tasks
+from cases.models import CellImage, Prediction
 from tests.api.conftest import token_client
 from tests.cases.test_field_uploads import crop_of, field_of, found, upload
-from tests.factories import CaseFactory
+from tests.factories import CaseFactory, CellImageFactory, ModelVersionFactory, PredictionFactory
 
 ESCALATED = "unvalidated_case"
 
@@ -193,3 +199,117 @@ def test_the_events_say_the_case_is_escalated_only_once_it_is(
     with django_capture_on_commit_callbacks(execute=True):
         classify(upload(case, technician, name="third.png", colour=(4, 5, 6)))
     assert heard[3:] == [True]  # a case escalated stays escalated: no earlier cell to flag, still said
+
+
+def test_the_cells_of_a_case_are_counted_by_their_newest_prediction_one_row_per_case(technician):
+    first, second, empty = (CaseFactory(created_by=technician) for _ in range(3))
+    old, new = ModelVersionFactory(), ModelVersionFactory()
+    now = timezone.now()
+
+    def cell(case, reasons, *, parent=None, earlier_reasons=None):
+        image = CellImageFactory(case=case, parent=parent)
+        if earlier_reasons is not None:
+            PredictionFactory(image=image, model_version=old, flag_reasons=list(earlier_reasons))
+            Prediction.objects.filter(image=image).update(created_at=now - timedelta(hours=1))
+        PredictionFactory(image=image, model_version=new, flag_reasons=list(reasons))
+        return image
+
+    cell(first, ["unfamiliar_imaging", ESCALATED])
+    cell(first, ["out_of_distribution"], earlier_reasons=[])
+    cell(first, [], earlier_reasons=["not_a_cell"])  # its newest prediction says nothing unlike the training data
+    cell(first, ["low_confidence", ESCALATED])
+    CellImageFactory(case=first, status="queued")  # not classified yet: not counted
+    field = CellImageFactory(case=second, kind=CellImage.Kind.FIELD)
+    cell(second, ["not_a_cell"], parent=field)
+    cell(second, ["not_a_cell"], parent=field)
+    upload = cell(second, [])
+    cell(second, ["low_confidence"])
+
+    counts = selectors.case_cell_counts([first.pk, second.pk, empty.pk])
+    assert counts == {
+        first.pk: selectors.CaseCellCounts(classified=4, unlike_training=2, escalated=2),
+        second.pk: selectors.CaseCellCounts(classified=4, unlike_training=2, escalated=0),
+    }
+    # A batch leaves out its own uploads and the cells found in them.
+    assert selectors.case_cell_counts([second.pk], excluding=[field.pk, upload.pk]) == {
+        second.pk: selectors.CaseCellCounts(classified=1, unlike_training=0, escalated=0)
+    }
+    # The database counts as the rows read one by one would.
+    rows = selectors.case_cell_predictions([first.pk, second.pk])
+    assert selectors._counted(rows, set()) == counts
+
+
+def test_the_earlier_predictions_are_read_only_by_the_batch_that_turns_the_warning_on(
+    analysis, case, technician, monkeypatch
+):
+    read = []
+    reader = selectors.case_cell_predictions
+    monkeypatch.setattr(selectors, "case_cell_predictions", lambda case_ids: read.append(case_ids) or reader(case_ids))
+    analysis(clean_crop)
+    for n in range(3):
+        classify(upload(case, technician, name=f"crop-{n}.png", colour=(n, 40, 50)))
+    assert read == []  # a case under the share: counted, never read
+
+    analysis(cells_of([("unfamiliar_imaging",)] * 2))  # 2 of 5
+    classify(upload(case, technician))
+    assert read == [[case.pk]]
+    assert all(ESCALATED in latest(image).flag_reasons for image in case.images.filter(kind="cell"))
+
+    analysis(clean_crop)
+    classify(upload(case, technician, name="later.png", colour=(9, 9, 9)))
+    assert read == [[case.pk]]  # escalated already, every cell flagged: nothing to read
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_tasks_of_one_case_storing_at_once_leave_no_cell_unescalated(analysis, technician, monkeypatch):
+    """Each task counts the case before the other stores (held at a barrier after counting): alone, each is under
+    the rule's minimum of cells; together 2 of 4 cells are unlike the training data. With the case locked the
+    second task waits, counts the first one's cells and escalates them with its own."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has no row locks: its IMMEDIATE transactions serialise the tasks' writes whole")
+    case = CaseFactory(created_by=technician)
+    unlike_colour = (200, 10, 10)
+
+    def answer(picture):
+        reasons = ("unfamiliar_imaging",) if picture.getpixel((0, 0)) == unlike_colour else ()
+        return cells_of([reasons] * 2)(picture)
+
+    analysis(answer)
+    queued = []
+    monkeypatch.setattr(services, "enqueue_classification", lambda *, image_ids: queued.append(list(image_ids)))
+    fields = [
+        upload(case, technician, name="unlike.png", colour=unlike_colour),
+        upload(case, technician, name="clean.png", colour=(230, 200, 200)),
+    ]
+    assert sorted(queued) == sorted([[field.pk] for field in fields])
+    barrier = threading.Barrier(2)
+    counter = selectors.case_cell_counts
+
+    def counted_then_held(*args, **kwargs):
+        counts = counter(*args, **kwargs)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=3)  # the other task counts meanwhile, unless it is waiting for the case's lock
+        return counts
+
+    monkeypatch.setattr(selectors, "case_cell_counts", counted_then_held)
+    errors = []
+
+    def run(field):
+        try:
+            classify(field)
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+        finally:
+            db.connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(field,)) for field in fields]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    reasons = list(Prediction.objects.filter(image__case=case).values_list("flag_reasons", flat=True))
+    assert len(reasons) == 4
+    assert all(ESCALATED in cell_reasons for cell_reasons in reasons), reasons
+    assert escalations().count() == 1
