@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from .calibration import softmax
 from .model_folder import OOD_STATISTICS_FILE
 from .models import ModelVersion
 from .ood import MahalanobisScorer
-from .preprocessing import flipped_views, preprocess_batch, validate_preprocessing
+from .preprocessing import flipped_views, preprocess_batch, validate_preprocessing, view_count
 from .registry import artifact_path, get_active_version
 from .runtimes import open_runtime, sha256_of_file
 
@@ -148,7 +149,25 @@ class Predictor:
     def predict_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(logits, features) for already preprocessed inputs, averaged over the version's test-time views
         (`test_time_flips`); used by serving, evaluation and benchmarks alike."""
-        views = flipped_views(np.asarray(batch, dtype=np.float32), self.preprocessing.get("test_time_flips", "none"))
+        batch = np.asarray(batch, dtype=np.float32)
+        step = self._images_per_call()
+        if len(batch) <= step:
+            return self._views_averaged(batch)
+        return _joined([self._views_averaged(batch[start : start + step]) for start in range(0, len(batch), step)])
+
+    def _images_per_call(self) -> int:
+        """Images whose views (the image and its test-time flips) fill one runtime call. A batch goes to the
+        runtime this many images at a time, each image with its flips: a 16-image task held its preprocessed
+        batch, the flipped copy and both concatenated (~38 MB at 224 px) at once, the summed worker's peak
+        (bench/worker_memory.py); the runtime's calls keep their size (LiteRT: 4 inputs), and every input's
+        outputs are the same whatever else shares its call (tests/inference/test_predictor.py)."""
+        per_call = getattr(self.runtime, "max_invoke_batch", None)
+        if not per_call:
+            return sys.maxsize
+        return max(1, per_call // view_count(self.preprocessing.get("test_time_flips", "none")))
+
+    def _views_averaged(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        views = flipped_views(batch, self.preprocessing.get("test_time_flips", "none"))
         with self._lock:
             logits, features = self.runtime.run(
                 np.ascontiguousarray(np.concatenate(views) if len(views) > 1 else batch, dtype=np.float32)
@@ -165,8 +184,13 @@ class Predictor:
         if not images:
             return []
         started = time.perf_counter()
-        batch = preprocess_batch(images, self.preprocessing)
-        logits, features = self.predict_arrays(batch)
+        # Preprocessed a runtime call's worth at a time (_images_per_call): never the whole batch's pixels at once.
+        step = self._images_per_call()
+        parts = [
+            self.predict_arrays(preprocess_batch(images[start : start + step], self.preprocessing))
+            for start in range(0, len(images), step)
+        ]
+        logits, features = _joined(parts)
         probabilities = softmax(logits / self.temperature)
         ood_scores = None
         if self.ood_scorer is not None:
@@ -197,6 +221,12 @@ class Predictor:
             latency_ms=latency_ms,
             flag_reasons=tuple(reasons),
         )
+
+
+def _joined(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([part[0] for part in parts]), np.concatenate([part[1] for part in parts])
 
 
 _predictor: Predictor | None = None

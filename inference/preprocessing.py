@@ -94,6 +94,11 @@ def flipped_views(batch: np.ndarray, flips: str) -> list[np.ndarray]:
     return views
 
 
+def view_count(flips: str) -> int:
+    """How many views flipped_views gives each image."""
+    return len(flipped_views(np.empty((0, 1, 1, 3), dtype=np.float32), flips))
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any decodable image as 8-bit RGB, upright as its EXIF orientation says.
 

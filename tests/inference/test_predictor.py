@@ -201,6 +201,30 @@ def test_test_time_flips_average_the_logits_and_features_of_the_flipped_views(ti
     assert not np.allclose(logits, runs[0][0])
 
 
+@pytest.mark.parametrize(("flips", "calls"), [("none", [4, 3]), ("horizontal", [4, 4, 4, 2]), ("dihedral4", [4] * 7)])
+def test_a_batch_goes_to_the_runtime_a_call_at_a_time_each_image_with_its_flips(tiny_model, flips, calls):
+    # A 16-image task no longer holds every image's pixels and flipped copies at once; the calls keep the
+    # runtime's size, and the outputs are those of the whole batch in one call, to the last bit.
+    tiny_model.preprocessing = {**tiny_model.preprocessing, "test_time_flips": flips}
+    predictor = Predictor(tiny_model)
+    images = [synthetic_cell_image(i % 3, len(tiny_model.classes), seed=60 + i, size=48) for i in range(7)]
+    run, sizes = predictor.runtime.run, []
+
+    def recorded(batch):
+        sizes.append(len(batch))
+        return run(batch)
+
+    predictor.runtime.run = recorded
+    sliced = predictor.predict(images)
+    assert sizes == calls
+    predictor.runtime.max_invoke_batch = 64
+    whole = predictor.predict(images)
+    assert sizes[len(calls) :] == [sum(calls)]  # all 7 images and their flips in one call
+    assert [(r.probabilities, r.ood_score, r.label) for r in sliced] == [
+        (r.probabilities, r.ood_score, r.label) for r in whole
+    ]
+
+
 def test_an_unknown_test_time_flip_is_refused_when_the_model_loads(tiny_model):
     tiny_model.preprocessing = {**tiny_model.preprocessing, "test_time_flips": "rotate"}
     with pytest.raises(ModelUnavailable, match="test_time_flips"):
