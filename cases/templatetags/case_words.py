@@ -5,6 +5,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from cases.differential import display_name
+from cases.models import Case
 
 register = template.Library()
 
@@ -43,4 +44,6 @@ def live_grid_words():
         "names": {str(label): display_name(str(label)) for label in labels},
         "classified": gettext("Classified"),
         "confidence": gettext("confidence"),
+        # The case badge (_case_status.html) set from an event's case status, without fetching a card for it.
+        "case_statuses": {str(value): str(label) for value, label in Case.Status.choices},
     }

@@ -213,6 +213,17 @@
     return true;
   }
 
+  // The case badge as _case_status.html renders it, from the case's status as an event read it (a later event,
+  // or the card fetched after the last upload, brings a newer one). Unknown words: left to a fetched card.
+  function setBadge(value) {
+    const status = document.getElementById("case-status");
+    const names = words && words.case_statuses;
+    if (!status || !names || !Object.prototype.hasOwnProperty.call(names, value)) return;
+    if (status.dataset.status === value) return;
+    status.dataset.status = value;
+    status.textContent = names[value];
+  }
+
   function cardOf(id) {
     return grid.querySelector('[data-testid="cell-card"][data-image-id="' + Number(id) + '"]');
   }
@@ -252,10 +263,11 @@
       if (body.case && body.case.model_warning) showValidityWarning();
       // A cell already shown as the event says (its card came with the upload's answer) needs no fetch; a
       // plain classified cell shown as pending gets its label from the event (fill); the case's badge, when
-      // the event's status differs, comes with one card.
+      // the event's status differs, is set from the event (setBadge), else comes with one card.
+      lastCaseStatus = body.case ? body.case.status : null;
+      if (lastCaseStatus) setBadge(lastCaseStatus);
       const status = document.getElementById("case-status");
       const caseChanged = !body.case || !status || status.dataset.status !== body.case.status;
-      lastCaseStatus = body.case ? body.case.status : null;
       const ids = body.images
         .filter(function (image) {
           const card = cardOf(image.id);
@@ -308,7 +320,8 @@
       if (first === null) first = id;
       if (needsFetch(card, entry[0])) ids.push(id);
     });
-    // The case's badge comes with any card: one is enough when only the badge is behind.
+    // The case's badge comes with any card: one is enough when only the badge is behind (and its words unknown).
+    if (lastCaseStatus) setBadge(lastCaseStatus);
     const status = document.getElementById("case-status");
     if (!ids.length && first !== null && lastCaseStatus && status && status.dataset.status !== lastCaseStatus) {
       ids.push(first);
@@ -331,9 +344,55 @@
     schedulePoll();
   }
 
+  // Accepted uploads without cards in the answer (a broker classifies them: they are all queued when it
+  // leaves): each drawn from the page's queued card (_cells.html), its id in place of the placeholder's, so
+  // the server renders no card per upload. A cell already shown (its event's card came first) is kept.
+  const queuedTemplate = document.querySelector("template[data-queued-card-template]");
+
+  function showQueued(items) {
+    const ids = items.map(function (item) {
+      return Number(item.id);
+    });
+    if (!queuedTemplate) {
+      trackNew(ids);
+      return;
+    }
+    const placeholder = queuedTemplate.dataset.placeholderId;
+    items.forEach(function (item) {
+      const id = Number(item.id);
+      if (item.status !== "queued" || !Number.isInteger(id) || cardOf(id)) return;
+      const template = document.createElement("template");
+      template.innerHTML = queuedTemplate.innerHTML.split(placeholder).join(String(id));
+      const col = template.content.querySelector("[data-cell-col]");
+      const name = col && col.querySelector("[data-cell-name]");
+      if (!col || !name) return;
+      name.textContent = item.name;
+      name.title = item.name;
+      place(col, true);
+    });
+    if (ids.length) lastUploadedId = ids[ids.length - 1];
+    // Anything not drawn here (not queued, or not drawable) is fetched.
+    track(
+      ids.filter(function (id) {
+        return !cardOf(id);
+      })
+    );
+    flushDeferredNow();
+    updatePendingFlag();
+    schedulePoll();
+  }
+
+  // Events that waited for these cards need not wait for the next tick of the timer.
+  function flushDeferredNow() {
+    if (!deferred.size) return;
+    if (deferTimer) clearTimeout(deferTimer);
+    flushDeferred();
+  }
+
   window.HematoVisionGrid = {
     track: trackNew,
     showUploaded: showUploaded,
+    showQueued: showQueued,
     uploadStarted: function () {
       uploadsInProgress += 1;
       schedulePoll();

@@ -161,6 +161,7 @@
       });
       if (acceptedIds.length && grid()) {
         if (body.cards && grid().showUploaded) grid().showUploaded(body.cards, acceptedIds);
+        else if (grid().showQueued) grid().showQueued(body.accepted);
         else grid().track(acceptedIds);
       }
     }

@@ -140,6 +140,31 @@ def test_upload_answer_carries_the_accepted_cells_cards(client, technician, case
     assert 'data-testid="case-status"' in cards
 
 
+def test_with_a_broker_the_upload_answer_renders_no_cards_and_the_page_has_the_queued_card(
+    client, technician, case, settings, monkeypatch
+):
+    """The cells are all queued when the answer leaves: the page draws them from its queued card
+    (live_grid.js showQueued), so the answer carries none."""
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    monkeypatch.setattr(services, "enqueue_classification", lambda *, image_ids: None)
+    client.force_login(technician)
+
+    response = client.post(
+        reverse("cases:upload", args=[case.pk]),
+        {"files": [images.upload("a.jpg", images.rgb_jpeg())]},
+        HTTP_ACCEPT="application/json",
+    )
+    page = client.get(reverse("cases:detail", args=[case.pk])).content.decode()
+
+    body = response.json()
+    assert response.status_code == 201 and "cards" not in body
+    (accepted,) = body["accepted"]
+    assert accepted["status"] == "queued"
+    template = page.split("<template data-queued-card-template", 1)[1].split("</template>", 1)[0]
+    assert template.count('data-testid="cell-card"') == 1 and 'data-status="queued"' in template
+    assert "data-cell-name" in template and "cell-retry" not in template
+
+
 def test_upload_without_script_redirects_with_messages(client, technician, case):
     client.force_login(technician)
 

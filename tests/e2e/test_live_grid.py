@@ -163,3 +163,69 @@ def test_an_escalated_case_shows_its_not_validated_banner_without_a_reload(live_
     expect(banner).to_have_count(1)
     expect(banner).to_be_visible()
     expect(banner).to_contain_text("This model is not validated for images like these.")
+
+
+def test_with_a_broker_the_page_draws_the_queued_cards_as_the_server_renders_them(
+    live_server, page, technician, pbc_dir, transport, settings, monkeypatch
+):
+    """With a broker the upload's answer carries no cards (the server renders none per upload): the page draws
+    each accepted cell from its queued card. Drawn cards equal the server's own (cases:cards), name and id
+    included; here nothing classifies them, so they stay queued."""
+    import cases.services
+
+    settings.CELERY_TASK_ALWAYS_EAGER = False  # the answer as with a broker
+    sent: list[list[int]] = []
+    monkeypatch.setattr(cases.services, "enqueue_classification", lambda *, image_ids: sent.append(list(image_ids)))
+    files = pbc_files(pbc_dir, 3)
+    case = open_case(page, live_server, technician, f"LIVE-QUEUED-{transport}")
+    grid = page.get_by_test_id("cell-grid")
+    uploads = []
+    page.on("response", lambda response: uploads.append(response) if response.request.method == "POST" else None)
+
+    page.get_by_test_id("upload-input").set_input_files([str(path) for path in files])
+
+    expect(page.locator('[data-testid=upload-progress][data-state="done"]')).to_have_count(3, timeout=30_000)
+    expect(grid.locator('[data-testid=cell-card][data-status="queued"]')).to_have_count(3)
+    answers = [response.json() for response in uploads if response.url.endswith(f"/cases/{case.pk}/images/")]
+    assert answers and all(answer["accepted"] and "cards" not in answer for answer in answers)
+    ids = sorted(image.pk for image in CellImage.objects.filter(case=case))
+    assert sorted(pk for batch in sent for pk in batch) == ids
+    same = page.evaluate(
+        """async ([url, ids]) => {
+          const drawn = ids.map((id) => document.querySelector(`[data-cell-col="${id}"]`).outerHTML);
+          const answer = await (await fetch(`${url}?ids=${ids.join(",")}`)).text();
+          const template = document.createElement("template");
+          template.innerHTML = answer;
+          const served = ids.map((id) => template.content.querySelector(`[data-cell-col="${id}"]`).outerHTML);
+          return drawn.map((html, index) => html === served[index]);
+        }""",
+        [grid.get_attribute("data-cards-url"), ids],
+    )
+    assert same == [True, True, True]
+    names = grid.locator("[data-cell-name]").all_inner_texts()
+    assert sorted(names) == sorted(path.name for path in files)
+
+
+def test_a_pushed_case_status_sets_the_badge_without_a_cards_request(live_server, page, technician, settings):
+    """The badge follows the event's case status in the page's words; no card is fetched for it."""
+    from cases.models import Case
+
+    settings.EVENTS_REDIS_URL = ""  # the in-process channel
+    page.add_init_script(READY_SCRIPT)
+    case = open_case(page, live_server, technician, "LIVE-BADGE")
+    cell = CellImageFactory(case=case, status=CellImage.Status.QUEUED, storage_key=storage.save(cell_png(0, seed=0)))
+    page.wait_for_function("() => window.__streamReady === true")
+    events.publish_image_updates(case_id=case.pk, image_ids=[cell.pk])
+    grid = page.get_by_test_id("cell-grid")
+    expect(grid.locator(f'[data-testid=cell-card][data-image-id="{cell.pk}"]')).to_have_count(1)
+
+    cards_requests: list[str] = []
+    page.on("request", lambda request: cards_requests.append(request.url) if "/cards/" in request.url else None)
+    Case.objects.filter(pk=case.pk).update(status=Case.Status.CLASSIFYING)
+    events.publish_image_updates(case_id=case.pk, image_ids=[cell.pk])
+
+    badge = page.get_by_test_id("case-status")
+    expect(badge).to_have_text("Classifying")
+    expect(badge).to_have_attribute("data-status", "classifying")
+    page.wait_for_timeout(500)
+    assert cards_requests == []
