@@ -53,10 +53,10 @@ TRIM_AFTER_IMAGES = 12
 def release_freed_memory(sender=None, task=None, **kwargs):
     """After each task of a pool process, hand the heap's free pages back to the system (glibc malloc_trim).
 
-    A 16-image task decodes, locates and preprocesses all its images at once; glibc keeps the freed memory
-    in its heap, so a pool process stayed tens of MB above its resting size for the rest of its life
-    (bench/worker_memory.py, docs/operations.md "Worker memory"). An eager task (the embedded default)
-    runs in the web process and is left alone."""
+    A 16-image task decodes and locates all its images at once (the model takes them a few at a time:
+    Predictor._images_per_call); glibc keeps the freed memory in its heap, so a pool process stayed tens of
+    MB above its resting size for the rest of its life (bench/worker_memory.py, docs/operations.md "Worker
+    memory"). An eager task (the embedded default) runs in the web process and is left alone."""
     if _malloc_trim is None or getattr(getattr(task or sender, "request", None), "is_eager", False):
         return
     # Only after a large task: trimming after every one-image task made the next task fault its pages back in
