@@ -8,7 +8,14 @@ import dj_database_url
 
 from hematovision.settings.test import *  # noqa: F403
 
-DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=0)}
+# A new connection per task unless a test keeps them, as production does (CONN_MAX_AGE, health checks on).
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ["DATABASE_URL"],
+        conn_max_age=int(os.environ.get("HEMATOVISION_TEST_CONN_MAX_AGE", "0")),
+        conn_health_checks=True,
+    )
+}
 PRIVATE_MEDIA_ROOT = Path(os.environ["HEMATOVISION_TEST_PRIVATE_MEDIA_ROOT"])
 MODEL_STORE_DIR = Path(os.environ["HEMATOVISION_TEST_MODEL_STORE_DIR"])
 CELERY_BROKER_URL = os.environ["TEST_CELERY_BROKER_URL"]
