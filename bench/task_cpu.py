@@ -50,6 +50,7 @@ STAGES = [
     ("claim images", "cases.classification", "claim_for_classification"),
     ("analyse (decode, windows)", "cases.classification", "_analyse_batch"),
     ("locate [not ours]", "inference.analysis", "locate_cells"),
+    ("case escalation (count, decide)", "cases.classification", "case_escalation"),
     ("store results", "cases.classification", "store_analyses"),
     ("announce (push event)", "cases.classification", "_announce"),
     ("case status refresh", "cases.classification", "refresh_case_statuses"),
@@ -90,6 +91,13 @@ def main() -> int:
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--database-url", required=True, help="a PostgreSQL database of your own (recreated)")
     parser.add_argument("--reviewers", type=int, default=3)
+    parser.add_argument(
+        "--case-cells",
+        type=int,
+        default=0,
+        help="classified cells the 'one' case already holds (rows written directly, one in 10 flagged"
+        " out_of_distribution: under the case-escalation share)",
+    )
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of the tasks")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--json", action="store_true")
@@ -180,6 +188,8 @@ def main() -> int:
     for item in blobs[:WARMUP_IMAGES]:  # first notifications, first queries compiled
         upload(case, [item])
         run_tasks()
+    if arguments.case_cells:
+        _fill_case(case, technician, arguments.case_cells)
     scenarios = [("one", [[item] for item in blobs[WARMUP_IMAGES : WARMUP_IMAGES + arguments.one]])]
     if arguments.batch:
         scenarios.append(("batch", [blobs[WARMUP_IMAGES + arguments.one :]]))
@@ -212,6 +222,7 @@ def main() -> int:
             "queries_per_task": queries[0] / max(tasks_run, 1),
             "stages_ms_per_cell": stages,
         }
+    report["case_cells"] = arguments.case_cells
     report["load_average"] = os.getloadavg()
     report["model_threads"] = int(os.environ["INFERENCE_NUM_THREADS"])
 
@@ -237,6 +248,44 @@ def main() -> int:
             print(f"\n--- by {order} ---", file=sys.stderr if arguments.json else sys.stdout)
             print(out.getvalue().split("\n", 6)[-1], file=sys.stderr if arguments.json else sys.stdout)
     return 0
+
+
+def _fill_case(case, technician, count: int) -> None:
+    """`count` classified cells in `case`, each with a prediction of the active model, written in bulk (the
+    bench measures the tasks that come after them, not these)."""
+    from cases.models import CellImage, Prediction
+    from inference.models import ModelVersion
+
+    version = ModelVersion.objects.get(is_active=True)
+    cells = CellImage.objects.bulk_create(
+        CellImage(
+            case=case,
+            storage_key=f"bench/filled-{case.pk}-{number}",
+            sha256=f"{case.pk:032x}{number:032x}",
+            size_bytes=1000,
+            width=64,
+            height=64,
+            content_type="image/png",
+            original_name=f"filled-{number}.png",
+            uploaded_by=technician,
+            status=CellImage.Status.CLASSIFIED,
+        )
+        for number in range(count)
+    )
+    Prediction.objects.bulk_create(
+        Prediction(
+            image=cell,
+            model_version=version,
+            label="neutrophil",
+            confidence=0.97,
+            probabilities={"neutrophil": 0.97},
+            flagged=number % 10 == 0,
+            flag_reasons=["out_of_distribution"] if number % 10 == 0 else [],
+            ood_score=0.1,
+            latency_ms=5.0,
+        )
+        for number, cell in enumerate(cells)
+    )
 
 
 if __name__ == "__main__":

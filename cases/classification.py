@@ -790,10 +790,9 @@ def case_escalation(analysed: Sequence[_Analysed]) -> CaseEscalation:
 def case_escalation_lock(analysed: Sequence[_Analysed]):
     """The transaction in which a batch's cases are decided, stored and escalated, one task per case at a time:
     without it two tasks of one case storing at the same moment each count only the other's committed cells,
-    and the cells of the one that decided first are left unescalated. PostgreSQL locks the cases' rows (FOR NO
-    KEY UPDATE: uploads and field cells still insert under them, as their foreign keys take a key-share lock),
-    in id order; SQLite takes its write lock when the transaction begins (the settings' IMMEDIATE mode). A batch
-    without a cell to store needs neither."""
+    and the cells of the one that decided first are left unescalated. PostgreSQL takes an advisory lock per case
+    (transaction-scoped, in id order); SQLite its write lock when the transaction begins (the settings'
+    IMMEDIATE mode). A batch without a cell to store needs neither."""
     case_ids = sorted(_new_cells_reasons(analysed))
     if not case_ids:
         return contextlib.nullcontext()
@@ -801,21 +800,27 @@ def case_escalation_lock(analysed: Sequence[_Analysed]):
     return _locked_cases(connection, case_ids)
 
 
+# The advisory locks' first key: "hv" + "ce" (HematoVision, case escalation); the second is the case id.
+_ESCALATION_LOCK_CLASS = 0x68766365
+
+
 @contextlib.contextmanager
 def _locked_cases(connection, case_ids: list[int]):
     with transaction.atomic(using=connection.alias):
         if connection.vendor == "postgresql":
+            # An advisory lock per case rather than its row: no row written (a row lock writes the tuple), and
+            # uploads, reviews and sign-off, which lock the case row, neither wait for it nor hold it up. Its
+            # second key is 32 bits: ids 2**32 apart share a lock, which only makes their tasks take turns.
+            keys = sorted({(case_id + 2**31) % 2**32 - 2**31 for case_id in case_ids})
 
             def build() -> str:
-                quote = connection.ops.quote_name
-                pk = quote(Case._meta.pk.column)
-                return (
-                    f"SELECT {pk} FROM {quote(Case._meta.db_table)} WHERE {pk} IN ({placeholders(len(case_ids))})"  # noqa: S608
-                    f" ORDER BY {pk} FOR NO KEY UPDATE"
-                )
+                return "SELECT " + ", ".join(["pg_advisory_xact_lock(%s, %s)"] * len(keys))
 
             with connection.cursor() as cursor:
-                cursor.execute(cached_statement(connection, "lock cases", len(case_ids), build), case_ids)
+                cursor.execute(
+                    cached_statement(connection, "lock cases", len(keys), build),
+                    [value for key in keys for value in (_ESCALATION_LOCK_CLASS, key)],
+                )
         elif connection.vendor != "sqlite":
             list(Case.objects.select_for_update().filter(pk__in=case_ids).order_by("pk").values_list("pk", flat=True))
         yield

@@ -266,7 +266,7 @@ def test_two_tasks_of_one_case_storing_at_once_leave_no_cell_unescalated(analysi
     the rule's minimum of cells; together 2 of 4 cells are unlike the training data. With the case locked the
     second task waits, counts the first one's cells and escalates them with its own."""
     if connection.vendor != "postgresql":
-        pytest.skip("SQLite has no row locks: its IMMEDIATE transactions serialise the tasks' writes whole")
+        pytest.skip("SQLite has no row or advisory locks: its IMMEDIATE transactions serialise the tasks' writes whole")
     case = CaseFactory(created_by=technician)
     unlike_colour = (200, 10, 10)
 
