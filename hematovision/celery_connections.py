@@ -27,6 +27,16 @@ import select
 from celery.signals import task_postrun, task_prerun
 from django.db import close_old_connections, connections
 
+try:
+    from psycopg import DatabaseError
+    from psycopg.pq import ConnStatus, TransactionStatus
+
+    _CONNECTION_OK, _TRANSACTION_IDLE = ConnStatus.OK, TransactionStatus.IDLE
+except ImportError:  # no psycopg 3: socket_says_intact never says so
+    DatabaseError = OSError
+    _CONNECTION_OK = _TRANSACTION_IDLE = None
+_poll = getattr(select, "poll", None)
+
 
 def _is_eager(task) -> bool:
     return bool(getattr(getattr(task, "request", None), "is_eager", False))
@@ -35,22 +45,17 @@ def _is_eager(task) -> bool:
 def socket_says_intact(connection) -> bool:
     """Whether an open PostgreSQL connection (psycopg 3) is idle, sound by libpq's account and has nothing
     waiting on its socket: nothing has happened to it since its last answer."""
-    raw = connection.connection
-    pgconn = getattr(raw, "pgconn", None)
-    if pgconn is None or raw.closed or raw.broken:
+    pgconn = getattr(connection.connection, "pgconn", None)
+    if pgconn is None or _poll is None:  # psycopg 2, or no poll(): Django's check decides
         return False
-    import psycopg
-    from psycopg.pq import ConnStatus, TransactionStatus
-
-    if pgconn.status != ConnStatus.OK or pgconn.transaction_status != TransactionStatus.IDLE:
-        return False
-    if not hasattr(select, "poll"):  # not a POSIX system: Django's check decides
+    # A connection closed or broken (by psycopg's account) is not OK; one in a transaction is not IDLE.
+    if pgconn.status != _CONNECTION_OK or pgconn.transaction_status != _TRANSACTION_IDLE:
         return False
     try:
-        poller = select.poll()
+        poller = _poll()
         poller.register(pgconn.socket, select.POLLIN | select.POLLPRI)
         return not poller.poll(0)
-    except (OSError, ValueError, psycopg.Error):  # no usable socket
+    except (OSError, ValueError, DatabaseError):  # no usable socket
         return False
 
 
