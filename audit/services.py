@@ -5,6 +5,7 @@ from typing import Any
 
 from allauth.core.internal.httpkit import get_client_ip
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connections, router
 
 from .models import AuditEvent
 
@@ -44,7 +45,45 @@ def record_many(
     for each (one event per object, found by its object type and id), for the cost of one statement."""
     actor, ip_address = _actor_and_address(actor, request)
     rows = [_event(action, actor, ip_address, obj, "", "", details) for obj, details in events]
-    return AuditEvent.objects.bulk_create(rows) if rows else []
+    return _insert(rows) if rows else []
+
+
+# INSERT ... RETURNING of up to this many events built once per process and count: the ORM compiled an upload's
+# bulk_create on every request (docs/benchmarks.md, "hweb"). More events at once take bulk_create.
+CACHED_INSERT_MAX_EVENTS = 64
+_insert_statements: dict[tuple, str] = {}
+
+
+def _insert(rows: list[AuditEvent]) -> list[AuditEvent]:
+    """AuditEvent.objects.bulk_create(rows): the same values, prepared as bulk_create prepares them (created_at
+    set by pre_save), each event given its id back; no signal (bulk_create sends none). PostgreSQL and SQLite
+    3.35+ (RETURNING); elsewhere bulk_create."""
+    connection = connections[router.db_for_write(AuditEvent)]
+    returning = connection.vendor == "postgresql" or (
+        connection.vendor == "sqlite" and connection.Database.sqlite_version_info >= (3, 35)
+    )
+    if not returning or len(rows) > CACHED_INSERT_MAX_EVENTS:
+        return AuditEvent.objects.bulk_create(rows)
+    fields = [field for field in AuditEvent._meta.concrete_fields if not field.primary_key]
+    key = (connection.alias, len(rows))
+    sql = _insert_statements.get(key)
+    if sql is None:
+        quote = connection.ops.quote_name
+        row = f"({', '.join(['%s'] * len(fields))})"
+        sql = _insert_statements[key] = (
+            f"INSERT INTO {quote(AuditEvent._meta.db_table)} ({', '.join(quote(field.column) for field in fields)})"  # noqa: S608 - names from _meta
+            f" VALUES {', '.join([row] * len(rows))} RETURNING {quote(AuditEvent._meta.pk.column)}"
+        )
+    parameters = [field.get_db_prep_save(field.pre_save(event, True), connection) for event in rows for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, parameters)
+        keys = cursor.fetchall()
+    # Rows come back in the order of the VALUES list, as bulk_create relies on.
+    for event, (pk,) in zip(rows, keys, strict=True):
+        event.pk = pk
+        event._state.adding = False
+        event._state.db = connection.alias
+    return rows
 
 
 def _actor_and_address(actor, request) -> tuple[Any, str | None]:

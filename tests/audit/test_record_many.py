@@ -24,3 +24,23 @@ def test_record_many_writes_what_record_writes_for_each_object(technician, djang
 def test_record_many_of_nothing_writes_nothing(technician, django_assert_num_queries):
     with django_assert_num_queries(0):
         assert record_many(action=AuditEvent.Action.EXPORT, actor=technician, events=[]) == []
+
+
+def test_record_many_stores_what_bulk_create_stores(technician):
+    """The INSERT built once per process writes each column as the ORM's bulk_create does."""
+    from audit.services import _event
+
+    case = CaseFactory()
+    pairs = [(case, {"file": "a.png", "n": [1, 2]}), (case, None)]
+    events = record_many(action=AuditEvent.Action.UPLOAD, actor=technician, events=pairs)
+    expected = AuditEvent.objects.bulk_create(
+        [_event(AuditEvent.Action.UPLOAD, technician, None, obj, "", "", details) for obj, details in pairs]
+    )
+
+    fields = [field.attname for field in AuditEvent._meta.concrete_fields if field.name not in ("id", "created_at")]
+    stored = [AuditEvent.objects.get(pk=event.pk) for event in events]
+    for written, reference in zip(stored, (AuditEvent.objects.get(pk=event.pk) for event in expected), strict=True):
+        assert {name: getattr(written, name) for name in fields} == {name: getattr(reference, name) for name in fields}
+        assert written.created_at is not None
+    assert [event.pk for event in events] == [event.pk for event in stored]
+    assert [event.created_at for event in events] == [event.created_at for event in stored]
