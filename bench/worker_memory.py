@@ -20,6 +20,7 @@ which heavy modules each process has imported, and the CPU of the worker per cla
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -170,15 +171,23 @@ def wait_for_warm_pool(tree: ProcessTree, log_path: Path, processes: int, timeou
     return time.monotonic() - started
 
 
+_case_numbers = itertools.count(1)
+
+
 def upload_cells(files: list[Path], cells: int, *, per_upload: int = 1) -> list[int]:
-    """Uploads of per_upload cells each (1: as bench/e2e.py's technicians), through cases.services."""
+    """Uploads of per_upload cells each (1: as bench/e2e.py's technicians), through cases.services, to a new
+    case; no case and no upload for no cells."""
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     from accounts.models import User
     from cases import services
 
+    if cells <= 0:
+        return []
     user = User.objects.get(email="bench-technician-1@bench.hematovision.local")
-    case = services.create_case(accession_id=f"MEM-{time.strftime('%H%M%S')}-{os.getpid()}", created_by=user)
+    # Two cases in the same second (a few single cells, then the case) need two accession ids.
+    accession_id = f"MEM-{time.strftime('%H%M%S')}-{os.getpid()}-{next(_case_numbers)}"
+    case = services.create_case(accession_id=accession_id, created_by=user)
     image_ids = []
     for start in range(0, min(cells, len(files)), per_upload):
         uploads = [
@@ -208,7 +217,7 @@ def wait_classified(image_ids: list[int], timeout: float) -> dict[str, int]:
 def run(arguments: argparse.Namespace) -> dict:
     files = cell_image_files(arguments.dataset)
     wanted = arguments.cells + arguments.case_cells
-    files = [files[index] for index in range(0, len(files), max(1, len(files) // wanted))][:wanted]
+    files = [files[index] for index in range(0, len(files), max(1, len(files) // max(1, wanted)))][:wanted]
     out_dir = PROJECT_DIR / "bench" / "out" / f"worker-memory-{time.strftime('%Y%m%d%H%M%S')}"
     out_dir.mkdir(parents=True)
     stack = ProductionStack(
