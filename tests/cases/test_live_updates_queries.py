@@ -180,6 +180,9 @@ def test_the_event_says_what_the_image_get_says_once_it_is_classified(case_with_
 def test_the_sql_built_once_reads_what_the_orm_reads(how_many):
     """On PostgreSQL the event's query is compiled once per number of ids (padded to a power of two) and
     then only executed: its rows are the queryset's, datetimes and JSON included."""
+    if connection.vendor != "postgresql":
+        # image_updates reads through the ORM elsewhere: SQLite's cursor gives naive datetimes, the ORM aware ones.
+        pytest.skip("the precompiled read is used on PostgreSQL only")
     case = CaseFactory(status=Case.Status.CLASSIFYING)
     field = CellImageFactory(case=case, kind=CellImage.Kind.FIELD)
     images = [CellImageFactory(case=case, parent=field if n % 2 else None) for n in range(how_many)]
