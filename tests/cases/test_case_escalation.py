@@ -313,3 +313,22 @@ def test_two_tasks_of_one_case_storing_at_once_leave_no_cell_unescalated(analysi
     assert len(reasons) == 4
     assert all(ESCALATED in cell_reasons for cell_reasons in reasons), reasons
     assert escalations().count() == 1
+
+
+def test_the_pages_warning_reads_one_row_and_the_newest_prediction_of_each_cell(case):
+    cells = [CellImageFactory(case=case) for _ in range(12)]
+    for cell in cells[:4]:
+        PredictionFactory(image=cell, flagged=True, flag_reasons=["out_of_distribution"])
+    for cell in cells[4:]:
+        PredictionFactory(image=cell)
+    # Re-classified later: the newest prediction of the first two is no longer unlike the training data.
+    later = timezone.now() + timedelta(minutes=5)
+    for cell in cells[:2]:
+        PredictionFactory(image=cell, created_at=later)
+
+    with CaptureQueriesContext(connection) as queries:
+        validity = selectors.model_validity(case=case)
+
+    assert (validity.classified_cells, validity.unlike_training) == (12, 2)
+    assert not validity.warn
+    assert len(queries) == 1
