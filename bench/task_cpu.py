@@ -13,7 +13,10 @@ The model runs on the threads a production pool process gets (cores // 2, `model
 INFERENCE_NUM_THREADS is set. CPU is time.process_time around each task; stages are timed by wrapping the
 functions the task calls (nested stages are subtracted from their parent, so the rows add up to the task).
 `locate` and `predict` (preprocessing + LiteRT + OOD score) are the parts this measurement is not about.
---profile also prints a cProfile of the tasks (CPU clock).
+--profile also prints a cProfile of the tasks (CPU clock). --as-pool-process calls each task as a pool process does
+instead of through Task.apply, whose eager run the worker's connection handlers (hematovision/celery_connections.py)
+leave alone: the connection is then checked at each task boundary as in a worker, and Django's health check (a
+`SELECT 1` that is no logged query) counted apart (`health_checks_per_task`).
 
     nice -n 19 .venv/bin/python bench/task_cpu.py --database-url postgres://postgres@127.0.0.1:5432/hv_taskcpu
     nice -n 19 .venv/bin/python bench/task_cpu.py --database-url ... --one 60 --batch 100 --json
@@ -98,6 +101,12 @@ def main() -> int:
         help="classified cells the 'one' case already holds (rows written directly, one in 10 flagged"
         " out_of_distribution: under the case-escalation share)",
     )
+    parser.add_argument(
+        "--as-pool-process",
+        action="store_true",
+        help="run each task as a pool process does (the task boundary's connection handlers act, Django's health"
+        " check of the kept connection is counted) instead of Task.apply (eager: the handlers leave it alone)",
+    )
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of the tasks")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--json", action="store_true")
@@ -112,10 +121,11 @@ def main() -> int:
         os.environ["INFERENCE_NUM_THREADS"] = str(pool_inference_threads(concurrency=2, cores=_available_cores()))
     import importlib
 
+    from celery.signals import task_postrun, task_prerun
     from django.conf import settings
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.core.management import call_command
-    from django.db import connection
+    from django.db import connection, connections
     from django.db.models.signals import post_save
 
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"  # keep stdout for the report
@@ -143,10 +153,34 @@ def main() -> int:
     post_save.connect(timed_receiver, sender=Case, weak=False)
 
     queries = [0]
+    health_checks = [0]
+    counting = [False]
 
     def count(execute, sql, params, many, context):
         queries[0] += 1
         return execute(sql, params, many, context)
+
+    # Django's health check (a SELECT 1 of its own before a kept connection's first query) is no logged query.
+    database = connections["default"]
+    is_usable = database.is_usable
+
+    def counted_is_usable():
+        health_checks[0] += counting[0]
+        return is_usable()
+
+    database.is_usable = counted_is_usable
+
+    def run_as_pool_process(chunk: list[int]) -> dict:
+        """The task called as a pool process's worker calls it, between task_prerun and task_postrun (the
+        connection handlers of CELERY_IMPORTS act on a task that is not eager)."""
+        import hematovision.celery_connections  # noqa: F401 - loaded by every worker (CELERY_IMPORTS)
+
+        task = tasks.classify_images
+        task_prerun.send(sender=task, task_id="bench", task=task, args=(chunk,), kwargs={})
+        try:
+            return task(chunk)
+        finally:
+            task_postrun.send(sender=task, task_id="bench", task=task, args=(chunk,), kwargs={}, state="SUCCESS")
 
     collected: list[list[int]] = []
     services.enqueue_classification = lambda *, image_ids: collected.append(list(image_ids)) or 0
@@ -168,8 +202,13 @@ def main() -> int:
                 started = time.process_time()
                 if profile:
                     profile.enable()
+                counting[0] = True
                 with connection.execute_wrapper(count):
-                    result = tasks.classify_images.apply(args=[chunk]).get()
+                    if arguments.as_pool_process:
+                        result = run_as_pool_process(chunk)
+                    else:
+                        result = tasks.classify_images.apply(args=[chunk]).get()
+                counting[0] = False
                 if profile:
                     profile.disable()
                 cpu += time.process_time() - started
@@ -197,7 +236,7 @@ def main() -> int:
         if scenario == "batch":
             case = services.create_case(accession_id=f"TASKCPU-BATCH-{int(time.time())}", created_by=technician)
         timers.reset()
-        queries[0] = 0
+        queries[0] = health_checks[0] = 0
         cpu = 0.0
         tasks_run = cells = 0
         for batch in uploads:
@@ -220,9 +259,11 @@ def main() -> int:
             "cpu_ms_per_cell": cpu * 1000 / cells,
             "ours_ms_per_cell": cpu * 1000 / cells - not_ours,
             "queries_per_task": queries[0] / max(tasks_run, 1),
+            "health_checks_per_task": health_checks[0] / max(tasks_run, 1),
             "stages_ms_per_cell": stages,
         }
     report["case_cells"] = arguments.case_cells
+    report["as_pool_process"] = arguments.as_pool_process
     report["load_average"] = os.getloadavg()
     report["model_threads"] = int(os.environ["INFERENCE_NUM_THREADS"])
 
@@ -236,7 +277,8 @@ def main() -> int:
             print(
                 f"\n{scenario}: {row['images']} images, {row['tasks']} tasks, {row['cells']} cells: "
                 f"{row['cpu_ms_per_cell']:.2f} ms CPU per cell, {row['ours_ms_per_cell']:.2f} ms outside locate "
-                f"and predict; {row['queries_per_task']:.1f} queries per task"
+                f"and predict; {row['queries_per_task']:.1f} queries and {row['health_checks_per_task']:.1f} health"
+                " checks per task"
             )
             for stage, ms in row["stages_ms_per_cell"].items():
                 print(f"  {stage:<40} {ms:7.2f} ms per cell")
