@@ -190,7 +190,7 @@ MULTILAB_AUGMENTATION = AugmentationConfig(
     blur_probability=0.3,
 )
 
-# The multilab augmentation with cross-laboratory style mixing (leave-one-lab-out experiment, hdg).
+# The multilab augmentation with cross-laboratory style mixing: the bundled model's since 2026-12-01 (fifth session).
 MULTILAB_STYLE_MIX_AUGMENTATION = dataclasses.replace(MULTILAB_AUGMENTATION, style_mix_probability=0.8)
 
 # Named augmentations (``manage.py train --augmentation NAME``).

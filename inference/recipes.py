@@ -6,7 +6,8 @@ train function. ``manage.py train --recipe NAME`` runs one; ``available_recipes(
 - ``multilab``: the bundled model's recipe. The whole network at 128 px on three laboratories read from a
   datasets root: PBC train, the olympus training fields' labelled cells cut at the canonical scale
   (``field_data.export_cell_windows``, oversampled x3) and LISC train (x2); validation on PBC val and
-  the olympus validation cells; ``MULTILAB_AUGMENTATION``. ``without`` leaves laboratories out, which
+  the olympus validation cells; ``MULTILAB_STYLE_MIX_AUGMENTATION`` (multilab's, other labs' look mixed
+  in). ``without`` leaves laboratories out, which
   trains the leave-one-lab-out models (``multilab-no-olympus`` is PBC + LISC, validated on PBC val).
   Both fit the imaging profile of their laboratories into the model folder at the end (``imaging``).
 
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import MULTILAB_AUGMENTATION, AugmentationConfig, DatasetError
+from .data import MULTILAB_STYLE_MIX_AUGMENTATION, AugmentationConfig, DatasetError
 from .frozen_head import FrozenHeadConfig, train_frozen_head
 from .training_common import RecipeConfig, TrainingData, TrainingResult, null_progress
 from .whole_network import WholeNetworkConfig, train_whole_network
@@ -47,7 +48,8 @@ class MultilabConfig(RecipeConfig):
     views: int = 2
     finetune_epochs: int = 5
     patience: int = 3
-    augmentation: AugmentationConfig = field(default_factory=lambda: MULTILAB_AUGMENTATION)
+    # Other laboratories' look mixed in (style_mix): +10.1 / +7.8 points on the left-out olympus / LISC (model card).
+    augmentation: AugmentationConfig = field(default_factory=lambda: MULTILAB_STYLE_MIX_AUGMENTATION)
     # How often each olympus training cell and each LISC window is repeated (the labs are small).
     olympus_repeat: int = 3
     lisc_repeat: int = 2

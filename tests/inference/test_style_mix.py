@@ -149,8 +149,13 @@ def test_train_takes_a_named_augmentation():
     recipe, config = command._recipe_and_config(options)
     assert config.augmentation == MULTILAB_STYLE_MIX_AUGMENTATION == AUGMENTATIONS["multilab-style-mix"]
     assert config.without == ("lisc",)
+    # The bundled model's recipe mixes styles by default; --augmentation multilab trains the previous model's way.
     _, default = command._recipe_and_config(_train_options("--recipe", "multilab", "--data-root", "d")[1])
-    assert default.augmentation == MULTILAB_AUGMENTATION and not default.augmentation.style_mix_probability
+    assert default.augmentation == MULTILAB_STYLE_MIX_AUGMENTATION
+    _, previous = command._recipe_and_config(
+        _train_options("--recipe", "multilab", "--data-root", "d", "--augmentation", "multilab")[1]
+    )
+    assert previous.augmentation == MULTILAB_AUGMENTATION and not previous.augmentation.style_mix_probability
     assert dataclasses.replace(config.augmentation, style_mix_probability=0.0) == MULTILAB_AUGMENTATION
 
 
