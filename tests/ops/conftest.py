@@ -79,11 +79,16 @@ def shared_redis_broker(shared_redis_url):
 
 
 def _drop_broker_connections(app) -> None:
+    from kombu import pools
+
     if app._pool is not None:
         app._pool.force_close_all()
     app._pool = None
     if "amqp" in app.__dict__:
         app.amqp._producer_pool = None
+    # kombu keeps its pools per broker URL for the process: the closed one would be handed back to the next test
+    # that publishes to the same URL ("Acquire on closed pool").
+    pools.reset()
 
 
 @pytest.fixture
