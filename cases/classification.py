@@ -775,13 +775,8 @@ def case_escalation(analysed: Sequence[_Analysed]) -> CaseEscalation:
         if earlier.escalated < earlier.classified:
             to_flag.append(case_id)
     if to_flag:
-        excluded = set(batch)
-        latest: dict[int, tuple[int, int, list]] = {}
-        for case_id, image_id, parent_id, prediction_id, reasons in selectors.case_cell_predictions(sorted(to_flag)):
-            if image_id in excluded or parent_id in excluded or image_id in latest:
-                continue
-            latest[image_id] = (case_id, prediction_id, reasons)
-        for image_id, (case_id, prediction_id, reasons) in latest.items():
+        newest = selectors.newest_cell_predictions(sorted(to_flag), excluding=batch)
+        for image_id, (case_id, prediction_id, reasons) in newest.items():
             if case_review.UNVALIDATED_CASE_REASON not in reasons:
                 escalation.earlier.setdefault(case_id, []).append((prediction_id, image_id, reasons))
     return escalation

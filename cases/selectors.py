@@ -588,13 +588,24 @@ def case_cell_counts(case_ids: list[int], *, excluding: Sequence[int] = ()) -> d
     }
 
 
-def _counted(rows, excluded: set[int]) -> dict[int, CaseCellCounts]:
-    newest: dict[int, tuple[int, list]] = {}
-    for case_id, image_id, parent_id, _prediction_id, reasons in rows:
+def newest_cell_predictions(case_ids: list[int], *, excluding: Sequence[int] = ()) -> dict[int, tuple[int, int, list]]:
+    """{image: (case, prediction, flag reasons)} of each classified cell's newest prediction in the cases, leaving out
+    the images `excluding` and the cells found in them."""
+    return _newest(case_cell_predictions(case_ids), set(excluding))
+
+
+def _newest(rows, excluded: set[int]) -> dict[int, tuple[int, int, list]]:
+    # case_cell_predictions gives an image's newest prediction first.
+    newest: dict[int, tuple[int, int, list]] = {}
+    for case_id, image_id, parent_id, prediction_id, reasons in rows:
         if image_id not in excluded and parent_id not in excluded:
-            newest.setdefault(image_id, (case_id, reasons))
+            newest.setdefault(image_id, (case_id, prediction_id, reasons))
+    return newest
+
+
+def _counted(rows, excluded: set[int]) -> dict[int, CaseCellCounts]:
     counts: dict[int, list[int]] = {}
-    for case_id, reasons in newest.values():
+    for case_id, _prediction_id, reasons in _newest(rows, excluded).values():
         row = counts.setdefault(case_id, [0, 0, 0])
         row[0] += 1
         row[1] += case_review.is_unlike_training(reasons)
