@@ -55,6 +55,8 @@ class MultilabConfig(RecipeConfig):
     lisc_repeat: int = 2
     # Chosen on PBC val + olympus val cells (docs/model-card.md): the mirror image averaged in.
     test_time_flips: str = "horizontal"
+    # Exponential moving average of the weights kept in their place at the end (whole_network); 0: none.
+    weight_average_momentum: float = 0.0
     # Laboratories left out (leave-one-lab-out models), e.g. ("olympus",).
     without: tuple[str, ...] = ()
 

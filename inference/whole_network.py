@@ -49,6 +49,9 @@ class WholeNetworkConfig(RecipeConfig):
     whole_network_size: int = 128
     # Share of the training folders held out for validation when no validation folder is given.
     val_fraction: float = 0.1
+    # Momentum of an exponential moving average of the weights, which replaces them when training ends
+    # (0: the last step's weights).
+    weight_average_momentum: float = 0.0
 
 
 def load_views(dataset: ImageDataset, *, views: int, preprocessing: dict, config, progress):
@@ -202,8 +205,9 @@ def train_whole_network(
         warmup_target=config.finetune_learning_rate,
         warmup_steps=warmup,
     )
+    momentum = getattr(config, "weight_average_momentum", 0.0)
     trainer.compile(
-        optimizer=keras.optimizers.Adam(schedule),
+        optimizer=keras.optimizers.Adam(schedule, use_ema=momentum > 0, ema_momentum=momentum or 0.99),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -215,7 +219,10 @@ def train_whole_network(
         epochs=config.finetune_epochs,
         verbose=2,
         callbacks=[
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
+            # With a weight average the average is the result; restoring the best epoch would replace it.
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=config.patience, restore_best_weights=not momentum
+            )
         ],
     )
     epochs_run = len(history.history["loss"])

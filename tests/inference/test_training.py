@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 from django.core.management import call_command
@@ -78,6 +80,30 @@ def test_train_command_fine_tunes_the_whole_network_at_an_internal_size(db, tmp_
     model = keras.models.load_model(tmp_path / "store" / "tiny-whole" / "model.keras", compile=False)
     assert model.input_shape == (None, 48, 48, 3) and model.get_layer("internal_resize").output.shape[1] == 32
     assert not [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+@pytest.mark.slow
+def test_weight_average_ends_training_with_the_averaged_weights(db, tmp_path):
+    import keras
+
+    data = _dataset(tmp_path / "data")
+
+    def head_after_training(*average):
+        output = tmp_path / f"out{len(average)}"
+        call_command(
+            "train", "--data", str(data), "--weights", "none", "--input-size", "32", "--whole-network-size", "32",
+            "--views", "1", "--epochs", "2", "--batch-size", "4", "--learning-rate", "0.01", "--val-fraction", "0.25",
+            "--no-register", "--output", str(output), "--quiet-progress", *average,
+        )  # fmt: skip
+        model = keras.models.load_model(output / "model.keras", compile=False)
+        return float(np.abs(model.get_layer("logits").get_weights()[0]).max()), output
+
+    trained, _ = head_after_training()
+    # An average that barely moves stays at the first step's weights: the zero head has hardly left zero.
+    averaged, output = head_after_training("--weight-average", "0.9999999")
+    assert averaged < trained / 10
+    config = json.loads((output / "metadata.json").read_text())["training"]["config"]
+    assert config["weight_average_momentum"] == 0.9999999
 
 
 def test_train_command_rejects_an_unknown_backbone(db, tmp_path):
@@ -246,6 +272,7 @@ def test_train_recipe_multilab_runs_end_to_end_on_a_tiny_data_root(db, tmp_path,
         (["--whole-network-size", "64", "--head-epochs", "3"], "--head-epochs does nothing with recipe whole-network"),
         (["--recipe", "whole-network", "--cache-dir", "c"], "--cache-dir does nothing with recipe whole-network"),
         (["--recipe", "frozen-head", "--whole-network-size", "64"], "--whole-network-size does nothing"),
+        (["--recipe", "frozen-head", "--weight-average", "0.999"], "--weight-average does nothing with recipe frozen"),
         (["--without", "lisc"], "--without does nothing with recipe frozen-head"),
         (["--val-data", "v", "--val-fraction", "0.2"], "--val-fraction does nothing with --val-data"),
         (["--data-root", "r"], "--data-root does nothing with recipe frozen-head"),

@@ -44,6 +44,7 @@ CONFIG_OPTIONS = {
     "batch_size": ("--batch-size", "batch_size", int),
     "learning_rate": ("--learning-rate", "finetune_learning_rate", float),
     "patience": ("--patience", "patience", int),
+    "weight_average": ("--weight-average", "weight_average_momentum", float),
     "seed": ("--seed", "seed", int),
     "threads": ("--threads", "num_threads", int),
     "val_fraction": ("--val-fraction", "val_fraction", float),
@@ -100,6 +101,12 @@ class Command(BaseCommand):
         model.add_argument("--batch-size", type=int)
         model.add_argument("--learning-rate", type=float)
         model.add_argument("--patience", type=int)
+        model.add_argument(
+            "--weight-average",
+            type=float,
+            metavar="MOMENTUM",
+            help="keep an exponential moving average of the weights (e.g. 0.999) and end with it",
+        )
         model.add_argument("--seed", type=int)
         model.add_argument("--threads", type=int)
         add_output_arguments(parser, default_name="recipe, backbone")
