@@ -100,6 +100,9 @@ def flat_fraction(image: Image.Image, *, max_side: int = 1024) -> float:
     if width > max_side or height > max_side:
         left, top = max(0, (width - max_side) // 2), max(0, (height - max_side) // 2)
         image = image.crop((left, top, min(width, left + max_side), min(height, top + max_side)))
+    if image.mode == "RGB" and min(image.size) >= 2:
+        # PIL pads RGB to 4 bytes a pixel (opaque alpha) in C: read as one integer per pixel, no packing loop.
+        return _flat_share(np.asarray(image.convert("RGBA")).view(np.uint32)[..., 0])
     pixels = np.asarray(image)
     if pixels.ndim == 2:
         pixels = pixels[..., None]
@@ -110,13 +113,17 @@ def flat_fraction(image: Image.Image, *, max_side: int = 1024) -> float:
         packed = np.zeros(pixels.shape[:2], dtype=np.uint32)
         for channel in range(pixels.shape[2]):
             packed |= pixels[..., channel].astype(np.uint32) << (8 * channel)
-        here = packed[:-1, :-1]
-        flat = (packed[:-1, 1:] == here) & (packed[1:, :-1] == here)
-        return np.count_nonzero(flat) / flat.size
+        return _flat_share(packed)
     pixels = pixels.astype(np.int16)
     across = (np.diff(pixels, axis=1) == 0).all(axis=2)[:-1, :]
     down = (np.diff(pixels, axis=0) == 0).all(axis=2)[:, :-1]
     return float((across & down).mean())
+
+
+def _flat_share(packed: np.ndarray) -> float:
+    here = packed[:-1, :-1]
+    flat = (packed[:-1, 1:] == here) & (packed[1:, :-1] == here)
+    return np.count_nonzero(flat) / flat.size
 
 
 def _analysis_image(image: Image.Image) -> tuple[np.ndarray, float]:
@@ -127,7 +134,8 @@ def _analysis_image(image: Image.Image) -> tuple[np.ndarray, float]:
         small = image.resize((max(1, round(width / factor)), max(1, round(height / factor))), Image.Resampling.BILINEAR)
     else:
         small, factor = image, 1.0
-    return np.asarray(small.convert("RGB"), dtype=np.uint8), factor
+    # convert() copies even an RGB image, and the array is a copy of its own.
+    return np.asarray(small if small.mode == "RGB" else small.convert("RGB"), dtype=np.uint8), factor
 
 
 def _counts_quantile(counts: np.ndarray, q: float) -> float:
@@ -165,8 +173,11 @@ def _background(pixels: np.ndarray) -> np.ndarray:
     # Same figures from histograms of the integer pixels (no sort of every pixel).
     brightness = _channel_sum(pixels)
     cutoff = _counts_quantile(np.bincount(brightness.ravel()), 0.8)
-    bright = pixels[brightness >= cutoff]
-    return np.array([_counts_median(np.bincount(bright[:, c], minlength=256)) for c in range(3)], dtype=np.float32)
+    bright = brightness >= cutoff
+    # Each channel's plane picked by the mask: contiguous bytes for bincount, no (n, 3) copy read by column.
+    return np.array(
+        [_counts_median(np.bincount(pixels[..., c][bright], minlength=256)) for c in range(3)], dtype=np.float32
+    )
 
 
 def _channel_sum(pixels: np.ndarray) -> np.ndarray:
@@ -202,15 +213,17 @@ def stain_map(pixels: np.ndarray) -> np.ndarray:
 # Binary morphology with the 3 x 3 cross (scipy.ndimage's default structure, outside the image counts as
 # empty), written as shifted array operations: the same pixels as ndimage's, several times cheaper on the
 # small images analysed here.
-def _erode(mask: np.ndarray) -> np.ndarray:
-    out = mask.copy()
-    out[1:, :] &= mask[:-1, :]
-    out[:-1, :] &= mask[1:, :]
-    out[:, 1:] &= mask[:, :-1]
-    out[:, :-1] &= mask[:, 1:]
-    out[0, :] = out[-1, :] = False
-    out[:, 0] = out[:, -1] = False
-    return out
+def _erode(mask: np.ndarray, iterations: int = 1) -> np.ndarray:
+    for _ in range(iterations):
+        out = mask.copy()
+        out[1:, :] &= mask[:-1, :]
+        out[:-1, :] &= mask[1:, :]
+        out[:, 1:] &= mask[:, :-1]
+        out[:, :-1] &= mask[:, 1:]
+        out[0, :] = out[-1, :] = False
+        out[:, 0] = out[:, -1] = False
+        mask = out
+    return mask
 
 
 def _dilate(mask: np.ndarray, iterations: int = 1) -> np.ndarray:
@@ -226,6 +239,11 @@ def _dilate(mask: np.ndarray, iterations: int = 1) -> np.ndarray:
 
 def _opening(mask: np.ndarray) -> np.ndarray:
     return _dilate(_erode(mask)) if min(mask.shape) > 2 else _ndimage().binary_opening(mask, iterations=1)
+
+
+# Up to this many iterations a closing is cheaper as shifted arrays than as two distance transforms (a crop's
+# closing is 4-6 iterations on a box of a few thousand pixels: scipy's per-call overhead dominates there).
+SHIFTED_CLOSING_MAX_ITERATIONS = 8
 
 
 def _closing(mask: np.ndarray, iterations: int) -> np.ndarray:
@@ -245,6 +263,8 @@ def _closing(mask: np.ndarray, iterations: int) -> np.ndarray:
         out = np.zeros_like(mask)
         out[top:bottom, left:right] = _closing(mask[top:bottom, left:right], iterations)
         return out
+    if iterations <= SHIFTED_CLOSING_MAX_ITERATIONS:
+        return _erode(_dilate(mask, iterations), iterations)
     dilated = ndimage.distance_transform_cdt(~mask, metric="taxicab") <= iterations
     framed = np.pad(dilated, 1, constant_values=False)
     return ndimage.distance_transform_cdt(framed, metric="taxicab")[1:-1, 1:-1] > iterations

@@ -149,3 +149,14 @@ def test_an_off_centre_crop_is_cut_at_the_red_cell_scale():
     assert location.window_px == round(locate.WINDOW_RBC_DIAMETERS * location.rbc_diameter_px)
     (window,) = locate.classification_windows(crop, location)
     assert window.size == (location.window_px, location.window_px)
+
+
+@pytest.mark.parametrize("shifted_up_to", [0, 99])
+@pytest.mark.parametrize("iterations", [1, 2, 5, 6, 9])
+def test_closing_by_shifted_arrays_and_by_distance_transforms_match_scipy(monkeypatch, shifted_up_to, iterations):
+    # Both ways of closing (shifted arrays for a few iterations, chamfer distances beyond) on the same masks.
+    monkeypatch.setattr(locate, "SHIFTED_CLOSING_MAX_ITERATIONS", shifted_up_to)
+    for seed in range(3):
+        mask = random_mask(seed, shape=(23 + seed, 40), density=0.25)
+        mask[-2:, 5:9] = True
+        assert np.array_equal(locate._closing(mask, iterations), ndimage.binary_closing(mask, iterations=iterations))
