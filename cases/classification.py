@@ -238,7 +238,9 @@ def _refresh_returning(connection, case_ids: list[int]) -> None:
     now = Case._meta.get_field("updated_at").get_db_prep_save(timezone.now(), connection)
     parameters = [*statuses, now, *case_ids, Case.Status.SIGNED, *statuses]
     sql = cached_statement(connection, "refresh", len(case_ids), partial(_refresh_sql, connection, len(case_ids)))
-    with transaction.atomic(using=connection.alias):
+    # Inside classify's store transaction no savepoint of its own (two more round trips): a failing receiver
+    # rolls the cells back with the status, and the images stay claimed for requeue_stale_images.
+    with transaction.atomic(using=connection.alias, savepoint=False):
         with connection.cursor() as cursor:
             cursor.execute(sql, parameters)
             rows = cursor.fetchall()
@@ -252,6 +254,10 @@ def _refresh_returning(connection, case_ids: list[int]) -> None:
                 raw=False,
                 using=connection.alias,
             )
+
+
+def _in_transaction(model) -> bool:
+    return connections[router.db_for_write(model)].in_atomic_block
 
 
 def _refresh_sql(connection, count: int) -> str:
@@ -308,6 +314,8 @@ def classify(*, image_ids: Sequence[int]) -> dict[str, int]:
     if not images:
         return counts
     scales = {image.case_id: image.laboratory_um_per_pixel for image in images}
+    case_ids = {image.case_id for image in images}
+    refreshed = False
     for start in range(0, len(images), predictor.max_batch):
         batch = images[start : start + predictor.max_batch]
         analysed, failed = _analyse_batch(predictor, batch, scales)
@@ -323,6 +331,11 @@ def classify(*, image_ids: Sequence[int]) -> dict[str, int]:
             _announce(batch, created, escalated_cases=escalation.cases)
             if escalation.newly or escalation.earlier:
                 escalate_earlier_predictions(escalation)
+            if len(images) <= predictor.max_batch and shadow is None and _in_transaction(Case):
+                # The task's only batch: its cases' statuses are written in the transaction that stores the cells
+                # (one BEGIN/COMMIT instead of two), so the cells and the status they give the case commit together.
+                refresh_case_statuses(case_ids=case_ids)
+                refreshed = True
         for item in analysed:
             cells = created.get(item.image.pk)
             if cells is None:
@@ -335,7 +348,8 @@ def classify(*, image_ids: Sequence[int]) -> dict[str, int]:
         if shadow is not None and created:
             # After the shown predictions are stored and announced: the shadow never delays or breaks them.
             shadow_classify(shadow=shadow, analysed=analysed, created=created, served_version=predictor.version)
-    refresh_case_statuses(case_ids={image.case_id for image in images})
+    if not refreshed:
+        refresh_case_statuses(case_ids=case_ids)
     logger.info("classified images %s with %s: %s", [i.pk for i in images], predictor.version.name, counts)
     return counts
 
