@@ -40,10 +40,13 @@ def export_tflite(
     *,
     int8_calibration: Callable[[], Iterable[np.ndarray]] | None = None,
     float16: bool = False,
+    dynamic_range: bool = False,
 ) -> Path:
     """Write a LiteRT flatbuffer with a dynamic batch dimension. With int8_calibration (a callable
     yielding preprocessed batches), weights and activations are quantized to int8 (float input/output).
-    With float16, weights are stored as float16 (half the file; XNNPACK computes in float32 as before)."""
+    With float16, weights are stored as float16 (half the file; XNNPACK computes in float32 as before).
+    With dynamic_range, weights are int8 and activations float (measured costlier in CPU than float32 here:
+    XNNPACK leaves the hybrid convolutions to LiteRT's own kernels; docs/benchmarks.md, hquant)."""
     _check_outputs(keras_model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,6 +55,10 @@ def export_tflite(
         import tensorflow as tf
 
         kwargs = {"optimizations": [tf.lite.Optimize.DEFAULT], "target_spec": {"supported_types": [tf.float16]}}
+    if dynamic_range:
+        import tensorflow as tf
+
+        kwargs = {"optimizations": [tf.lite.Optimize.DEFAULT]}
     if int8_calibration is not None:
         import tensorflow as tf
 
