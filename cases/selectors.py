@@ -24,7 +24,7 @@ from inference.preprocessing import to_rgb
 
 from . import storage
 from .models import Case, CellImage, Laboratory, Prediction
-from .rows import cached_statement, placeholders
+from .rows import cached_statement, instances_from_rows, placeholders, qualified_columns
 
 PENDING_STATUSES = (CellImage.Status.QUEUED, CellImage.Status.CLASSIFYING)
 THUMBNAIL_SIZE = 224
@@ -85,9 +85,33 @@ def list_cases(*, status: str | None = None, accession: str | None = None) -> Qu
 
 
 def get_case(*, pk: int, related: bool = True) -> Case:
-    """The case; with `related=False` without its creator, signer and laboratory joined (an upload needs none)."""
-    cases = Case.objects.select_related("created_by", "signed_by", "laboratory") if related else Case.objects
-    return cases.get(pk=pk)
+    """The case; with `related=False` without its creator, signer and laboratory joined (an upload needs none).
+    Raises Case.DoesNotExist."""
+    if not related:
+        return _case_row(pk)
+    return Case.objects.select_related("created_by", "signed_by", "laboratory").get(pk=pk)
+
+
+def _case_row(pk: int) -> Case:
+    """Case.objects.get(pk=pk) in a SELECT built once per process: every upload and case images request reads its
+    case first, and the ORM compiled it each time (docs/benchmarks.md, "hweb2")."""
+    connection = connections[router.db_for_read(Case)]
+    if connection.vendor not in ("postgresql", "sqlite"):
+        return Case.objects.get(pk=pk)
+
+    def build() -> str:
+        quote = connection.ops.quote_name
+        return (
+            f"SELECT {qualified_columns(connection, Case)} FROM {quote(Case._meta.db_table)}"  # noqa: S608
+            f" WHERE {quote(Case._meta.db_table)}.{quote(Case._meta.pk.column)} = %s"
+        )
+
+    with connection.cursor() as cursor:
+        cursor.execute(cached_statement(connection, "case by key", 1, build), [Case._meta.pk.get_prep_value(pk)])
+        rows = cursor.fetchall()
+    if not rows:
+        raise Case.DoesNotExist("Case matching query does not exist.")
+    return instances_from_rows(Case, connection, rows)[0]
 
 
 def list_laboratories() -> QuerySet[Laboratory]:
@@ -159,11 +183,7 @@ def image_detail(*, pk: int) -> tuple[dict, list[dict], list[int]]:
     """One image as values, its predictions (newest first) and, for a field, its cells' ids: in one query
     (the image joined to its predictions and their versions; a second one for a field's cells). Polled by
     every client waiting for a cell, so no model instances. Raises CellImage.DoesNotExist."""
-    rows = list(
-        CellImage.objects.filter(pk=pk)
-        .order_by("-predictions__created_at", "-predictions__id")
-        .values(*IMAGE_DETAIL_FIELDS, "predictions__id", *(f"predictions__{name}" for name in PREDICTION_DETAIL_FIELDS))
-    )
+    rows = _image_detail_rows(pk)
     if not rows:
         raise CellImage.DoesNotExist(f"no image {pk}")
     image = {name: rows[0][name] for name in IMAGE_DETAIL_FIELDS}
@@ -176,6 +196,47 @@ def image_detail(*, pk: int) -> tuple[dict, list[dict], list[int]]:
     if image["kind"] == CellImage.Kind.FIELD:
         cells = sorted(CellImage.objects.filter(parent_id=pk).values_list("id", flat=True))
     return image, predictions, cells
+
+
+def _image_detail_values(pk: int) -> QuerySet:
+    return (
+        CellImage.objects.filter(pk=pk)
+        .order_by("-predictions__created_at", "-predictions__id")
+        .values(*IMAGE_DETAIL_FIELDS, "predictions__id", *(f"predictions__{name}" for name in PREDICTION_DETAIL_FIELDS))
+    )
+
+
+# image_detail's SELECT as the ORM compiles it, kept per database alias with its column names and converters:
+# the compilation (three joins, ordering, values) cost more CPU than the query, on every poll of every client
+# waiting for a cell (docs/benchmarks.md, "hweb2").
+_image_detail_statements: dict[str, tuple[str, tuple, list]] = {}
+
+
+def _image_detail_rows(pk: int) -> list[dict]:
+    """list(_image_detail_values(pk)): the same statement, compiled once; values converted as the ORM does."""
+    connection = connections[router.db_for_read(CellImage)]
+    built = _image_detail_statements.get(connection.alias)
+    if built is None:
+        queryset = _image_detail_values(0)
+        compiler = queryset.query.get_compiler(connection=connection)
+        sql, params = compiler.as_sql()
+        if list(params) != [0] or compiler.query.extra_select or compiler.query.annotation_select:
+            return list(_image_detail_values(pk))  # not the one-parameter statement expected: the ORM each time
+        selected = [col for col, _, _ in compiler.select[: compiler.col_count]]
+        converters = [(index, *pair) for index, pair in compiler.get_converters(selected).items()]
+        built = _image_detail_statements[connection.alias] = (sql, tuple(compiler.query.values_select), converters)
+    sql, names, converters = built
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [CellImage._meta.pk.get_prep_value(pk)])
+        rows = cursor.fetchall()
+    result = []
+    for row in rows:
+        values = list(row[: len(names)])
+        for index, functions, expression in converters:
+            for function in functions:
+                values[index] = function(values[index], expression, connection)
+        result.append(dict(zip(names, values, strict=True)))
+    return result
 
 
 def latest_prediction(*, image: CellImage) -> Prediction | None:

@@ -138,3 +138,25 @@ def test_the_duplicate_look_up_finds_what_the_orm_finds(technician):
     )
     assert _known_hashes(case, asked) == expected == {kept.sha256: "a.png", field.sha256: "field.png"}
     assert _known_hashes(case, {"d" * 64}) == {}
+
+
+def test_the_image_detail_read_finds_what_the_orm_finds(image_kinds):
+    for image in image_kinds:
+        assert selectors._image_detail_rows(image.pk) == list(selectors._image_detail_values(image.pk))
+    assert selectors._image_detail_rows(max(image.pk for image in image_kinds) + 100) == []
+
+
+def test_the_case_read_of_an_upload_finds_what_the_orm_finds(technician):
+    from cases.models import Case
+
+    case = CaseFactory(created_by=technician, patient_reference="P-1")
+    CaseFactory(created_by=technician)
+
+    found = selectors.get_case(pk=case.pk, related=False)
+    expected = Case.objects.get(pk=case.pk)
+    assert {field.attname: getattr(found, field.attname) for field in Case._meta.concrete_fields} == {
+        field.attname: getattr(expected, field.attname) for field in Case._meta.concrete_fields
+    }
+    assert (found._state.adding, found._state.db) == (False, expected._state.db)
+    with pytest.raises(Case.DoesNotExist):
+        selectors.get_case(pk=case.pk + 100, related=False)
