@@ -32,6 +32,9 @@ from .runtimes import open_runtime, sha256_of_file
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 32
+# An image skips its test-time flips only while its plain view's OOD score is at most this share of the
+# threshold: averaging views moves the score a little, and must not be what decides a flag.
+FLIP_SKIP_OOD_SHARE = 0.8
 
 
 class ModelUnavailable(RuntimeError):
@@ -148,12 +151,20 @@ class Predictor:
 
     def predict_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(logits, features) for already preprocessed inputs, averaged over the version's test-time views
-        (`test_time_flips`); used by serving, evaluation and benchmarks alike."""
+        (`test_time_flips`, skipped where the version says the plain view is sure: `flip_skip_confidence`);
+        used by serving, evaluation and benchmarks alike."""
+        logits, features, _ = self._scored_arrays(batch)
+        return logits, features
+
+    def _scored_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(logits, features, OOD scores of exactly these features, or None when not computed)."""
         batch = np.asarray(batch, dtype=np.float32)
         step = self._images_per_call()
-        if len(batch) <= step:
-            return self._views_averaged(batch)
-        return _joined([self._views_averaged(batch[start : start + step]) for start in range(0, len(batch), step)])
+        parts = [self._views_averaged(batch[start : start + step]) for start in range(0, len(batch), step)]
+        if len(parts) == 1:
+            return parts[0]
+        # Scores of slices are not the whole batch's to the last bit: the caller scores the batch.
+        return (*_joined([part[:2] for part in parts]), None)
 
     def _images_per_call(self) -> int:
         """Images whose views (the image and its test-time flips) fill one runtime call. A batch goes to the
@@ -166,19 +177,51 @@ class Predictor:
             return sys.maxsize
         return max(1, per_call // view_count(self.preprocessing.get("test_time_flips", "none")))
 
-    def _views_averaged(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        views = flipped_views(batch, self.preprocessing.get("test_time_flips", "none"))
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
-            logits, features = self.runtime.run(
-                np.ascontiguousarray(np.concatenate(views) if len(views) > 1 else batch, dtype=np.float32)
-            )
+            return self.runtime.run(np.ascontiguousarray(batch, dtype=np.float32))
+
+    def _views_averaged(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        flips = self.preprocessing.get("test_time_flips", "none")
+        skip_at = self.preprocessing.get("flip_skip_confidence")
+        views = flipped_views(batch, flips)
         if len(views) == 1:
-            return logits, features
-        count = len(batch)
-        return (
-            logits.reshape(len(views), count, -1).mean(axis=0),
-            features.reshape(len(views), count, -1).mean(axis=0),
-        )
+            return (*self._run(batch), None)
+        if skip_at is None:
+            logits, features = self._run(np.concatenate(views))
+            return (*_views_mean(logits, features, len(views), len(batch)), None)
+        # The plain view first; the flipped views only for the images it is not sure of. An image that gets
+        # them gets the same average, bit for bit, as without skipping (outputs do not depend on call-mates).
+        logits, features = self._run(batch)
+        scores = self._ood_scores(features)
+        unsure = np.flatnonzero(~self._plain_view_is_sure(logits, scores, float(skip_at)))
+        if len(unsure):
+            flipped = [view[unsure] for view in views[1:]]
+            more_logits, more_features = self._run(np.concatenate(flipped))
+            logits[unsure], features[unsure] = _views_mean(
+                np.concatenate([logits[unsure], more_logits]),
+                np.concatenate([features[unsure], more_features]),
+                len(views),
+                len(unsure),
+            )
+            # Scored again with the whole batch (a matrix product's last bits depend on its rows).
+            scores = None
+        return logits, features, scores
+
+    def _plain_view_is_sure(self, logits: np.ndarray, scores: np.ndarray | None, skip_at: float) -> np.ndarray:
+        """Per image: its plain view's calibrated confidence reaches ``skip_at`` and its OOD score stays well
+        inside the threshold, so averaging in the flipped views could not change its label or its flags
+        (measured on the validation splits: docs/model-card.md, "Test-time flips only where unsure")."""
+        sure = softmax(logits / self.temperature).max(axis=1) >= skip_at
+        if scores is not None and self.ood_threshold is not None:
+            sure &= scores <= FLIP_SKIP_OOD_SHARE * float(self.ood_threshold)
+        return sure
+
+    def _ood_scores(self, features: np.ndarray) -> np.ndarray | None:
+        if self.ood_scorer is None:
+            return None
+        with single_threaded_blas():
+            return np.asarray(self.ood_scorer.score(features), dtype=np.float64)
 
     def _predict_batch(self, images: Sequence[Image.Image]) -> list[CellPrediction]:
         if not images:
@@ -187,15 +230,13 @@ class Predictor:
         # Preprocessed a runtime call's worth at a time (_images_per_call): never the whole batch's pixels at once.
         step = self._images_per_call()
         parts = [
-            self.predict_arrays(preprocess_batch(images[start : start + step], self.preprocessing))
+            self._scored_arrays(preprocess_batch(images[start : start + step], self.preprocessing))
             for start in range(0, len(images), step)
         ]
-        logits, features = _joined(parts)
+        logits, features = _joined([part[:2] for part in parts])
         probabilities = softmax(logits / self.temperature)
-        ood_scores = None
-        if self.ood_scorer is not None:
-            with single_threaded_blas():
-                ood_scores = self.ood_scorer.score(features)
+        # A one-call batch whose plain views were all sure was scored already, on these very features.
+        ood_scores = parts[0][2] if len(parts) == 1 and parts[0][2] is not None else self._ood_scores(features)
         latency_ms = (time.perf_counter() - started) * 1000.0 / len(images)
         return [
             self._cell_prediction(
@@ -221,6 +262,11 @@ class Predictor:
             latency_ms=latency_ms,
             flag_reasons=tuple(reasons),
         )
+
+
+def _views_mean(logits: np.ndarray, features: np.ndarray, views: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows [view 0 of each image, view 1 of each image, ...] averaged per image."""
+    return logits.reshape(views, count, -1).mean(axis=0), features.reshape(views, count, -1).mean(axis=0)
 
 
 def _joined(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

@@ -36,6 +36,8 @@ CROP_MODES = ("center_square", "none")
 #   none:       the input as it is
 #   horizontal: the input and its mirror image (2 views)
 #   dihedral4:  the input, mirrored, upside down, and both (4 views)
+# "flip_skip_confidence" (optional): the flipped views run only for images whose plain view's calibrated
+# confidence is below it (or whose OOD score is near the threshold): the predictor's _plain_view_is_sure.
 TEST_TIME_FLIPS = ("none", "horizontal", "dihedral4")
 
 _TORCH_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255.0
@@ -82,6 +84,11 @@ def validate_preprocessing(params: Mapping[str, Any]) -> None:
         raise ValueError(
             f"preprocessing test_time_flips must be one of {TEST_TIME_FLIPS}, got {params.get('test_time_flips')!r}"
         )
+    skip_at = params.get("flip_skip_confidence")
+    if skip_at is not None and (
+        isinstance(skip_at, bool) or not isinstance(skip_at, int | float) or not 0 <= skip_at <= 1
+    ):
+        raise ValueError(f"preprocessing flip_skip_confidence must be a number from 0 to 1, got {skip_at!r}")
 
 
 def flipped_views(batch: np.ndarray, flips: str) -> list[np.ndarray]:

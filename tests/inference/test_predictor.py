@@ -229,3 +229,49 @@ def test_an_unknown_test_time_flip_is_refused_when_the_model_loads(tiny_model):
     tiny_model.preprocessing = {**tiny_model.preprocessing, "test_time_flips": "rotate"}
     with pytest.raises(ModelUnavailable, match="test_time_flips"):
         Predictor(tiny_model)
+
+
+def test_flips_are_skipped_only_for_images_the_plain_view_is_sure_of(tiny_model):
+    from inference.calibration import softmax
+
+    images = [synthetic_cell_image(i % 3, len(tiny_model.classes), seed=90 + i, size=48) for i in range(6)]
+
+    def predictions(flips, skip_at=None, ood_threshold=1e9):
+        preprocessing = {**tiny_model.preprocessing, "test_time_flips": flips}
+        if skip_at is not None:
+            preprocessing["flip_skip_confidence"] = skip_at
+        tiny_model.preprocessing, tiny_model.ood_threshold = preprocessing, ood_threshold
+        predictor = Predictor(tiny_model)
+        run, sizes = predictor.runtime.run, []
+
+        def recorded(batch):
+            sizes.append(len(batch))
+            return run(batch)
+
+        predictor.runtime.run = recorded
+        return [(r.probabilities, r.ood_score, r.label, r.flagged) for r in predictor.predict(images)], sizes
+
+    plain, _ = predictions("none")
+    full, _ = predictions("horizontal")
+    assert plain != full
+    # Everything sure: the plain view alone, the mirror never run.
+    assert predictions("horizontal", skip_at=0.0) == (plain, [2, 2, 2])
+    # An OOD score near the threshold is never sure, whatever the confidence: the same figures as without
+    # skipping, to the last bit.
+    unsure = predictions("horizontal", skip_at=0.0, ood_threshold=1e-9)
+    assert unsure == (predictions("horizontal", ood_threshold=1e-9)[0], [2, 2, 2, 2, 2, 2])
+    # Half sure: each image gets its plain or its averaged figures, and only the unsure ones are mirrored.
+    predictor = Predictor(tiny_model)
+    logits, _ = predictor.runtime.run(preprocess_batch(images, predictor.preprocessing))
+    confidence = softmax(logits / predictor.temperature).max(axis=1)
+    skip_at = float(np.median(confidence))
+    mixed, sizes = predictions("horizontal", skip_at=skip_at)
+    sure = confidence >= skip_at
+    assert 0 < sure.sum() < len(images) and sum(sizes) == len(images) + (~sure).sum()
+    assert mixed == [plain[row] if sure[row] else full[row] for row in range(len(images))]
+
+
+def test_a_flip_skip_confidence_outside_0_1_is_refused_when_the_model_loads(tiny_model):
+    tiny_model.preprocessing = {**tiny_model.preprocessing, "test_time_flips": "horizontal", "flip_skip_confidence": 2}
+    with pytest.raises(ModelUnavailable, match="flip_skip_confidence"):
+        Predictor(tiny_model)
