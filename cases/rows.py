@@ -64,14 +64,23 @@ def instances_from_rows(model, connection, rows) -> list:
                 converters.append((index, functions, column))
         by_model[model] = converters
     names = [field.attname for field in fields]
-    instances = []
+    return [
+        model.from_db(connection.alias, names, values)
+        for values in converted_values(rows, len(fields), converters, connection)
+    ]
+
+
+def converted_values(rows, width: int, converters, connection) -> list[list]:
+    """The first ``width`` values of each row, database values converted by ``converters`` ([(column index,
+    functions, expression)], as the ORM's compiler gives them) as a queryset would."""
+    converted = []
     for row in rows:
-        values = list(row[: len(fields)])
-        for index, functions, column in converters:
+        values = list(row[:width])
+        for index, functions, expression in converters:
             for function in functions:
-                values[index] = function(values[index], column, connection)
-        instances.append(model.from_db(connection.alias, names, values))
-    return instances
+                values[index] = function(values[index], expression, connection)
+        converted.append(values)
+    return converted
 
 
 def update_rows(model, objects: Sequence, field_names: Sequence[str], *, only_if: dict | None = None) -> set | None:

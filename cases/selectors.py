@@ -24,7 +24,7 @@ from inference.preprocessing import to_rgb
 
 from . import storage
 from .models import Case, CellImage, Laboratory, Prediction
-from .rows import cached_statement, instances_from_rows, placeholders, qualified_columns
+from .rows import cached_statement, converted_values, instances_from_rows, placeholders, qualified_columns
 
 PENDING_STATUSES = (CellImage.Status.QUEUED, CellImage.Status.CLASSIFYING)
 THUMBNAIL_SIZE = 224
@@ -229,14 +229,9 @@ def _image_detail_rows(pk: int) -> list[dict]:
     with connection.cursor() as cursor:
         cursor.execute(sql, [CellImage._meta.pk.get_prep_value(pk)])
         rows = cursor.fetchall()
-    result = []
-    for row in rows:
-        values = list(row[: len(names)])
-        for index, functions, expression in converters:
-            for function in functions:
-                values[index] = function(values[index], expression, connection)
-        result.append(dict(zip(names, values, strict=True)))
-    return result
+    return [
+        dict(zip(names, values, strict=True)) for values in converted_values(rows, len(names), converters, connection)
+    ]
 
 
 def latest_prediction(*, image: CellImage) -> Prediction | None:
