@@ -1,6 +1,7 @@
 import copy
 
-from django.urls import reverse
+from django.conf import settings
+from django.urls import get_script_prefix, get_urlconf, reverse
 from rest_framework import serializers
 
 from .models import Case, CellImage, Laboratory, Prediction
@@ -135,10 +136,25 @@ class CellImageSerializer(BuiltOnceModelSerializer):
 
     def get_image_url(self, image: CellImage) -> str:
         """The access-controlled image view (session sign-in), never a public file URL."""
-        return reverse("cases:image", args=[image.pk])
+        return image_url(image.pk)
 
 
 _DATETIME = serializers.DateTimeField()
+# Per script prefix (a deployment under a sub-path has its own) and URLconf: the image view's path up to its id.
+_image_url_heads: dict[tuple[str, str], str] = {}
+
+
+def image_url(pk: int) -> str:
+    """``reverse("cases:image", args=[pk])`` without the resolver's work on every image of every answer (6.8% of
+    the web process's samples under e2e, docs/benchmarks.md "hweb2"): the path is reversed once per script prefix."""
+    key = (get_script_prefix(), str(get_urlconf() or settings.ROOT_URLCONF))
+    head = _image_url_heads.get(key)
+    if head is None:
+        probe = reverse("cases:image", args=[0])
+        if not probe.endswith("/0/"):
+            return reverse("cases:image", args=[pk])  # a route of another shape: reverse each time
+        head = _image_url_heads[key] = probe[:-2]
+    return f"{head}{int(pk)}/"
 
 
 def image_detail_data(image: dict, predictions: list[dict], cells: list[int]) -> dict:
@@ -166,7 +182,7 @@ def image_detail_data(image: dict, predictions: list[dict], cells: list[int]) ->
         "um_per_pixel": None if um_per_pixel is None else float(um_per_pixel),
         "scale_source": image["scale_source"],
         "cells": cells,
-        "image_url": reverse("cases:image", args=[image["id"]]),
+        "image_url": image_url(image["id"]),
         "predictions": [
             {
                 "model_version": prediction["model_version__name"],

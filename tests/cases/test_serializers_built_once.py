@@ -49,3 +49,18 @@ def test_the_prediction_fields_are_built_from_the_model_once(monkeypatch):
     for _ in range(3):
         assert set(PredictionSerializer().fields) == set(PredictionSerializer.Meta.fields)
     assert builds == []
+
+
+def test_image_urls_are_the_resolvers_under_any_script_prefix():
+    from django.urls import reverse, set_script_prefix
+
+    from cases.serializers import image_url
+
+    for prefix in ("/", "/lab-north/"):
+        set_script_prefix(prefix)
+        try:
+            for pk in (1, 7, 40, 123456789):
+                assert image_url(pk) == reverse("cases:image", args=[pk])
+            assert image_url(5).startswith(prefix)
+        finally:
+            set_script_prefix("/")
