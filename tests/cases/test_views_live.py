@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from cases import events
 from cases.models import CellImage, Prediction
+from tests.event_loops import run_in_own_loop
 from tests.factories import CaseFactory, ModelVersionFactory
 
 pytestmark = pytest.mark.django_db
@@ -221,7 +222,7 @@ def test_events_stream_under_asgi_is_an_async_stream(technician, in_process):
         await stream.aclose()
         return first, second
 
-    first, second = asyncio.run(scenario())
+    first, second = run_in_own_loop(scenario())
 
     assert parse_events([first]) == [("ready", {"case": case.pk})]
     ((name, body),) = parse_events([second])

@@ -16,6 +16,7 @@ from django.test import override_settings
 from django.urls import path
 
 from hematovision.request_threads import ReusedRequestThreads
+from tests.event_loops import run_in_own_loop
 
 
 def _thread(request):
@@ -75,7 +76,7 @@ def test_django_requests_share_a_thread_that_also_runs_request_finished():
         async def two_requests():
             return [await _request(application, _scope()) for _ in range(2)]
 
-        answers = asyncio.run(two_requests())
+        answers = run_in_own_loop(two_requests())
     finally:
         request_finished.disconnect(on_finished)
 
@@ -114,7 +115,7 @@ def test_a_thread_still_running_a_cancelled_call_is_not_handed_out_again():
         await asyncio.wait_for(_request(application, _scope("/after/")), timeout=5)
 
     try:
-        asyncio.run(run())
+        run_in_own_loop(run())
     finally:
         release.set()
     first, _, after = threads
@@ -132,7 +133,7 @@ def test_idle_threads_are_bounded():
     async def run():
         await asyncio.gather(*(_request(application, _scope()) for _ in range(5)))
 
-    asyncio.run(run())
+    run_in_own_loop(run())
     assert len(application.idle) == 2
 
 
@@ -142,5 +143,5 @@ def test_other_scopes_pass_through():
     async def inner(scope, receive, send):
         seen.append(scope["type"])
 
-    asyncio.run(ReusedRequestThreads(inner)({"type": "lifespan"}, None, None))
+    run_in_own_loop(ReusedRequestThreads(inner)({"type": "lifespan"}, None, None))
     assert seen == ["lifespan"]
