@@ -75,7 +75,11 @@ def train_frozen_head(
     classes = dataset.classes
 
     preprocessing = make_preprocessing(
-        input_size=config.input_size, scale="raw", resample=config.resample, test_time_flips=config.test_time_flips
+        input_size=config.input_size,
+        scale="raw",
+        resample=config.resample,
+        test_time_flips=config.test_time_flips,
+        flip_skip_confidence=config.flip_skip_confidence,
     )
     keras.utils.set_random_seed(config.seed)
     backbone = get_backbone(config.backbone, input_size=config.input_size, weights=config.weights)

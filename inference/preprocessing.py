@@ -54,6 +54,7 @@ def make_preprocessing(
     resample: str = "bilinear",
     crop: str = "center_square",
     test_time_flips: str = "none",
+    flip_skip_confidence: float | None = None,
 ) -> dict[str, Any]:
     """The dict stored in ModelVersion.preprocessing; validated so a typo fails at training time."""
     params = {
@@ -64,6 +65,8 @@ def make_preprocessing(
         "crop": crop,
         "test_time_flips": test_time_flips,
     }
+    if flip_skip_confidence is not None:
+        params["flip_skip_confidence"] = flip_skip_confidence
     validate_preprocessing(params)
     return params
 

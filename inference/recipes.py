@@ -55,6 +55,9 @@ class MultilabConfig(RecipeConfig):
     lisc_repeat: int = 2
     # Chosen on PBC val + olympus val cells (docs/model-card.md): the mirror image averaged in.
     test_time_flips: str = "horizontal"
+    # Chosen on PBC val + olympus val (model card, "Test-time flips only where unsure"): no label or flag changed
+    # there, the mirror image skipped for 80% / 38% of their cells.
+    flip_skip_confidence: float | None = 0.99
     # Exponential moving average of the weights kept in their place at the end (whole_network); 0: none.
     weight_average_momentum: float = 0.0
     # Laboratories left out (leave-one-lab-out models), e.g. ("olympus",).

@@ -59,6 +59,8 @@ class RecipeConfig:
     ood_fit_images: int = 4000
     # Views averaged at serving time (preprocessing.TEST_TIME_FLIPS); calibration stays single-view.
     test_time_flips: str = "none"
+    # The flipped views only for images whose plain view is less sure than this (preprocessing.py); None: always.
+    flip_skip_confidence: float | None = None
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
 
     def to_json(self) -> dict[str, Any]:

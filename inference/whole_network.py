@@ -180,7 +180,11 @@ def train_whole_network(
     classes = dataset.classes
     # Raw 0..255 pixels: the classifier scales them itself.
     preprocessing = make_preprocessing(
-        input_size=config.input_size, scale="raw", resample=config.resample, test_time_flips=config.test_time_flips
+        input_size=config.input_size,
+        scale="raw",
+        resample=config.resample,
+        test_time_flips=config.test_time_flips,
+        flip_skip_confidence=config.flip_skip_confidence,
     )
 
     t0 = time.perf_counter()

@@ -218,6 +218,28 @@ def test_the_multilab_recipes_defaults_are_the_bundled_models_training_config(se
         recipe.config_class.from_json({**bundled, "finetune_from": "all", "head_epochs": 40})
 
 
+def test_the_multilab_recipe_writes_the_bundled_models_preprocessing(settings):
+    """Training the recipe again gives the serving preprocessing the bundled model has, test-time flip skipping
+    included (it was first added to the bundled metadata by hand)."""
+    import json
+    from pathlib import Path
+
+    from inference.preprocessing import make_preprocessing
+    from inference.recipes import get_recipe
+
+    bundled = json.loads((Path(settings.BUNDLED_MODEL_DIR) / "metadata.json").read_text())["preprocessing"]
+    config = get_recipe("multilab").config()
+    written = make_preprocessing(
+        input_size=config.input_size,
+        scale="raw",
+        resample=config.resample,
+        test_time_flips=config.test_time_flips,
+        flip_skip_confidence=config.flip_skip_confidence,
+    )
+    assert written == bundled
+    assert "flip_skip_confidence" not in make_preprocessing(input_size=224, test_time_flips="horizontal")
+
+
 def test_multilab_data_reads_the_three_laboratories_and_leaves_one_out(tmp_path):
     from inference.recipes import get_recipe, multilab_data
 
