@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 from datetime import timedelta
+from functools import partial
 
 from django.db import connections, router
 from django.utils import timezone
 from django.utils.translation import gettext
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
+
+from hematovision.statements import Statement, built_once, instances_from_rows, qualified_columns
 
 from .mfa import TOTP_REQUIRED_MESSAGE, needs_second_factor, needs_totp_setup
 from .models import ApiToken, User
@@ -68,62 +71,36 @@ class ApiTokenAuthentication(TokenAuthentication):
         return user, token
 
 
-# The token-and-user SELECT built once per process from the models' metadata: the ORM compiled the same
-# statement for every API request, which cost more CPU than the query (docs/benchmarks.md, "hweb").
-_token_select: dict[str, tuple[str, list, list]] = {}
-
-
 def token_with_user(key_hash: str) -> ApiToken | None:
     """ApiToken.objects.select_related("user").filter(key_hash=key_hash).first(): key_hash is unique, so the
-    ordering cannot choose between rows. PostgreSQL and SQLite; other databases take the ORM's path."""
+    ordering cannot choose between rows. The SELECT is built once per process from the models' metadata: the
+    ORM compiled the same statement for every API request, which cost more CPU than the query
+    (docs/benchmarks.md, "hweb"). PostgreSQL and SQLite; other databases take the ORM's path."""
     connection = connections[router.db_for_read(ApiToken)]
     if connection.vendor not in ("postgresql", "sqlite"):
         return ApiToken.objects.select_related("user").filter(key_hash=key_hash).first()
-    built = _token_select.get(connection.alias)
-    if built is None:
-        built = _token_select[connection.alias] = _build_token_select(connection)
-    sql, token_reader, user_reader = built
+    select = built_once(connection, "accounts token with user", partial(_token_with_user_select, connection))
     with connection.cursor() as cursor:
-        cursor.execute(sql, [key_hash])
+        cursor.execute(select.sql, [key_hash])
         row = cursor.fetchone()
     if row is None:
         return None
-    token = _instance(ApiToken, connection, token_reader, row[: len(token_reader)])
-    token.user = _instance(User, connection, user_reader, row[len(token_reader) :])
+    # The token's columns, then its user's (the order of the select list).
+    (token,) = instances_from_rows(ApiToken, connection, [row])
+    (token.user,) = instances_from_rows(User, connection, [row[len(ApiToken._meta.concrete_fields) :]])
     return token
 
 
-def _build_token_select(connection) -> tuple[str, list, list]:
+def _token_with_user_select(connection) -> Statement:
     quote = connection.ops.quote_name
-    readers = []
-    columns = []
-    for model in (ApiToken, User):
-        table = model._meta.db_table
-        reader = []
-        for field in model._meta.concrete_fields:
-            column = field.get_col(table)
-            # The database value converted as a queryset converts it (e.g. SQLite's datetimes).
-            converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
-            reader.append((field.attname, converters, column))
-            columns.append(f"{quote(table)}.{quote(field.column)}")
-        readers.append(reader)
     token_table, user_table = quote(ApiToken._meta.db_table), quote(User._meta.db_table)
     user_id, key_hash = (quote(ApiToken._meta.get_field(name).column) for name in ("user", "key_hash"))
-    sql = (
-        f"SELECT {', '.join(columns)} FROM {token_table} INNER JOIN {user_table}"  # noqa: S608 - names from _meta
+    return Statement(
+        f"SELECT {qualified_columns(connection, ApiToken)}, {qualified_columns(connection, User)}"  # noqa: S608 - names from _meta
+        f" FROM {token_table} INNER JOIN {user_table}"
         f" ON {token_table}.{user_id} = {user_table}.{quote(User._meta.pk.column)}"
         f" WHERE {token_table}.{key_hash} = %s LIMIT 1"
     )
-    return sql, readers[0], readers[1]
-
-
-def _instance(model, connection, reader, values):
-    converted = []
-    for value, (_, converters, column) in zip(values, reader, strict=True):
-        for converter in converters:
-            value = converter(value, column, connection)
-        converted.append(value)
-    return model.from_db(connection.alias, [attname for attname, _, _ in reader], converted)
 
 
 def _role_of_token_user(token: ApiToken) -> str | None:

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 from allauth.core.internal.httpkit import get_client_ip
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, router
+
+from hematovision.statements import MAX_CACHED_ROW_COUNT, cached_statement, placeholders, supports_returning
 
 from .models import AuditEvent
 
@@ -48,10 +51,9 @@ def record_many(
     return _insert(rows) if rows else []
 
 
-# INSERT ... RETURNING of up to this many events built once per process and count: the ORM compiled an upload's
+# INSERT ... RETURNING of up to this many events is built once per process and count: the ORM compiled an upload's
 # bulk_create on every request (docs/benchmarks.md, "hweb"). More events at once take bulk_create.
-CACHED_INSERT_MAX_EVENTS = 64
-_insert_statements: dict[tuple, str] = {}
+CACHED_INSERT_MAX_EVENTS = MAX_CACHED_ROW_COUNT
 
 
 def _insert(rows: list[AuditEvent]) -> list[AuditEvent]:
@@ -59,21 +61,12 @@ def _insert(rows: list[AuditEvent]) -> list[AuditEvent]:
     set by pre_save), each event given its id back; no signal (bulk_create sends none). PostgreSQL and SQLite
     3.35+ (RETURNING); elsewhere bulk_create."""
     connection = connections[router.db_for_write(AuditEvent)]
-    returning = connection.vendor == "postgresql" or (
-        connection.vendor == "sqlite" and connection.Database.sqlite_version_info >= (3, 35)
-    )
-    if not returning or len(rows) > CACHED_INSERT_MAX_EVENTS:
+    if not supports_returning(connection) or len(rows) > CACHED_INSERT_MAX_EVENTS:
         return AuditEvent.objects.bulk_create(rows)
     fields = [field for field in AuditEvent._meta.concrete_fields if not field.primary_key]
-    key = (connection.alias, len(rows))
-    sql = _insert_statements.get(key)
-    if sql is None:
-        quote = connection.ops.quote_name
-        row = f"({', '.join(['%s'] * len(fields))})"
-        sql = _insert_statements[key] = (
-            f"INSERT INTO {quote(AuditEvent._meta.db_table)} ({', '.join(quote(field.column) for field in fields)})"  # noqa: S608 - names from _meta
-            f" VALUES {', '.join([row] * len(rows))} RETURNING {quote(AuditEvent._meta.pk.column)}"
-        )
+    sql = cached_statement(
+        connection, "audit insert events", len(rows), partial(_insert_sql, connection, fields, len(rows))
+    )
     parameters = [field.get_db_prep_save(field.pre_save(event, True), connection) for event in rows for field in fields]
     with connection.cursor() as cursor:
         cursor.execute(sql, parameters)
@@ -84,6 +77,15 @@ def _insert(rows: list[AuditEvent]) -> list[AuditEvent]:
         event._state.adding = False
         event._state.db = connection.alias
     return rows
+
+
+def _insert_sql(connection, fields, count: int) -> str:
+    quote = connection.ops.quote_name
+    row = f"({placeholders(len(fields))})"
+    return (
+        f"INSERT INTO {quote(AuditEvent._meta.db_table)} ({', '.join(quote(field.column) for field in fields)})"  # noqa: S608 - names from _meta
+        f" VALUES {', '.join([row] * count)} RETURNING {quote(AuditEvent._meta.pk.column)}"
+    )
 
 
 def _actor_and_address(actor, request) -> tuple[Any, str | None]:

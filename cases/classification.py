@@ -45,21 +45,20 @@ from PIL import Image
 
 from audit.models import AuditEvent
 from audit.services import record_many
+from hematovision.statements import (
+    cached_statement,
+    instances_from_rows,
+    placeholders,
+    qualified_columns,
+    supports_returning,
+)
 from inference import case_review
 from inference.analysis import analyse_images
 from inference.predictor import ModelUnavailable, get_serving_predictors
 
 from . import events, selectors, storage
 from .models import Case, CellImage, Prediction, ShadowPrediction
-from .rows import (
-    cached_statement,
-    insert_rows,
-    instances_from_rows,
-    placeholders,
-    qualified_columns,
-    supports_returning,
-    update_rows,
-)
+from .rows import insert_rows, update_rows
 
 logger = logging.getLogger(__name__)
 

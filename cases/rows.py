@@ -1,86 +1,19 @@
-"""Rows written and read by hand-built SQL, for the classification workflow's hot path.
+"""Rows written by hand-built SQL, for the classification workflow's hot path.
 
 The ORM's compilation of a one-image task's few statements cost more CPU than the classification itself
 (docs/benchmarks.md, "the task's fixed cost"), so the workflow writes them with statements built once per
-process from the models' metadata: table and column names quoted from ``_meta``, every value a parameter.
-PostgreSQL and SQLite; other databases fall back to the ORM.
+process from the models' metadata (hematovision.statements): table and column names quoted from ``_meta``,
+every value a parameter. PostgreSQL and SQLite; other databases fall back to the ORM.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from functools import partial
 
 from django.db import connections, router
 
-
-def supports_returning(connection) -> bool:
-    """Whether UPDATE ... RETURNING (with correlated subqueries) can be used: PostgreSQL, SQLite 3.35+."""
-    if connection.vendor == "postgresql":
-        return True
-    return connection.vendor == "sqlite" and connection.Database.sqlite_version_info >= (3, 35)
-
-
-def qualified_columns(connection, model) -> str:
-    """The model's concrete columns, table-qualified and quoted, in field order (what instances_from_rows reads)."""
-    quote = connection.ops.quote_name
-    table = quote(model._meta.db_table)
-    return ", ".join(f"{table}.{quote(field.column)}" for field in model._meta.concrete_fields)
-
-
-def placeholders(count: int) -> str:
-    return ", ".join(["%s"] * count)
-
-
-# Statements built from the models' metadata, once per process: (vendor, statement, row count) -> SQL.
-_statements: dict[tuple, str] = {}
-# Per connection (converters may be bound to its operations), per model: [(column index, functions, column)].
-_converters: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def cached_statement(connection, name: str, count: int, build) -> str:
-    key = (connection.vendor, name, count)
-    sql = _statements.get(key)
-    if sql is None:
-        sql = build()
-        if count <= 64:  # tasks hold at most a few dozen images: a bounded cache
-            _statements[key] = sql
-    return sql
-
-
-def instances_from_rows(model, connection, rows) -> list:
-    """Model instances from rows holding the model's concrete columns in order (extra columns after them are
-    left to the caller), the database values converted as a queryset would."""
-    fields = model._meta.concrete_fields
-    by_model = _converters.setdefault(connection, {})
-    converters = by_model.get(model)
-    if converters is None:
-        converters = []
-        for index, field in enumerate(fields):
-            column = field.get_col(model._meta.db_table)
-            functions = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
-            if functions:
-                converters.append((index, functions, column))
-        by_model[model] = converters
-    names = [field.attname for field in fields]
-    return [
-        model.from_db(connection.alias, names, values)
-        for values in converted_values(rows, len(fields), converters, connection)
-    ]
-
-
-def converted_values(rows, width: int, converters, connection) -> list[list]:
-    """The first ``width`` values of each row, database values converted by ``converters`` ([(column index,
-    functions, expression)], as the ORM's compiler gives them) as a queryset would."""
-    converted = []
-    for row in rows:
-        values = list(row[:width])
-        for index, functions, expression in converters:
-            for function in functions:
-                values[index] = function(values[index], expression, connection)
-        converted.append(values)
-    return converted
+from hematovision.statements import cached_statement, placeholders, supports_returning
 
 
 def update_rows(model, objects: Sequence, field_names: Sequence[str], *, only_if: dict | None = None) -> set | None:

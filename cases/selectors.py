@@ -19,12 +19,19 @@ from django.utils.translation import gettext_lazy as _
 from PIL import Image
 from rest_framework.fields import DateTimeField
 
+from hematovision.statements import (
+    built_once,
+    cached_statement,
+    instances_from_rows,
+    placeholders,
+    qualified_columns,
+    values_statement,
+)
 from inference import case_review
 from inference.preprocessing import to_rgb
 
 from . import storage
 from .models import Case, CellImage, Laboratory, Prediction
-from .rows import cached_statement, converted_values, instances_from_rows, placeholders, qualified_columns
 
 PENDING_STATUSES = (CellImage.Status.QUEUED, CellImage.Status.CLASSIFYING)
 THUMBNAIL_SIZE = 224
@@ -206,32 +213,20 @@ def _image_detail_values(pk: int) -> QuerySet:
     )
 
 
-# image_detail's SELECT as the ORM compiles it, kept per database alias with its column names and converters:
-# the compilation (three joins, ordering, values) cost more CPU than the query, on every poll of every client
-# waiting for a cell (docs/benchmarks.md, "hweb2").
-_image_detail_statements: dict[str, tuple[str, tuple, list]] = {}
-
-
 def _image_detail_rows(pk: int) -> list[dict]:
-    """list(_image_detail_values(pk)): the same statement, compiled once; values converted as the ORM does."""
+    """list(_image_detail_values(pk)): the same statement, compiled by the ORM once per process and database
+    (built_once), values converted as the ORM converts them. The compilation (three joins, ordering, values)
+    cost more CPU than the query, on every poll of every client waiting for a cell (docs/benchmarks.md, "hweb2")."""
     connection = connections[router.db_for_read(CellImage)]
-    built = _image_detail_statements.get(connection.alias)
-    if built is None:
-        queryset = _image_detail_values(0)
-        compiler = queryset.query.get_compiler(connection=connection)
-        sql, params = compiler.as_sql()
-        if list(params) != [0] or compiler.query.extra_select or compiler.query.annotation_select:
-            return list(_image_detail_values(pk))  # not the one-parameter statement expected: the ORM each time
-        selected = [col for col, _, _ in compiler.select[: compiler.col_count]]
-        converters = [(index, *pair) for index, pair in compiler.get_converters(selected).items()]
-        built = _image_detail_statements[connection.alias] = (sql, tuple(compiler.query.values_select), converters)
-    sql, names, converters = built
+    select = built_once(
+        connection, "cases image detail", lambda: values_statement(_image_detail_values(0), connection, [0])
+    )
+    if select is None:
+        return list(_image_detail_values(pk))  # not the one-parameter statement expected: the ORM each time
     with connection.cursor() as cursor:
-        cursor.execute(sql, [CellImage._meta.pk.get_prep_value(pk)])
+        cursor.execute(select.sql, [CellImage._meta.pk.get_prep_value(pk)])
         rows = cursor.fetchall()
-    return [
-        dict(zip(names, values, strict=True)) for values in converted_values(rows, len(names), converters, connection)
-    ]
+    return [dict(zip(select.columns, values, strict=True)) for values in select.converted_rows(rows, connection)]
 
 
 def latest_prediction(*, image: CellImage) -> Prediction | None:

@@ -21,12 +21,13 @@ from PIL import Image
 
 from audit.models import AuditEvent
 from audit.services import record, record_many
+from hematovision.statements import cached_statement, placeholders
 from inference.preprocessing import to_rgb
 
 from . import classification, selectors, storage
 from .models import Case, CellImage, Laboratory
 from .review_labels import is_reviewer_label
-from .rows import cached_statement, create_rows, placeholders
+from .rows import create_rows
 from .tasks import enqueue_classification
 from .validation import ImageRejected, ValidatedImage, validate_image
 
@@ -267,8 +268,8 @@ def _register_images(*, case: Case, stored: Sequence, uploaded_by, request) -> l
                     gettext("Case %(accession)s is signed; no images can be added to it.")
                     % {"accession": case.accession_id}
                 )
-            # The few statements of an upload built once per process (cases.rows): the ORM's compilation of
-            # them cost more CPU than the statements (docs/benchmarks.md, "hupload2").
+            # The few statements of an upload built once per process (hematovision.statements): the ORM's
+            # compilation of them cost more CPU than the statements (docs/benchmarks.md, "hupload2").
             accepted = create_rows(
                 CellImage,
                 [
