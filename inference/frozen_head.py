@@ -27,7 +27,7 @@ import numpy as np
 
 from .data import AugmentationConfig, ImageDataset, model_input_pixels
 from .export import export_raw_tflite, keras_outputs
-from .preprocessing import make_preprocessing, scale_pixels
+from .preprocessing import scale_pixels
 from .training_common import (
     RecipeConfig,
     TrainingData,
@@ -74,13 +74,7 @@ def train_frozen_head(
     dataset, train_set, val_set = load_training_data(data, seed=config.seed, val_fraction=config.val_fraction, log=log)
     classes = dataset.classes
 
-    preprocessing = make_preprocessing(
-        input_size=config.input_size,
-        scale="raw",
-        resample=config.resample,
-        test_time_flips=config.test_time_flips,
-        flip_skip_confidence=config.flip_skip_confidence,
-    )
+    preprocessing = config.serving_preprocessing()
     keras.utils.set_random_seed(config.seed)
     backbone = get_backbone(config.backbone, input_size=config.input_size, weights=config.weights)
     split_tensor = _split_tensor(backbone, config)

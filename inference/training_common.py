@@ -31,6 +31,7 @@ from .model_folder import (
     write_model_metadata,
 )
 from .ood import MahalanobisScorer, choose_ood_threshold
+from .preprocessing import make_preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,17 @@ class RecipeConfig:
     # The flipped views only for images whose plain view is less sure than this (preprocessing.py); None: always.
     flip_skip_confidence: float | None = None
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+
+    def serving_preprocessing(self) -> dict[str, Any]:
+        """The preprocessing the trained model is served with (``ModelVersion.preprocessing``): raw 0..255
+        pixels, since the recipes' classifiers scale them inside the graph."""
+        return make_preprocessing(
+            input_size=self.input_size,
+            scale="raw",
+            resample=self.resample,
+            test_time_flips=self.test_time_flips,
+            flip_skip_confidence=self.flip_skip_confidence,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The config as metadata.json records it (``training.config``)."""

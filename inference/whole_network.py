@@ -24,7 +24,7 @@ import numpy as np
 
 from .data import ImageDataset, model_input_pixels, style_groups, style_mix, style_reference
 from .export import keras_outputs
-from .preprocessing import make_preprocessing, scale_pixels
+from .preprocessing import scale_pixels
 from .training_common import (
     RecipeConfig,
     TrainingData,
@@ -178,14 +178,7 @@ def train_whole_network(
         data, seed=config.seed, val_fraction=getattr(config, "val_fraction", None), log=log
     )
     classes = dataset.classes
-    # Raw 0..255 pixels: the classifier scales them itself.
-    preprocessing = make_preprocessing(
-        input_size=config.input_size,
-        scale="raw",
-        resample=config.resample,
-        test_time_flips=config.test_time_flips,
-        flip_skip_confidence=config.flip_skip_confidence,
-    )
+    preprocessing = config.serving_preprocessing()
 
     t0 = time.perf_counter()
     train_pixels = load_views(

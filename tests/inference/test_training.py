@@ -228,14 +228,7 @@ def test_the_multilab_recipe_writes_the_bundled_models_preprocessing(settings):
     from inference.recipes import get_recipe
 
     bundled = json.loads((Path(settings.BUNDLED_MODEL_DIR) / "metadata.json").read_text())["preprocessing"]
-    config = get_recipe("multilab").config()
-    written = make_preprocessing(
-        input_size=config.input_size,
-        scale="raw",
-        resample=config.resample,
-        test_time_flips=config.test_time_flips,
-        flip_skip_confidence=config.flip_skip_confidence,
-    )
+    written = get_recipe("multilab").config().serving_preprocessing()
     assert written == bundled
     assert "flip_skip_confidence" not in make_preprocessing(input_size=224, test_time_flips="horizontal")
 
