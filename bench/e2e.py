@@ -348,6 +348,7 @@ class ProductionStack:
         postgres_url: str,
         database_name: str = BENCH_DATABASE,
         redis_db: int = BENCH_REDIS_DB,
+        broker_url: str | None = None,
     ):
         self.out_dir = out_dir
         self.database_name = database_name
@@ -355,7 +356,9 @@ class ProductionStack:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.database_url = f"{postgres_url.rstrip('/')}/{database_name}"
         self.postgres_url = postgres_url
-        self.broker_url = f"{redis_url.rstrip('/')}/{redis_db}"
+        # Redis carries the push events (and is the broker unless --broker-url names another, e.g. amqp://).
+        self.redis_db_url = f"{redis_url.rstrip('/')}/{redis_db}"
+        self.broker_url = broker_url or self.redis_db_url
         self.web_workers, self.web_threads = web_workers, web_threads
         self.worker_processes, self.worker_concurrency = worker_processes, worker_concurrency
         self.processes: list[ProcessTree] = []
@@ -368,6 +371,8 @@ class ProductionStack:
             "IMAGE_ENCRYPTION_KEYS": base64.b64encode(secrets.token_bytes(32)).decode(),
             "EXPORT_PSEUDONYM_KEY": secrets.token_urlsafe(32),
             "CELERY_BROKER_URL": self.broker_url,
+            # What the settings derive from a redis:// broker URL anyway; named so an amqp:// broker keeps push.
+            "EVENTS_REDIS_URL": self.redis_db_url,
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "PRIVATE_MEDIA_ROOT": str(out_dir / "private"),
             "MODEL_STORE_DIR": str(out_dir / "models"),
@@ -386,7 +391,9 @@ class ProductionStack:
         with psycopg.connect(f"{self.postgres_url.rstrip('/')}/postgres", autocommit=True) as connection:
             connection.execute(f"DROP DATABASE IF EXISTS {self.database_name} WITH (FORCE)")
             connection.execute(f"CREATE DATABASE {self.database_name}")
-        redis.Redis.from_url(self.broker_url).flushdb()
+        redis.Redis.from_url(self.redis_db_url).flushdb()
+        if broker_kind(self.broker_url) == "amqp":
+            purge_amqp_queue(self.broker_url)
         python = sys.executable
         run_checked([python, "manage.py", "migrate", "--no-input"], env=self.environment, cwd=PROJECT_DIR)
         output = run_checked(
@@ -458,6 +465,26 @@ class ProductionStack:
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+
+
+def broker_kind(broker_url: str) -> str:
+    """ "redis" or "amqp" (RabbitMQ), from the URL's scheme."""
+    scheme = urlsplit(broker_url).scheme
+    if scheme in {"amqp", "amqps", "pyamqp"}:
+        return "amqp"
+    return "redis" if scheme in {"redis", "rediss", "unix"} else scheme
+
+
+def purge_amqp_queue(broker_url: str, queue: str = "celery") -> None:
+    """Empties the tasks' queue of an earlier (interrupted) run so none of its messages leak into this one."""
+    from amqp.exceptions import NotFound
+    from kombu import Connection
+
+    with Connection(broker_url, connect_timeout=5) as connection:
+        try:
+            connection.default_channel.queue_purge(queue)
+        except NotFound:  # no run has declared it yet on this virtual host
+            pass
 
 
 def process_role(pid: int) -> str:
@@ -566,6 +593,7 @@ def run(arguments: argparse.Namespace) -> dict:
                 postgres_url=arguments.postgres_url,
                 database_name=arguments.database_name,
                 redis_db=arguments.redis_db,
+                broker_url=arguments.broker_url,
             )
             if arguments.model_dir:
                 stack.environment["BUNDLED_MODEL_DIR"] = str(arguments.model_dir.resolve())
@@ -680,6 +708,8 @@ def run(arguments: argparse.Namespace) -> dict:
             "web_workers": arguments.web_workers if stack else None,
             "worker_processes": arguments.worker_processes if stack else None,
             "worker_concurrency": arguments.worker_concurrency if stack else None,
+            # The Celery broker the started stack used ("redis" or "amqp"); None with --target.
+            "broker": broker_kind(stack.broker_url) if stack else None,
             "cpu_count": os.cpu_count(),
             "load_average_at_end": [round(value, 2) for value in os.getloadavg()],
             "profiles": None if profiler is None else [str(path) for path in profiler.files],
@@ -758,6 +788,7 @@ def print_table(result: dict) -> None:
         ("peak PSS per worker, shared pages counted once (MB)", result["worker_pss_mb"]),
         ("peak USS per worker, private pages only (MB)", result["worker_uss_mb"]),
         ("server CPU by process kind (s)", result["server_cpu_s_by_process_kind"]),
+        ("Celery broker", result["broker"]),
         ("machine: CPUs / load average at end", f"{result['cpu_count']} / {result['load_average_at_end']}"),
     ]
     width = max(len(label) for label, _ in rows)
@@ -815,6 +846,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--redis-db", type=int, default=BENCH_REDIS_DB, help=f"Redis database number (default {BENCH_REDIS_DB})"
+    )
+    parser.add_argument(
+        "--broker-url",
+        help="Celery broker of the started stack, e.g. amqp://guest:guest@127.0.0.1:5672/hbroker (its 'celery' queue "
+        "is purged first); default: the --redis-db database, which carries the push events either way",
     )
     parser.add_argument(
         "--py-spy",
