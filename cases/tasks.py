@@ -40,6 +40,12 @@ TRANSIENT_DATABASE_ERRORS = classification.TRANSIENT_DATABASE_ERRORS
 # several tasks let several workers share a large upload.
 FIRST_TASK_IMAGES = 4
 IMAGES_PER_TASK = 16
+# A publish that hits a broken broker connection reconnects and tries once more, at once, then gives up (the images
+# stay queued for requeue_stale_images). A pooled connection that died since its last use (a RabbitMQ restart, an
+# idle connection dropped by the network) failed the next publish on it without this: redis-py reconnects on its
+# own, kombu's AMQP transport does not. A broker that is down still fails in one connect timeout: the reconnection
+# is the attempt that fails (tests/ops/test_worker_faults_amqp.py).
+PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0, "interval_max": 0}
 
 
 def backoff_seconds(retries: int) -> float:
@@ -100,7 +106,7 @@ def enqueue_classification(*, image_ids: Sequence[int]) -> int:
     sent = 0
     for chunk in task_chunks(list(image_ids)):
         try:
-            classify_images.apply_async(args=[chunk], retry=False)
+            classify_images.apply_async(args=[chunk], retry=True, retry_policy=PUBLISH_RETRY_POLICY)
         except KombuError as exc:
             logger.error("broker unavailable, images %s stay queued until requeue_stale_images: %s", chunk, exc)
             continue

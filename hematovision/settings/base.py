@@ -214,7 +214,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
+# confirm_publish (RabbitMQ; Redis ignores it): a publish waits for the broker's acknowledgement, so one written into
+# a connection the broker has already dropped raises (and is sent again: cases.tasks.PUBLISH_RETRY_POLICY) instead of
+# being lost without a word. Redis answers every command anyway.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600, "confirm_publish": True}
 CELERY_BROKER_CONNECTION_TIMEOUT = float(os.environ.get("CELERY_BROKER_CONNECTION_TIMEOUT", "2"))
 # Workers keep their database connection between tasks (CONN_MAX_AGE and health checks decide, as for
 # requests) instead of Celery's default of closing it before and after every task: see
