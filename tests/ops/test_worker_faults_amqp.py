@@ -1,8 +1,8 @@
 """test_worker_faults.py's faults with RabbitMQ as the broker (CELERY_BROKER_URL=amqp://...), against a real server.
 
 The machine's RabbitMQ (TEST_RABBITMQ_URL, default guest on 127.0.0.1:5672, virtual host /), each test on a queue
-of its own that it deletes at the end. RabbitMQ is not one of CI's services (.ci/run starts PostgreSQL and Redis):
-where it does not answer these tests are skipped, in CI too.
+of its own that it deletes at the end. .ci/run starts RabbitMQ with PostgreSQL and Redis: where it does not answer
+these tests are skipped, and fail under CI=true.
 """
 
 import logging
@@ -53,7 +53,10 @@ def rabbitmq(project_celery_sends_to):
     url = os.environ.get("TEST_RABBITMQ_URL", DEFAULT_RABBITMQ_URL)
     parts = urlsplit(url)
     if not port_answers(parts.port or 5672, host=parts.hostname or "127.0.0.1"):
-        pytest.skip(f"RabbitMQ is not reachable at {parts.hostname}:{parts.port or 5672} (set TEST_RABBITMQ_URL)")
+        unreachable = f"RabbitMQ is not reachable at {parts.hostname}:{parts.port or 5672} (set TEST_RABBITMQ_URL)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(unreachable)
+        pytest.skip(unreachable)
     queue = f"hematovision-faulttest-{os.getpid()}-{time.monotonic_ns()}"
     saved_queue = app.conf.task_default_queue
 
