@@ -217,7 +217,15 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # confirm_publish (RabbitMQ; Redis ignores it): a publish waits for the broker's acknowledgement, so one written into
 # a connection the broker has already dropped raises (and is sent again: cases.tasks.PUBLISH_RETRY_POLICY) instead of
 # being lost without a word. Redis answers every command anyway.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600, "confirm_publish": True}
+# socket_timeout (Redis; py-amqp does not read it): a Redis broker that accepts the connection but never replies (a
+# hung server, a half-open connection after a failover) held an upload's publish for minutes; now the publish and its
+# one retry give up after this many seconds each and the images wait for the re-queue, as with a broker that is down.
+# The workers' BRPOP polls every second, well inside it.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 600,
+    "confirm_publish": True,
+    "socket_timeout": float(os.environ.get("CELERY_BROKER_SOCKET_TIMEOUT", "5")),
+}
 CELERY_BROKER_CONNECTION_TIMEOUT = float(os.environ.get("CELERY_BROKER_CONNECTION_TIMEOUT", "2"))
 # Workers keep their database connection between tasks (CONN_MAX_AGE and health checks decide, as for
 # requests) instead of Celery's default of closing it before and after every task: see

@@ -1,26 +1,16 @@
-"""A worker killed in the middle of a task, and a broker down at upload time, against real services."""
+"""A worker killed in the middle of a task, and a broker down or silent at upload time, against real services."""
 
 import pytest
 
-from cases.models import CellImage, Prediction
-from tests.factories import CaseFactory
-from tests.ops.faults import wait_until
+from tests.ops.faults import (
+    classified_by_the_requeue,
+    upload_one,
+    worker_killed_mid_task_is_delivered_again,
+)
 
 pytestmark = pytest.mark.broker
 
 RECOVERY_TIMEOUT_SECONDS = 60
-
-
-def _upload_one(technician_api, technician, cell_upload) -> int:
-    case = CaseFactory(created_by=technician)
-    response = technician_api.post(f"/api/v1/cases/{case.pk}/images/", {"files": [cell_upload()]}, format="multipart")
-    assert response.status_code == 201, response.content
-    return response.json()["accepted"][0]["id"]
-
-
-def _classified(image_id: int) -> CellImage | None:
-    image = CellImage.objects.get(pk=image_id)
-    return image if image.status == CellImage.Status.CLASSIFIED else None
 
 
 def test_task_of_a_worker_killed_mid_task_is_delivered_again_and_stored_once(
@@ -33,31 +23,15 @@ def test_task_of_a_worker_killed_mid_task_is_delivered_again_and_stored_once(
     start_worker,
     tmp_path,
 ):
-    slow_once = tmp_path / "first-prediction-started"
-    worker_environment = {
-        "HEMATOVISION_TEST_SLOW_ONCE_FILE": str(slow_once),
-        "HEMATOVISION_TEST_VISIBILITY_TIMEOUT": "3",
-    }
     project_celery_sends_to(shared_redis_broker)
-    first = start_worker(broker_url=shared_redis_broker, **worker_environment)
-    image_id = _upload_one(technician_api, technician, cell_upload)
-
-    wait_until(
-        slow_once.exists,
+    worker_killed_mid_task_is_delivered_again(
+        start_worker=start_worker,
+        broker_url=shared_redis_broker,
+        environment={"HEMATOVISION_TEST_VISIBILITY_TIMEOUT": "3"},
+        upload=lambda: upload_one(technician_api, technician, cell_upload),
+        slow_once=tmp_path / "first-prediction-started",
         timeout=RECOVERY_TIMEOUT_SECONDS,
-        what=f"the first worker to start predicting\n{first.log_tail()}",
     )
-    assert CellImage.objects.get(pk=image_id).status == CellImage.Status.CLASSIFYING
-    first.kill()
-
-    second = start_worker(broker_url=shared_redis_broker, **worker_environment)
-    image = wait_until(
-        lambda: _classified(image_id),
-        timeout=RECOVERY_TIMEOUT_SECONDS,
-        what=f"the task to be delivered again to the second worker\n{second.log_tail()}",
-    )
-    assert image.attempts == 2
-    assert Prediction.objects.filter(image_id=image_id).count() == 1
 
 
 def test_upload_while_the_broker_is_down_is_kept_queued_and_classified_when_it_returns(
@@ -66,19 +40,32 @@ def test_upload_while_the_broker_is_down_is_kept_queued_and_classified_when_it_r
     project_celery_sends_to(throwaway_redis.url)
     throwaway_redis.stop()
 
-    image_id = _upload_one(technician_api, technician, cell_upload)
+    image_id = upload_one(technician_api, technician, cell_upload)
     assert technician_api.get(f"/api/v1/images/{image_id}/").json()["status"] == "queued"
 
     throwaway_redis.start()
-    worker = start_worker(
-        broker_url=throwaway_redis.url,
-        beat=True,
-        HEMATOVISION_TEST_STALE_SECONDS="1",
-        HEMATOVISION_TEST_REQUEUE_EVERY="1",
+    classified_by_the_requeue(
+        start_worker=start_worker, broker_url=throwaway_redis.url, image_id=image_id, timeout=RECOVERY_TIMEOUT_SECONDS
     )
-    wait_until(
-        lambda: _classified(image_id),
-        timeout=RECOVERY_TIMEOUT_SECONDS,
-        what=f"the periodic re-queue to classify the image\n{worker.log_tail()}",
-    )
-    assert Prediction.objects.filter(image_id=image_id).count() == 1
+
+
+def test_upload_while_the_broker_never_answers_is_kept_queued_within_the_socket_timeout(
+    transactional_db, tiny_model, technician, technician_api, cell_upload, project_celery_sends_to, settings
+):
+    """A Redis broker that accepts the connection but never replies (a hung server, a half-open connection after
+    a failover): the publish gives up after the socket timeout, and its one retry after another, instead of holding
+    the upload for minutes; the image waits for the periodic re-queue as when the broker is down."""
+    import socket
+    import time
+
+    silent_server = socket.create_server(("127.0.0.1", 0))
+    try:
+        project_celery_sends_to(f"redis://127.0.0.1:{silent_server.getsockname()[1]}/0")
+        started = time.monotonic()
+        image_id = upload_one(technician_api, technician, cell_upload)
+        elapsed = time.monotonic() - started
+    finally:
+        silent_server.close()
+    socket_timeout = settings.CELERY_BROKER_TRANSPORT_OPTIONS["socket_timeout"]
+    assert elapsed < 2 * socket_timeout + 5, elapsed
+    assert technician_api.get(f"/api/v1/images/{image_id}/").json()["status"] == "queued"

@@ -23,11 +23,11 @@ CELERY_TASK_ALWAYS_EAGER = False
 # A queue of the test's own on a shared broker (test_worker_faults_amqp.py); Celery's "celery" otherwise.
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("HEMATOVISION_TEST_QUEUE", "celery")
 CELERY_BROKER_TRANSPORT_OPTIONS = {
+    **CELERY_BROKER_TRANSPORT_OPTIONS,  # noqa: F405 - the deployment's (socket timeout, confirms), with the test's times
     # An unacknowledged task of a dead worker is delivered again after this many seconds.
     "visibility_timeout": float(os.environ.get("HEMATOVISION_TEST_VISIBILITY_TIMEOUT", "600")),
     "unacked_restore_interval": 1,
     "unacked_restore_throttle": 1,
-    "confirm_publish": True,
 }
 CLASSIFICATION_STALE_SECONDS = float(os.environ.get("HEMATOVISION_TEST_STALE_SECONDS", "300"))
 CELERY_BEAT_SCHEDULE = {
