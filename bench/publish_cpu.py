@@ -41,16 +41,9 @@ def empty(broker_url: str) -> None:
 
 def point_app_at(broker_url: str) -> None:
     """As the fault tests' project_celery_sends_to: a broker URL, no eager tasks, no pooled connection of the last."""
-    from kombu import pools
+    from hematovision.celery import app, drop_broker_connections
 
-    from hematovision.celery import app
-
-    if app._pool is not None:
-        app._pool.force_close_all()
-    app._pool = None
-    if "amqp" in app.__dict__:
-        app.amqp._producer_pool = None
-    pools.reset()
+    drop_broker_connections()
     app.conf.update(broker_url=broker_url, task_always_eager=False)
 
 

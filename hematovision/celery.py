@@ -106,3 +106,18 @@ def connect_warm_up(sender=None, **kwargs):
     worker_process_init.connect(warm_up_pool_process, dispatch_uid="hematovision-warm-up", weak=False)
     task_postrun.connect(release_freed_memory, dispatch_uid="hematovision-malloc-trim", weak=False)
     share_cores_between_pool_processes(sender)
+
+
+def drop_broker_connections() -> None:
+    """Closes this process's pooled broker connections and forgets the pools, so that the next publish connects
+    anew (to a broker URL just changed, in tests and benches)."""
+    from kombu import pools
+
+    if app._pool is not None:
+        app._pool.force_close_all()
+    app._pool = None
+    if "amqp" in app.__dict__:
+        app.amqp._producer_pool = None
+    # kombu keeps its pools per broker URL for the process: the closed one would be handed back to the next
+    # publish to the same URL ("Acquire on closed pool").
+    pools.reset()

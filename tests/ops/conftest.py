@@ -78,33 +78,20 @@ def shared_redis_broker(shared_redis_url):
     client.close()
 
 
-def _drop_broker_connections(app) -> None:
-    from kombu import pools
-
-    if app._pool is not None:
-        app._pool.force_close_all()
-    app._pool = None
-    if "amqp" in app.__dict__:
-        app.amqp._producer_pool = None
-    # kombu keeps its pools per broker URL for the process: the closed one would be handed back to the next test
-    # that publishes to the same URL ("Acquire on closed pool").
-    pools.reset()
-
-
 @pytest.fixture
 def project_celery_sends_to():
     """Makes the project's Celery app publish to a real broker (tests otherwise run tasks in-process)."""
-    from hematovision.celery import app
+    from hematovision.celery import app, drop_broker_connections
 
     saved = {name: app.conf[name] for name in ("broker_url", "task_always_eager")}
 
     def point_at(broker_url: str) -> None:
         app.conf.update(broker_url=broker_url, task_always_eager=False)
-        _drop_broker_connections(app)
+        drop_broker_connections()
 
     yield point_at
     app.conf.update(saved)
-    _drop_broker_connections(app)
+    drop_broker_connections()
 
 
 @pytest.fixture

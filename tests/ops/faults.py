@@ -219,3 +219,64 @@ class CeleryWorker:
                 self.process.kill()
                 self.process.wait(timeout=10)
         self._log.close()
+
+
+def upload_one(technician_api, technician, cell_upload) -> int:
+    """One cell uploaded to a new case through the API; its image id."""
+    from tests.factories import CaseFactory
+
+    case = CaseFactory(created_by=technician)
+    response = technician_api.post(f"/api/v1/cases/{case.pk}/images/", {"files": [cell_upload()]}, format="multipart")
+    assert response.status_code == 201, response.content
+    return response.json()["accepted"][0]["id"]
+
+
+def classified(image_id: int):
+    """The image once classified, else None (for wait_until)."""
+    from cases.models import CellImage
+
+    image = CellImage.objects.get(pk=image_id)
+    return image if image.status == CellImage.Status.CLASSIFIED else None
+
+
+def worker_killed_mid_task_is_delivered_again(
+    *, start_worker, broker_url: str, environment: dict, upload, slow_once: Path, timeout: float
+) -> None:
+    """A worker SIGKILLed while predicting (`slow_once` appears when it starts): a second worker gets the task again
+    and stores exactly one prediction, on the second attempt."""
+    from cases.models import CellImage, Prediction
+
+    environment = {**environment, "HEMATOVISION_TEST_SLOW_ONCE_FILE": str(slow_once)}
+    first = start_worker(broker_url=broker_url, **environment)
+    image_id = upload()
+    wait_until(slow_once.exists, timeout=timeout, what=f"the first worker to start predicting\n{first.log_tail()}")
+    assert CellImage.objects.get(pk=image_id).status == CellImage.Status.CLASSIFYING
+    first.kill()
+
+    second = start_worker(broker_url=broker_url, **environment)
+    image = wait_until(
+        lambda: classified(image_id),
+        timeout=timeout,
+        what=f"the task to be delivered again to the second worker\n{second.log_tail()}",
+    )
+    assert image.attempts == 2
+    assert Prediction.objects.filter(image_id=image_id).count() == 1
+
+
+def classified_by_the_requeue(*, start_worker, broker_url: str, image_id: int, timeout: float, **environment) -> None:
+    """A worker with beat re-queueing every second classifies the image that stayed queued, once."""
+    from cases.models import Prediction
+
+    worker = start_worker(
+        broker_url=broker_url,
+        beat=True,
+        HEMATOVISION_TEST_STALE_SECONDS="1",
+        HEMATOVISION_TEST_REQUEUE_EVERY="1",
+        **environment,
+    )
+    wait_until(
+        lambda: classified(image_id),
+        timeout=timeout,
+        what=f"the periodic re-queue to classify the image\n{worker.log_tail()}",
+    )
+    assert Prediction.objects.filter(image_id=image_id).count() == 1

@@ -13,26 +13,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from cases.models import CellImage, Prediction
-from tests.factories import CaseFactory
-from tests.ops.faults import TcpProxy, port_answers, wait_until
+from tests.ops.faults import (
+    TcpProxy,
+    classified_by_the_requeue,
+    port_answers,
+    upload_one,
+    worker_killed_mid_task_is_delivered_again,
+)
 
 pytestmark = pytest.mark.broker
 
 RECOVERY_TIMEOUT_SECONDS = 60
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
-
-
-def _upload_one(technician_api, technician, cell_upload) -> int:
-    case = CaseFactory(created_by=technician)
-    response = technician_api.post(f"/api/v1/cases/{case.pk}/images/", {"files": [cell_upload()]}, format="multipart")
-    assert response.status_code == 201, response.content
-    return response.json()["accepted"][0]["id"]
-
-
-def _classified(image_id: int) -> CellImage | None:
-    image = CellImage.objects.get(pk=image_id)
-    return image if image.status == CellImage.Status.CLASSIFIED else None
 
 
 def _through(proxy: TcpProxy, url: str) -> str:
@@ -81,29 +73,16 @@ def rabbitmq(project_celery_sends_to):
 def test_task_of_a_worker_killed_mid_task_is_delivered_again_at_once_and_stored_once(
     tiny_model, technician, technician_api, cell_upload, rabbitmq, start_worker, tmp_path
 ):
-    slow_once = tmp_path / "first-prediction-started"
-    # Redis's visibility timeout stays at its production 600 s: RabbitMQ does not use it.
-    environment = {**rabbitmq.worker_environment, "HEMATOVISION_TEST_SLOW_ONCE_FILE": str(slow_once)}
     rabbitmq.send_to(rabbitmq.url)
-    first = start_worker(broker_url=rabbitmq.url, **environment)
-    image_id = _upload_one(technician_api, technician, cell_upload)
-
-    wait_until(
-        slow_once.exists,
+    # Redis's visibility timeout stays at its production 600 s: RabbitMQ does not use it.
+    worker_killed_mid_task_is_delivered_again(
+        start_worker=start_worker,
+        broker_url=rabbitmq.url,
+        environment=rabbitmq.worker_environment,
+        upload=lambda: upload_one(technician_api, technician, cell_upload),
+        slow_once=tmp_path / "first-prediction-started",
         timeout=RECOVERY_TIMEOUT_SECONDS,
-        what=f"the first worker to start predicting\n{first.log_tail()}",
     )
-    assert CellImage.objects.get(pk=image_id).status == CellImage.Status.CLASSIFYING
-    first.kill()
-
-    second = start_worker(broker_url=rabbitmq.url, **environment)
-    image = wait_until(
-        lambda: _classified(image_id),
-        timeout=RECOVERY_TIMEOUT_SECONDS,
-        what=f"the task to be delivered again to the second worker\n{second.log_tail()}",
-    )
-    assert image.attempts == 2
-    assert Prediction.objects.filter(image_id=image_id).count() == 1
 
 
 def test_upload_while_rabbitmq_is_unreachable_is_kept_queued_and_classified_when_it_returns(
@@ -117,25 +96,19 @@ def test_upload_while_rabbitmq_is_unreachable_is_kept_queued_and_classified_when
 
         started = time.monotonic()
         with caplog.at_level(logging.ERROR, logger="cases.tasks"):
-            image_id = _upload_one(technician_api, technician, cell_upload)
+            image_id = upload_one(technician_api, technician, cell_upload)
         assert time.monotonic() - started < 10  # refused at once: no retries inside the request
         assert "broker unavailable" in caplog.text
         assert technician_api.get(f"/api/v1/images/{image_id}/").json()["status"] == "queued"
 
         proxy.restore()
-        worker = start_worker(
+        classified_by_the_requeue(
+            start_worker=start_worker,
             broker_url=proxied,
-            beat=True,
-            HEMATOVISION_TEST_STALE_SECONDS="1",
-            HEMATOVISION_TEST_REQUEUE_EVERY="1",
+            image_id=image_id,
+            timeout=RECOVERY_TIMEOUT_SECONDS,
             **rabbitmq.worker_environment,
         )
-        wait_until(
-            lambda: _classified(image_id),
-            timeout=RECOVERY_TIMEOUT_SECONDS,
-            what=f"the periodic re-queue to classify the image\n{worker.log_tail()}",
-        )
-        assert Prediction.objects.filter(image_id=image_id).count() == 1
     finally:
         proxy.close()
 
@@ -151,12 +124,12 @@ def test_a_broker_connection_dropped_since_the_last_upload_does_not_fail_the_nex
     proxy = TcpProxy(rabbitmq.host, rabbitmq.port)
     try:
         rabbitmq.send_to(_through(proxy, rabbitmq.url))
-        _upload_one(technician_api, technician, cell_upload)
+        upload_one(technician_api, technician, cell_upload)
         proxy.cut()
         proxy.restore()
 
         with caplog.at_level(logging.ERROR, logger="cases.tasks"):
-            _upload_one(technician_api, technician, cell_upload)
+            upload_one(technician_api, technician, cell_upload)
 
         assert "broker unavailable" not in caplog.text
         with Connection(rabbitmq.url, connect_timeout=5) as connection:
