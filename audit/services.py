@@ -51,17 +51,13 @@ def record_many(
     return _insert(rows) if rows else []
 
 
-# INSERT ... RETURNING of up to this many events is built once per process and count: the ORM compiled an upload's
-# bulk_create on every request (docs/benchmarks.md, "hweb"). More events at once take bulk_create.
-CACHED_INSERT_MAX_EVENTS = MAX_CACHED_ROW_COUNT
-
-
 def _insert(rows: list[AuditEvent]) -> list[AuditEvent]:
     """AuditEvent.objects.bulk_create(rows): the same values, prepared as bulk_create prepares them (created_at
     set by pre_save), each event given its id back; no signal (bulk_create sends none). PostgreSQL and SQLite
-    3.35+ (RETURNING); elsewhere bulk_create."""
+    3.35+ (RETURNING); elsewhere, and for more events than statements are kept for, bulk_create. The ORM compiled
+    an upload's bulk_create on every request (docs/benchmarks.md, "hweb")."""
     connection = connections[router.db_for_write(AuditEvent)]
-    if not supports_returning(connection) or len(rows) > CACHED_INSERT_MAX_EVENTS:
+    if not supports_returning(connection) or len(rows) > MAX_CACHED_ROW_COUNT:
         return AuditEvent.objects.bulk_create(rows)
     fields = [field for field in AuditEvent._meta.concrete_fields if not field.primary_key]
     sql = cached_statement(

@@ -24,7 +24,7 @@ SHARED_REDIS_PORT = 6379
 
 @pytest.fixture
 def shared_redis_url():
-    """The machine's Redis, on a database number no other test uses."""
+    """The machine's Redis, for checks that only read (tests that queue or flush use private_redis_broker)."""
     if not port_answers(SHARED_REDIS_PORT):
         skip_or_fail(f"Redis is not reachable on 127.0.0.1:{SHARED_REDIS_PORT}")
     return f"redis://127.0.0.1:{SHARED_REDIS_PORT}/14"
@@ -67,15 +67,10 @@ def active_model_file(db, settings, tmp_path):
 
 
 @pytest.fixture
-def shared_redis_broker(shared_redis_url):
-    """A Redis database number of our own, emptied before and after so no stale task leaks in or out."""
-    import redis
-
-    client = redis.Redis.from_url(shared_redis_url)
-    client.flushdb()
-    yield shared_redis_url
-    client.flushdb()
-    client.close()
+def private_redis_broker(throwaway_redis):
+    """A redis-server of this test's own: no other test run on the machine (another checkout's, a colleague's)
+    shares its queue or empties it, as they could a database number of the machine's Redis."""
+    return throwaway_redis.url
 
 
 @pytest.fixture

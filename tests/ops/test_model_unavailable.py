@@ -68,10 +68,10 @@ def test_start_up_names_the_missing_model_file(active_model_file, caplog):
 
 @pytest.mark.broker
 def test_a_celery_worker_says_at_start_up_that_the_model_is_corrupt(
-    active_model_file, shared_redis_broker, start_worker
+    active_model_file, private_redis_broker, start_worker
 ):
     active_model_file.write_bytes(b"damaged")
-    worker = start_worker(broker_url=shared_redis_broker)
+    worker = start_worker(broker_url=private_redis_broker)
     wait_until(
         lambda: "MODEL UNAVAILABLE" in worker.log_tail(20000),
         timeout=60,

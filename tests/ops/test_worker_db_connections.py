@@ -199,13 +199,13 @@ def _other_backends_of_this_database() -> list[int]:
 
 @pytest.mark.broker
 def test_a_worker_whose_database_backend_ended_between_tasks_classifies_the_next_upload(
-    tiny_model, technician, technician_api, cell_upload, shared_redis_broker, project_celery_sends_to, start_worker
+    tiny_model, technician, technician_api, cell_upload, private_redis_broker, project_celery_sends_to, start_worker
 ):
     from cases.models import CellImage
     from tests.factories import CaseFactory
 
-    project_celery_sends_to(shared_redis_broker)
-    worker = start_worker(broker_url=shared_redis_broker, HEMATOVISION_TEST_CONN_MAX_AGE="600")
+    project_celery_sends_to(private_redis_broker)
+    worker = start_worker(broker_url=private_redis_broker, HEMATOVISION_TEST_CONN_MAX_AGE="600")
     case = CaseFactory(created_by=technician)
 
     def classified_upload() -> CellImage:

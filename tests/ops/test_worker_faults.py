@@ -18,15 +18,15 @@ def test_task_of_a_worker_killed_mid_task_is_delivered_again_and_stored_once(
     technician,
     technician_api,
     cell_upload,
-    shared_redis_broker,
+    private_redis_broker,
     project_celery_sends_to,
     start_worker,
     tmp_path,
 ):
-    project_celery_sends_to(shared_redis_broker)
+    project_celery_sends_to(private_redis_broker)
     worker_killed_mid_task_is_delivered_again(
         start_worker=start_worker,
-        broker_url=shared_redis_broker,
+        broker_url=private_redis_broker,
         environment={"HEMATOVISION_TEST_VISIBILITY_TIMEOUT": "3"},
         upload=lambda: upload_one(technician_api, technician, cell_upload),
         slow_once=tmp_path / "first-prediction-started",
