@@ -289,6 +289,7 @@ def test_train_recipe_multilab_runs_end_to_end_on_a_tiny_data_root(db, tmp_path,
         (["--recipe", "frozen-head", "--whole-network-size", "64"], "--whole-network-size does nothing"),
         (["--recipe", "frozen-head", "--weight-average", "0.999"], "--weight-average does nothing with recipe frozen"),
         (["--without", "lisc"], "--without does nothing with recipe frozen-head"),
+        (["--olympus-repeat", "1"], "--olympus-repeat does nothing with recipe frozen-head"),
         (["--val-data", "v", "--val-fraction", "0.2"], "--val-fraction does nothing with --val-data"),
         (["--data-root", "r"], "--data-root does nothing with recipe frozen-head"),
     ],
@@ -306,11 +307,24 @@ def test_train_rejects_an_option_that_does_nothing_on_the_chosen_recipe(db, tmp_
         (["--val-data", "v"], "--val-data does nothing with recipe multilab"),
         (["--head-epochs", "3"], "--head-epochs does nothing with recipe multilab"),
         (["--val-fraction", "0.2"], "--val-fraction does nothing with recipe multilab"),
+        (["--without", "lisc", "--lisc-repeat", "1"], "--lisc-repeat does nothing with recipe multilab: lisc is left"),
     ],
 )
 def test_train_multilab_rejects_folder_options(db, tmp_path, arguments, message):
     with pytest.raises(CommandError, match=message):
         call_command("train", "--recipe", "multilab", "--data-root", str(tmp_path), "--no-register", *arguments)
+
+
+def test_train_multilab_takes_each_laboratorys_repeat_from_the_command_line(tmp_path):
+    from inference.management.commands.train import Command
+
+    command = Command()
+    parser = command.create_parser("manage.py", "train")
+    typed = ["--recipe", "multilab", "--data-root", str(tmp_path), "--olympus-repeat", "1", "--lisc-repeat", "4"]
+    _, config = command._recipe_and_config(vars(parser.parse_args(typed)))
+    assert (config.olympus_repeat, config.lisc_repeat) == (1, 4)
+    _, default = command._recipe_and_config(vars(parser.parse_args(typed[:4])))
+    assert (default.olympus_repeat, default.lisc_repeat) == (3, 2)
 
 
 def test_train_multilab_without_olympus_caches_nothing(db, tmp_path):

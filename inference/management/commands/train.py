@@ -49,6 +49,8 @@ CONFIG_OPTIONS = {
     "threads": ("--threads", "num_threads", int),
     "val_fraction": ("--val-fraction", "val_fraction", float),
     "without": ("--without", "without", tuple),
+    "olympus_repeat": ("--olympus-repeat", "olympus_repeat", int),
+    "lisc_repeat": ("--lisc-repeat", "lisc_repeat", int),
     "augmentation": ("--augmentation", "augmentation", AUGMENTATIONS.__getitem__),
 }
 
@@ -77,6 +79,10 @@ class Command(BaseCommand):
         data.add_argument(
             "--without", action="append", choices=LABORATORIES, help="multilab: leave this laboratory out"
         )
+        data.add_argument(
+            "--olympus-repeat", type=int, help="multilab: times each olympus training cell is repeated per epoch (3)"
+        )
+        data.add_argument("--lisc-repeat", type=int, help="multilab: times each LISC window is repeated per epoch (2)")
         data.add_argument("--cache-dir", type=Path, help="feature / cut-cell cache (default: VAR_DIR/cache/...)")
         model = parser.add_argument_group("model and training (defaults: the recipe's)")
         model.add_argument("--backbone", help=f"one of {', '.join(available_backbones())}")
@@ -180,6 +186,11 @@ class Command(BaseCommand):
             config = recipe.config(**overrides)
         except RecipeError as exc:
             raise CommandError(str(exc)) from exc
+        for laboratory in ("olympus", "lisc"):
+            if f"{laboratory}_repeat" in overrides and laboratory in config.without:
+                raise CommandError(
+                    f"--{laboratory}-repeat does nothing with recipe {recipe.name}: {laboratory} is left out"
+                )
         if options["cache_dir"] and not recipe.cache_used(config):
             raise CommandError(f"--cache-dir does nothing with recipe {recipe.name}: it caches nothing")
         return recipe, config
