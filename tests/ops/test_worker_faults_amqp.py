@@ -17,6 +17,7 @@ from tests.ops.faults import (
     TcpProxy,
     classified_by_the_requeue,
     port_answers,
+    skip_or_fail,
     upload_one,
     worker_killed_mid_task_is_delivered_again,
 )
@@ -45,10 +46,7 @@ def rabbitmq(project_celery_sends_to):
     url = os.environ.get("TEST_RABBITMQ_URL", DEFAULT_RABBITMQ_URL)
     parts = urlsplit(url)
     if not port_answers(parts.port or 5672, host=parts.hostname or "127.0.0.1"):
-        unreachable = f"RabbitMQ is not reachable at {parts.hostname}:{parts.port or 5672} (set TEST_RABBITMQ_URL)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(unreachable)
-        pytest.skip(unreachable)
+        skip_or_fail(f"RabbitMQ is not reachable at {parts.hostname}:{parts.port or 5672} (set TEST_RABBITMQ_URL)")
     queue = f"hematovision-faulttest-{os.getpid()}-{time.monotonic_ns()}"
     saved_queue = app.conf.task_default_queue
 
